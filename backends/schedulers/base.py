@@ -1,0 +1,79 @@
+"""The scheduler plug-in interface, in the manner of PSI/J's executors: a plug-in says how to
+render a batch script, how to build each command, and how to parse each answer.
+
+Batch jobs are named after the subjob and attempt (``BatchRequest.name``) so that ``find`` can
+tell whether a submission already happened before the worker crashed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backends.batchscript import render_body
+from backends.runners.base import Runner
+from edgeceleryapp.settings import SiteSettings
+
+# What a plug-in maps its scheduler's native states to.
+QUEUED = "QUEUED"
+RUNNING = "RUNNING"
+FINISHED = "EXECUTION_FINISHED"
+FAILED = "FAILED"  # ended for a resource-side reason: node failure, preemption, cancelled...
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """Everything a scheduler needs to submit one subjob attempt."""
+
+    name: str
+    workdir: Path
+    argv: list[str]
+    queue: str | None = None
+    project: str | None = None
+    wall_time_minutes: int | None = None
+    num_nodes: int = 1
+    processes_per_node: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    state: str
+    exit_code: int | None = None
+    reason: str = ""
+
+
+class Scheduler(ABC):
+    """One site's batch system. ``statuses`` must answer for many jobs in ONE command."""
+
+    kind: str = ""
+
+    def __init__(self, site: SiteSettings, runner: Runner):
+        self.site = site
+        self.runner = runner
+
+    def directives(self, job: BatchRequest) -> list[str]:
+        """The scheduler's header lines (#SBATCH, #PBS, ...); none by default."""
+        return []
+
+    def render(self, job: BatchRequest) -> str:
+        lines = ["#!/bin/sh", *self.directives(job), *render_body(job.workdir, job.argv, job.env)]
+        return "\n".join(lines) + "\n"
+
+    @abstractmethod
+    def submit(self, script: Path, job: BatchRequest) -> str:
+        """Submit the script; return the scheduler's id for the batch job."""
+
+    @abstractmethod
+    def find(self, name: str) -> str | None:
+        """The id of a batch job we submitted under ``name``, or None."""
+
+    @abstractmethod
+    def statuses(self, ids: list[str]) -> dict[str, BatchStatus]:
+        """States of these batch jobs in one query. Jobs the scheduler does not know are left
+        out of the answer, never reported as done."""
+
+    @abstractmethod
+    def cancel(self, batch_id: str) -> None:
+        """Ask the scheduler to remove the batch job."""

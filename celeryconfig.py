@@ -1,0 +1,45 @@
+"""Celery settings: queues, routes, acknowledgement, serialisation, the poll schedule.
+
+At-least-once everywhere: a task is acknowledged after it ran (acks_late), and a task whose
+worker died is delivered again (reject_on_worker_lost; for Redis, after visibility_timeout).
+Every task is written to be safe to run twice. JSON only: no pickle ever crosses the broker.
+"""
+
+from edgeceleryapp.settings import get_settings
+
+_settings = get_settings()
+
+broker_url = _settings.broker_url
+broker_connection_retry_on_startup = True
+broker_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+event_serializer = "json"
+task_ignore_result = True
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_concurrency = _settings.worker_concurrency
+
+task_default_queue = "argo"
+task_routes = {"argo.*": {"queue": "argo"}}
+imports = ("tasks.site", "tasks.poll", "tasks.argo")
+
+# Flower and `celery events` see tasks and workers.
+worker_send_task_events = True
+task_send_sent_event = True
+
+# One poll message per site per interval, whatever the number of jobs in flight; it expires
+# rather than queueing up while a site worker is away.
+beat_schedule = {
+    f"poll-{name}": {
+        "task": "site.poll",
+        "schedule": site.poll_interval,
+        "args": (name,),
+        "options": {"queue": f"site.{name}", "expires": max(site.poll_interval, 1.0)},
+    }
+    for name, site in _settings.sites.items()
+}

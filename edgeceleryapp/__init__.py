@@ -1,0 +1,7 @@
+"""edgecelery: an HPC edge service (Argo + Balsam, seed 000) built on Celery.
+
+``celery -A edgeceleryapp worker`` finds the app in ``edgeceleryapp.celery``. This package
+stays light to import, so the command line starts fast.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,106 @@
+"""The ``edgecelery`` command line: the seed's balsam_* and Argo commands, plus workers and
+the demo. Every command takes ``-h``; listing commands take ``--json``.
+
+Exit codes: 0 success, 1 operation refused (not found, wrong state), 2 invalid input.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeceleryapp.errors import (
+    ConfigurationError,
+    EdgeCeleryError,
+    InvalidState,
+    NotFound,
+    TransientError,
+    ValidationFailed,
+)
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn our error types into a clear message and an exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValidationFailed as exc:
+            click.echo("invalid:", err=True)
+            for field, problem in exc.errors:
+                click.echo(f"  {field}: {problem}", err=True)
+            sys.exit(2)
+        except ConfigurationError as exc:
+            click.echo(f"configuration error: {exc}", err=True)
+            sys.exit(2)
+        except (NotFound, InvalidState, TransientError, EdgeCeleryError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def read_input(source: str) -> str:
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text()
+    except OSError as exc:
+        raise ValidationFailed([("FILE", f"cannot read {source}: {exc.strerror}")]) from None
+
+
+def emit(rows: Any, as_json: bool, columns: tuple[str, ...] = ()) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("(none)")
+        return
+    widths = {
+        c: max(len(c), *(len(str(r.get(c) if r.get(c) is not None else "")) for r in rows))
+        for c in columns
+    }
+    click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for r in rows:
+        click.echo(
+            "  ".join(
+                str(r.get(c) if r.get(c) is not None else "").ljust(widths[c]) for c in columns
+            ).rstrip()
+        )
+
+
+@click.group(context_settings=CONTEXT)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    envvar="EDGECELERY_CONFIG",
+    help="Settings file (TOML). Default: $EDGECELERY_CONFIG or ./edgecelery.toml.",
+)
+def main(config: str | None) -> None:
+    """edgecelery: run chains of HPC batch jobs across sites (Argo + Balsam on Celery)."""
+    if config:
+        os.environ["EDGECELERY_CONFIG"] = str(Path(config).resolve())
+        from edgeceleryapp.settings import reset_settings
+
+        reset_settings()
+
+
+from edgeceleryapp.cli import apps, argo, demo, jobs, service  # noqa: E402
+
+main.add_command(apps.app)
+main.add_command(jobs.job)
+main.add_command(argo.argo)
+main.add_command(argo.retry)
+main.add_command(service.worker)
+main.add_command(service.db)
+main.add_command(demo.demo)

@@ -1,0 +1,3 @@
+from edgeceleryapp.cli import main
+
+main()

@@ -1,0 +1,108 @@
+"""``edgecelery argo``: Argo jobs (seed 000 2.2), and ``edgecelery retry``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from edgeceleryapp.cli import CONTEXT, emit, handle_errors, read_input
+
+COLUMNS = ("id", "updated_at", "group_identifier", "site", "state", "output_url", "name")
+
+
+def print_events(events: list[dict[str, Any]]) -> None:
+    click.echo("timeline:")
+    for e in events:
+        who = f"subjob {e['subjob_id']}" if e["subjob_id"] else "argo"
+        line = f"  {e['time']}  {who:10}  {e['from_state'] or '-':>24} -> {e['to_state']}"
+        click.echo(line + (f"  ({e['message']})" if e["message"] else ""))
+
+
+@click.group(context_settings=CONTEXT)
+def argo() -> None:
+    """Argo jobs: ordered chains of subjobs across sites."""
+
+
+@argo.command("validate", context_settings=CONTEXT)
+@click.argument("source", metavar="FILE|-")
+@handle_errors
+def validate(source: str) -> None:
+    """Check an Argo job message; exit 0 if valid, 2 with every field error if not."""
+    from workflows.validation import parse_json, validate_argo
+
+    message = validate_argo(parse_json(read_input(source)))
+    click.echo(f"valid: argo job {message.name!r} with {len(message.subjobs)} subjob(s)")
+
+
+@argo.command("submit", context_settings=CONTEXT)
+@click.argument("source", metavar="FILE|-")
+@click.option("--no-start", is_flag=True, help="Store only; do not queue the first step.")
+@handle_errors
+def submit(source: str, no_start: bool) -> None:
+    """Validate, store and start an Argo job; prints its id."""
+    from workflows.intake import submit_argo
+
+    click.echo(submit_argo(read_input(source), start=not no_start))
+
+
+@argo.command("ls", context_settings=CONTEXT)
+@click.option("--state", default=None)
+@click.option("--site", default=None, help="Argo jobs with a subjob at this site.")
+@click.option("--group", default=None, help="group_identifier.")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def ls(state: str | None, site: str | None, group: str | None, limit: int, as_json: bool) -> None:
+    """List Argo jobs, newest first."""
+    from edgeceleryapp import operations
+
+    emit(operations.list_argo(state, site, group, limit), as_json, COLUMNS)
+
+
+@argo.command("show", context_settings=CONTEXT)
+@click.argument("argo_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def show(argo_id: int, as_json: bool) -> None:
+    """Show an Argo job, its subjobs and the timeline of every state change."""
+    from edgeceleryapp import operations
+
+    data = operations.show_argo(argo_id)
+    if as_json:
+        emit(data, True)
+        return
+    for key, value in data.items():
+        if key not in ("subjobs", "events"):
+            click.echo(f"{key:24} {value if value is not None else ''}")
+    click.echo("subjobs:")
+    for sj in data["subjobs"]:
+        click.echo(
+            f"  [{sj['position']}] id={sj['id']} site={sj['site']} "
+            f"application={sj['application']} state={sj['state']} "
+            f"batch_job={sj['batch_job_id'] or '-'}"
+            + (f" ({sj['state_message']})" if sj["state_message"] else "")
+        )
+    print_events(data["events"])
+
+
+@argo.command("rm", context_settings=CONTEXT)
+@click.argument("argo_id", type=int)
+@click.option("--force", is_flag=True, help="Remove even with a batch job in flight.")
+@handle_errors
+def rm(argo_id: int, force: bool) -> None:
+    """Remove an Argo job, its subjobs and its events."""
+    from edgeceleryapp import operations
+
+    operations.remove_argo(argo_id, force)
+
+
+@click.command("retry", context_settings=CONTEXT)
+@click.argument("job_id", type=int)
+@click.option("--subjob", is_flag=True, help="JOB_ID is a Balsam-only job, not an Argo job.")
+@handle_errors
+def retry(job_id: int, subjob: bool) -> None:
+    """Run a failed job again from its failed step; prints the state it restarts from."""
+    from edgeceleryapp import operations
+
+    click.echo(operations.retry_subjob(job_id) if subjob else operations.retry_argo(job_id))

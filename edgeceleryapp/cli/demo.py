@@ -1,0 +1,222 @@
+"""``edgecelery demo``: the whole service on this machine, one Argo job end to end.
+
+A private Redis on a free loopback port, an Argo worker (with the poll schedule) and one worker
+for each of two sites named after seed 000 Figure 1 (a small HTCondor cluster, then Mira), both
+on the local scheduler. It submits a two-subjob job modelled on Table 3, prints every status
+message as it arrives, shows the output, and stops all it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeceleryapp.cli import CONTEXT, handle_errors
+
+SITES = ("hep_cluster", "mira")
+ROUTING_KEY = "atlas_job_monitor"
+
+
+def write_config(
+    root: Path,
+    broker_url: str,
+    sites: tuple[str, ...] = SITES,
+    *,
+    poll_interval: float = 0.5,
+    status_interval: float = 2.0,
+    extra: str = "",
+) -> Path:
+    """A settings file for a one-machine service rooted at ``root``."""
+    lines = [
+        f"broker_url = {json.dumps(broker_url)}",
+        f"database_url = {json.dumps('sqlite:///' + str(root / 'edgecelery.db'))}",
+        extra,
+        "[argo]",
+        f"staging_dir = {json.dumps(str(root / 'argo'))}",
+        f"transfer_roots = [{json.dumps(str(root / 'data'))}]",
+    ]
+    for site in sites:
+        lines += [
+            f"[sites.{site}]",
+            'scheduler = "local"',
+            f"workdir = {json.dumps(str(root / 'sites' / site))}",
+            f"transfer_roots = [{json.dumps(str(root / 'data'))}]",
+            f"poll_interval = {poll_interval}",
+            f"status_interval = {status_interval}",
+        ]
+    path = root / "edgecelery.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def install_demo_apps(root: Path, sites: tuple[str, str] = SITES) -> None:
+    """Copy the demo scripts into place and register them (seed 000 Table 2 style)."""
+    from edgeceleryapp import operations
+
+    bin_dir = root / "apps"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("alpgen_cmdline.py", "warmup.py", "wjets.py", "presubmit.sh", "postsubmit.sh"):
+        text = resources.files("edgeceleryapp.demo").joinpath(name).read_text()
+        if name.endswith(".py"):
+            text = text.replace("#!/usr/bin/env python3", f"#!{sys.executable}", 1)
+        target = bin_dir / name
+        target.write_text(text)
+        target.chmod(0o755)
+    common = {
+        "config_script": str(bin_dir / "alpgen_cmdline.py"),
+        "preprocess": str(bin_dir / "presubmit.sh"),
+        "postprocess": str(bin_dir / "postsubmit.sh"),
+    }
+    operations.add_app(
+        "alpGen_warmup",
+        sites[0],
+        str(bin_dir / "warmup.py"),
+        description="AlpGen warm-up grid (serial)",
+        **common,
+    )
+    operations.add_app(
+        "alpGen-wjets",
+        sites[1],
+        str(bin_dir / "wjets.py"),
+        description="W-boson to 4 jet events at 13TeV using AlpGen",
+        **common,
+    )
+
+
+def demo_message(input_url: str, output_url: str, sites: tuple[str, str] = SITES) -> dict:
+    """An Argo job shaped like seed 000 Table 3, with two subjobs."""
+    subjob = {
+        "description": "W-boson to 4 jet events at 13TeV using AlpGen",
+        "queue": "prod-short",
+        "project": "EnergyFEC",
+        "wall_time_minutes": 30,
+        "num_nodes": 1,
+        "processes_per_node": 1,
+        "config_file": "alpGen.ini",
+    }
+    return {
+        "name": "alpGenGeneration",
+        "description": "W-boson to 4 jet events at 13TeV using AlpGen",
+        "user_id": "alpGen.wjet.enu.5jets.13TeV.prodset001.job001",
+        "group_identifier": "alpGen.wjet.enu.5jets.13TeV.prodset001",
+        "username": "johndoe",
+        "email": "johndoe@doe.gov",
+        "input_url": input_url,
+        "output_url": output_url,
+        "job_status_routing_key": ROUTING_KEY,
+        "subjobs": [
+            {**subjob, "name": "alpGenWarmup", "site": sites[0], "application": "alpGen_warmup"},
+            {**subjob, "name": "alpGenGenerator", "site": sites[1], "application": "alpGen-wjets"},
+        ],
+    }
+
+
+def _print_status(body: dict[str, Any]) -> None:
+    who = (
+        f"subjob {body['subjob_id']} @{body['site']}"
+        if body["kind"] == "subjob"
+        else f"argo {body['argo_job_id']}"
+    )
+    note = f"  {body['message']}" if body["message"] else ""
+    click.echo(
+        f"  {body['time'][11:23]}  {who:22} {body['from_state'] or '-':>24} -> "
+        f"{body['to_state']}{note}"
+    )
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--keep", is_flag=True, help="Keep the demo directory afterwards.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the job.")
+@handle_errors
+def demo(keep: bool, timeout: float) -> None:
+    """Run one two-site Argo job on this machine and show every state change."""
+    from kombu import Connection, Queue
+
+    from edgeceleryapp.localservice import RedisServer, Worker, wait_for_workers
+    from edgeceleryapp.settings import reset_settings
+
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="edgecelery-demo-"))
+    redis = RedisServer(root / "redis").start()
+    workers: list[Worker] = []
+    try:
+        config = write_config(root, redis.url)
+        os.environ["EDGECELERY_CONFIG"] = str(config)
+        reset_settings()
+        from edgeceleryapp.db import init_db
+        from edgeceleryapp.status import status_exchange
+
+        init_db()
+        install_demo_apps(root)
+        data_in = root / "data" / "input"
+        data_in.mkdir(parents=True)
+        (data_in / "alpGen.ini").write_text(
+            resources.files("edgeceleryapp.demo").joinpath("alpGen.ini").read_text()
+        )
+        output = root / "data" / "output"
+        click.echo(f"demo directory: {root}")
+        click.echo(f"private Redis:  {redis.url}")
+        env = {**os.environ, "EDGECELERY_CONFIG": str(config)}
+        workers = [Worker(n, env, root / "logs" / f"{n}.log").start() for n in ("argo", *SITES)]
+        wait_for_workers(["argo", *SITES])
+        click.echo(f"workers up:     argo, {', '.join(SITES)}")
+
+        from workflows.intake import submit_argo
+
+        with Connection(redis.url) as conn:
+            queue = Queue(
+                "",
+                exchange=status_exchange(),
+                routing_key=ROUTING_KEY,
+                exclusive=True,
+                auto_delete=True,
+            )
+            done: dict[str, str] = {}
+
+            def on_message(body: dict[str, Any], message: Any) -> None:
+                _print_status(body)
+                message.ack()
+                if body["kind"] == "argo" and (
+                    body["to_state"] == "HISTORY" or body["to_state"].endswith("_FAILED")
+                ):
+                    done["state"] = body["to_state"]
+
+            with conn.Consumer(queue, callbacks=[on_message], accept=["json"]):
+                argo_id = submit_argo(demo_message(f"local://{data_in}", f"local://{output}"))
+                click.echo(f"submitted argo job {argo_id}; status messages on '{ROUTING_KEY}':")
+                deadline = time.monotonic() + timeout
+                while "state" not in done and time.monotonic() < deadline:
+                    try:
+                        conn.drain_events(timeout=1)
+                    except TimeoutError:
+                        continue
+        state = done.get("state", "TIMEOUT")
+        click.echo(
+            f"argo job {argo_id} ended in {state} ({time.monotonic() - started:.1f}s in all)"
+        )
+        if output.exists():
+            click.echo(f"output at {output}:")
+            for path in sorted(output.rglob("*")):
+                if path.is_file():
+                    click.echo(f"  {path.relative_to(output)}  {path.stat().st_size} bytes")
+        if state != "HISTORY":
+            click.echo(f"logs: {root / 'logs'}", err=True)
+            keep = True
+            sys.exit(1)
+    finally:
+        for worker in workers:
+            worker.stop()
+        redis.stop()
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            click.echo(f"kept {root}")

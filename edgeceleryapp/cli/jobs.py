@@ -1,0 +1,117 @@
+"""``edgecelery job``: Balsam jobs (seed 000 balsam_add_job, _ls_jobs, _rm_jobs, _alter_job,
+_rm_all_jobs)."""
+
+from __future__ import annotations
+
+import click
+
+from edgeceleryapp.cli import CONTEXT, emit, handle_errors, read_input
+
+COLUMNS = ("id", "argo_job_id", "site", "application", "state", "attempt", "batch_job_id", "name")
+
+
+@click.group(context_settings=CONTEXT)
+def job() -> None:
+    """Balsam jobs: one application run at one site."""
+
+
+@job.command("add", context_settings=CONTEXT)
+@click.argument("source", metavar="FILE|-")
+@click.option("--no-start", is_flag=True, help="Store only; do not queue the first step.")
+@handle_errors
+def add(source: str, no_start: bool) -> None:
+    """Add a Balsam job from a JSON message (seed 000 2.1.1) and start it; prints its id."""
+    from workflows.intake import submit_balsam
+
+    click.echo(submit_balsam(read_input(source), start=not no_start))
+
+
+@job.command("ls", context_settings=CONTEXT)
+@click.option("--site", default=None)
+@click.option("--state", default=None)
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def ls(site: str | None, state: str | None, limit: int, as_json: bool) -> None:
+    """List jobs (subjobs of Argo jobs included), newest first."""
+    from edgeceleryapp import operations
+
+    emit(operations.list_subjobs(site, state, limit), as_json, COLUMNS)
+
+
+@job.command("show", context_settings=CONTEXT)
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def show(job_id: int, as_json: bool) -> None:
+    """Show one job and its state timeline."""
+    from edgeceleryapp import operations
+    from edgeceleryapp.cli.argo import print_events
+
+    data = operations.show_subjob(job_id)
+    if as_json:
+        emit(data, True)
+        return
+    for key, value in data.items():
+        if key != "events":
+            click.echo(f"{key:20} {value if value is not None else ''}")
+    print_events(data["events"])
+
+
+@job.command("rm", context_settings=CONTEXT)
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Remove even with a batch job in flight.")
+@handle_errors
+def rm(job_ids: tuple[int, ...], force: bool) -> None:
+    """Remove Balsam-only jobs."""
+    from edgeceleryapp import operations
+
+    click.echo(f"removed {operations.remove_subjobs(list(job_ids), force)}")
+
+
+@job.command("rm-all", context_settings=CONTEXT)
+@click.option("--yes", is_flag=True, help="Confirm.")
+@click.option("--force", is_flag=True, help="Remove even with batch jobs in flight.")
+@handle_errors
+def rm_all(yes: bool, force: bool) -> None:
+    """Remove every Balsam-only job."""
+    from edgeceleryapp import operations
+
+    if not yes:
+        click.confirm("Remove every Balsam-only job?", abort=True)
+    click.echo(f"removed {operations.remove_all_subjobs(force)}")
+
+
+@job.command("alter", context_settings=CONTEXT)
+@click.argument("job_id", type=int)
+@click.option(
+    "--set",
+    "pairs",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    required=True,
+    help="A field to change (repeatable); numbers are read as numbers.",
+)
+@handle_errors
+def alter(job_id: int, pairs: tuple[str, ...]) -> None:
+    """Change fields of a job that has not started (or has failed)."""
+    from edgeceleryapp import operations
+    from edgeceleryapp.errors import ValidationFailed
+
+    changes: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValidationFailed([(pair, "expected FIELD=VALUE")])
+        changes[key] = int(value) if value.isdigit() else value
+    operations.alter_subjob(job_id, changes)
+
+
+@job.command("retry", context_settings=CONTEXT)
+@click.argument("job_id", type=int)
+@handle_errors
+def retry(job_id: int) -> None:
+    """Run a failed Balsam-only job again from its failed step."""
+    from edgeceleryapp import operations
+
+    click.echo(operations.retry_subjob(job_id))

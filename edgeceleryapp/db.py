@@ -1,0 +1,78 @@
+"""Engine and sessions. SQLite runs in WAL mode with immediate write transactions so that
+worker processes queue for the write lock instead of failing; PostgreSQL needs nothing special.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from edgeceleryapp.models import Base
+from edgeceleryapp.settings import get_settings
+
+_engine: Engine | None = None
+_engine_pid: int | None = None
+_factory: sessionmaker[Session] | None = None
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+        _sqlite_setup(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def engine() -> Engine:
+    """This process's engine; a forked worker child gets a fresh one, never its parent's."""
+    global _engine, _engine_pid, _factory
+    if _engine is None or _engine_pid != os.getpid():
+        _engine = make_engine(get_settings().database_url)
+        _engine_pid = os.getpid()
+        _factory = sessionmaker(_engine, expire_on_commit=False)
+    return _engine
+
+
+def reset_engine() -> None:
+    global _engine, _engine_pid, _factory
+    if _engine is not None and _engine_pid == os.getpid():
+        _engine.dispose()
+    _engine = _engine_pid = _factory = None
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any error."""
+    engine()
+    assert _factory is not None
+    with _factory() as session, session.begin():
+        yield session
+
+
+def init_db() -> None:
+    Base.metadata.create_all(engine())

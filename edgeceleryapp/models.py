@@ -1,0 +1,135 @@
+"""SQLAlchemy 2 records. Field names are the seed's (000 sections 2.1.1, 2.1.2, 2.2.1)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ArgoJob(Base):
+    """An ordered chain of subjobs across sites (seed 000 2.2.1)."""
+
+    __tablename__ = "argo_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(256), default="")
+    name: Mapped[str] = mapped_column(String(256), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    group_identifier: Mapped[str] = mapped_column(String(256), default="", index=True)
+    username: Mapped[str] = mapped_column(String(256), default="")
+    email: Mapped[str] = mapped_column(Text, default="")
+    input_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    output_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    job_status_routing_key: Mapped[str] = mapped_column(String(256), default="")
+    state: Mapped[str] = mapped_column(String(40), default="CREATED", index=True)
+    state_message: Mapped[str] = mapped_column(Text, default="")
+    current_subjob: Mapped[int] = mapped_column(Integer, default=0)
+    num_subjobs: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    subjobs: Mapped[list[SubJob]] = relationship(
+        back_populates="argo_job", order_by="SubJob.position", cascade="all, delete-orphan"
+    )
+
+
+class SubJob(Base):
+    """A Balsam job: one application run through one site's batch scheduler (2.1.1)."""
+
+    __tablename__ = "subjobs"
+    __table_args__ = (Index("ix_subjobs_site_state", "site", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    argo_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("argo_jobs.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    name: Mapped[str] = mapped_column(String(256), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    site: Mapped[str] = mapped_column(String(128))
+    queue: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    project: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    wall_time_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    num_nodes: Mapped[int] = mapped_column(Integer, default=1)
+    processes_per_node: Mapped[int] = mapped_column(Integer, default=1)
+    scheduler_config: Mapped[str | None] = mapped_column(Text, nullable=True)
+    application: Mapped[str] = mapped_column(String(256))
+    config_file: Mapped[str | None] = mapped_column(Text, nullable=True)
+    input_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    output_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # A Balsam job message may carry the id of an Argo job run elsewhere (seed 001); kept as
+    # given and reported back in status messages, never mistaken for one of ours.
+    origin_argo_job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    state: Mapped[str] = mapped_column(String(40), default="CREATED")
+    state_message: Mapped[str] = mapped_column(Text, default="")
+    # Batch bookkeeping. The scheduler is the source of truth; this is what we know of it.
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    batch_job_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    command: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # Single submitter per attempt: who holds the right to call the scheduler, and since when.
+    submit_claim: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    submit_claimed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    submitted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    argo_job: Mapped[ArgoJob | None] = relationship(back_populates="subjobs")
+
+    @property
+    def batch_job_name(self) -> str:
+        """The scheduler-side name: lets a re-run find the batch job it already submitted."""
+        return f"ec{self.id}a{self.attempt}"
+
+
+class Application(Base):
+    """A per-site whitelisted application (2.1.2). Only these ever run."""
+
+    __tablename__ = "applications"
+    __table_args__ = (UniqueConstraint("name", "site"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    site: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(Text, default="")
+    executable: Mapped[str] = mapped_column(Text)
+    config_script: Mapped[str | None] = mapped_column(Text, nullable=True)
+    preprocess: Mapped[str | None] = mapped_column(Text, nullable=True)
+    postprocess: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class JobEvent(Base):
+    """Append-only provenance: every state change of a subjob or Argo job, in order."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    argo_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    subjob_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    from_state: Mapped[str] = mapped_column(String(40))
+    to_state: Mapped[str] = mapped_column(String(40))
+    time: Mapped[datetime] = mapped_column(default=utcnow)
+    message: Mapped[str] = mapped_column(Text, default="")
+    published: Mapped[bool] = mapped_column(default=False)
+
+
+class SiteMonitor(Base):
+    """Single-flight leases for a site's poll: at most one tick per poll interval and one
+    scheduler status query per status interval, across all worker processes."""
+
+    __tablename__ = "site_monitors"
+
+    site: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tick_until: Mapped[datetime] = mapped_column(default=utcnow)
+    status_until: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,163 @@
+"""All settings in one place: a TOML file, then environment overrides, validated once.
+
+The file is ``$EDGECELERY_CONFIG`` or ``./edgecelery.toml``; without either the built-in
+defaults describe a one-machine service (SQLite, Redis on localhost) with no sites. Any key can
+be overridden the Celery way, from the environment: ``EDGECELERY_BROKER_URL`` sets
+``broker_url`` and ``EDGECELERY_SITES__THETA__MAX_QUEUED=20`` sets ``sites.theta.max_queued``
+(a double underscore descends one table; values are read as TOML scalars, else as strings).
+Nothing site-specific lives in code.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgeceleryapp.errors import ConfigurationError
+
+ENV_PREFIX = "EDGECELERY_"
+CONFIG_ENV = "EDGECELERY_CONFIG"
+
+
+def _data_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "edgecelery"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetrySettings(_Strict):
+    """Back-off for transient errors: countdown = min(max, base * 2**n) with full jitter."""
+
+    max_retries: int = Field(8, ge=0)
+    backoff_base: float = Field(2.0, gt=0)
+    backoff_max: float = Field(300.0, gt=0)
+
+
+class SiteSettings(_Strict):
+    """One Balsam site: where its jobs run and how its scheduler is reached."""
+
+    scheduler: str = "local"
+    runner: str = "local"
+    workdir: Path
+    queue: str = ""
+    project: str = ""
+    # How often the exit-code files of jobs in flight are read (cheap, local to the site)...
+    poll_interval: float = Field(5.0, gt=0)
+    # ...and how often the scheduler itself is asked, in one command for all of them.
+    status_interval: float = Field(30.0, gt=0)
+    # A batch job the scheduler no longer knows and that left no exit code is called lost
+    # only after this long, never assumed done.
+    lost_after: float = Field(300.0, gt=0)
+    # Extra local directories that local:// and file:// URLs of this site's jobs may name.
+    transfer_roots: list[Path] = Field(default_factory=list)
+    command_timeout: float = Field(120.0, gt=0)
+    # An argument list that prefixes the application (e.g. ["mpirun", "-n", "{total_procs}"]).
+    launcher: list[str] = Field(default_factory=list)
+
+    @field_validator("workdir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
+
+
+class ArgoSettings(_Strict):
+    """The central service's staging area (seed 000 Figure 1, the data transfer server)."""
+
+    staging_dir: Path = Field(default_factory=lambda: _data_home() / "argo")
+    # How sites reach the staging area; defaults to local://<staging_dir> (one machine).
+    staging_url: str = ""
+    # Local directories the Argo job's own input_url and output_url may name.
+    transfer_roots: list[Path] = Field(default_factory=list)
+
+    def staging_url_for(self, *parts: str) -> str:
+        base = self.staging_url or f"local://{self.staging_dir}"
+        return "/".join([base.rstrip("/"), *parts])
+
+
+class Settings(_Strict):
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = Field(default_factory=lambda: f"sqlite:///{_data_home() / 'edgecelery.db'}")
+    status_exchange: str = "edgecelery.status"
+    # Routing key for status messages of jobs that name none (Balsam-only jobs have no
+    # job_status_routing_key field).
+    default_status_routing_key: str = "job_status"
+    # Redis: how long an unacknowledged task waits before it is delivered again (a killed
+    # worker's task runs again after this). Must exceed the longest countdown we schedule.
+    visibility_timeout: float = Field(3600.0, gt=0)
+    worker_concurrency: int = Field(2, ge=1)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    argo: ArgoSettings = Field(default_factory=ArgoSettings)
+    sites: dict[str, SiteSettings] = Field(default_factory=dict)
+
+    def site(self, name: str) -> SiteSettings:
+        try:
+            return self.sites[name]
+        except KeyError:
+            raise ConfigurationError(f"sites.{name}: no such site in the settings") from None
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    """Overlay ``EDGECELERY_A__B=value`` variables onto the parsed file."""
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigurationError(f"{key}: {part} is not a table")
+        node[path[-1]] = _parse_env_value(raw)
+    return data
+
+
+def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    environ = dict(os.environ if environ is None else environ)
+    if path is None:
+        named = environ.get(CONFIG_ENV)
+        path = Path(named) if named else Path("edgecelery.toml")
+        if not named and not path.exists():
+            path = None
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigurationError(f"{CONFIG_ENV}: settings file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{path}: {exc}") from None
+    data = apply_env(data, environ)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigurationError(f"settings: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests, and the CLI after it writes a config)."""
+    get_settings.cache_clear()

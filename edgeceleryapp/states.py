@@ -1,0 +1,223 @@
+"""The Balsam (subjob) and Argo state machines of seed 000 sections 2.1.1 and 2.2.1.
+
+Pure data and functions: every other module asks this one what may follow what. A failure is
+named after the state its step was trying to reach (the transition into ``SUBMITTED`` fails to
+``SUBMITTED_FAILED``, as Figure 4 says: "each state has a corresponding failure state which can
+be set if that state transition fails").
+
+The seed lists the post-processing state once as ``POSTPROCESSING`` (2.1.1) and once as
+``POSTPROCESSED`` (2.2.1, ``SUBJOB_IN_POSTPROCESSED``). We use ``POSTPROCESSED``, the form that
+matches its meaning ("has completed") and the Argo mirror; ``POSTPROCESSING`` is accepted as an
+alias wherever a user types a state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FAILED_SUFFIX = "_FAILED"
+KILLED = "KILLED"
+
+BALSAM_PATH: tuple[str, ...] = (
+    "CREATED",
+    "STAGED_IN",
+    "PREPROCESSED",
+    "SUBMITTED",
+    "QUEUED",
+    "RUNNING",
+    "EXECUTION_FINISHED",
+    "POSTPROCESSED",
+    "STAGED_OUT",
+    "JOB_FINISHED",
+)
+
+ARGO_LOOP: tuple[str, ...] = (
+    "SUBJOB_SUBMITTED",
+    "SUBJOB_IN_PREPROCESSED",
+    "SUBJOB_QUEUED",
+    "SUBJOB_RUNNING",
+    "SUBJOB_RUN_FINISHED",
+    "SUBJOB_IN_POSTPROCESSED",
+    "SUBJOB_COMPLETED",
+    "SUBJOB_INCREMENTED",
+)
+ARGO_PATH: tuple[str, ...] = (
+    "CREATED",
+    "STAGED_IN",
+    *ARGO_LOOP,
+    "SUBJOBS_COMPLETED",
+    "STAGED_OUT",
+    "HISTORY",
+)
+
+ALIASES = {"POSTPROCESSING": "POSTPROCESSED"}
+
+# A batch-level failure is retried by submitting again (a new attempt), never by re-polling.
+BATCH_STATES = frozenset({"SUBMITTED", "QUEUED", "RUNNING", "EXECUTION_FINISHED"})
+
+# Which Argo state mirrors a subjob state (2.2.1: "Argo received an update message from Balsam
+# that a subjob is in the X state").
+ARGO_MIRROR: dict[str, str] = {
+    "PREPROCESSED": "SUBJOB_IN_PREPROCESSED",
+    "QUEUED": "SUBJOB_QUEUED",
+    "RUNNING": "SUBJOB_RUNNING",
+    "EXECUTION_FINISHED": "SUBJOB_RUN_FINISHED",
+    "POSTPROCESSED": "SUBJOB_IN_POSTPROCESSED",
+    "JOB_FINISHED": "SUBJOB_COMPLETED",
+}
+
+
+def failed(state: str) -> str:
+    return state + FAILED_SUFFIX
+
+
+def is_failed(state: str) -> bool:
+    return state.endswith(FAILED_SUFFIX)
+
+
+def failed_target(state: str) -> str:
+    """The state whose step failed: ``SUBMITTED_FAILED`` -> ``SUBMITTED``."""
+    if not is_failed(state):
+        raise ValueError(f"{state} is not a failure state")
+    return state[: -len(FAILED_SUFFIX)]
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One state machine: a success path, its failure states and the allowed moves."""
+
+    name: str
+    path: tuple[str, ...]
+    loops: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        return (*self.path, *(failed(s) for s in self.path), KILLED)
+
+    @property
+    def terminal(self) -> frozenset[str]:
+        return frozenset({self.path[-1], KILLED})
+
+    def normalise(self, state: str) -> str:
+        """Upper-case, resolve aliases, and refuse unknown names (for states a user types)."""
+        name = ALIASES.get(state.strip().upper(), state.strip().upper())
+        if name not in self.states:
+            raise ValueError(f"unknown {self.name} state {state!r}")
+        return name
+
+    def successors(self, state: str) -> tuple[str, ...]:
+        """The success states that may follow ``state`` directly."""
+        if state not in self.path or state == self.path[-1]:
+            return ()
+        nxt = [self.path[self.path.index(state) + 1]]
+        nxt += [to for frm, to in self.loops if frm == state]
+        return tuple(nxt)
+
+    def can_move(self, frm: str, to: str) -> bool:
+        """True if ``frm -> to`` is a legal automatic transition."""
+        if to == KILLED:
+            return frm not in self.terminal
+        if is_failed(to):
+            return failed_target(to) in self.successors(frm)
+        return to in self.successors(frm)
+
+    def rank(self, state: str) -> int:
+        """Position on the success path; used to tell 'already done' from 'not yet'."""
+        return self.path.index(state)
+
+
+BALSAM = Machine("subjob", BALSAM_PATH)
+# SUBJOB_INCREMENTED goes back to SUBJOB_SUBMITTED while subjobs remain (Figure 4's loop).
+ARGO = Machine(
+    "argo",
+    ARGO_PATH,
+    loops=(("SUBJOB_INCREMENTED", "SUBJOB_SUBMITTED"),),
+)
+
+
+def walk(machine: Machine, frm: str, to: str) -> list[str]:
+    """The success states from ``frm`` (exclusive) to ``to`` (inclusive), in order.
+
+    A poll that finds a batch job already finished while we still had it as SUBMITTED walks the
+    subjob through QUEUED and RUNNING: the job did pass through them, we saw it late, and every
+    JobEvent stays in order.
+    """
+    i, j = machine.path.index(frm), machine.path.index(to)
+    if j < i:
+        raise ValueError(f"{to} comes before {frm}")
+    return list(machine.path[i + 1 : j + 1])
+
+
+def subjob_retry_state(failed_state: str) -> str:
+    """Where a failed subjob restarts: the state before the failed step.
+
+    Batch failures restart at PREPROCESSED so the subjob is submitted again as a new attempt.
+    """
+    target = failed_target(failed_state)
+    if target in BATCH_STATES:
+        return "PREPROCESSED"
+    i = BALSAM_PATH.index(target)
+    return BALSAM_PATH[max(i - 1, 0)]
+
+
+def argo_state_for_subjob(subjob_state: str) -> str:
+    """The Argo loop state that corresponds to a subjob at ``subjob_state``."""
+    i = BALSAM_PATH.index(subjob_state)
+    for state in reversed(BALSAM_PATH[: i + 1]):
+        if state in ARGO_MIRROR:
+            return ARGO_MIRROR[state]
+    return "SUBJOB_SUBMITTED"
+
+
+def argo_failure_for(argo_state: str) -> str:
+    """The failure state an Argo job takes when the step after ``argo_state`` fails."""
+    return failed(ARGO.path[ARGO.path.index(argo_state) + 1])
+
+
+def argo_retry_state(failed_state: str) -> str:
+    """Where an Argo job restarts after an Argo-level failure (its own stage in or out)."""
+    target = failed_target(failed_state)
+    return ARGO_PATH[max(ARGO_PATH.index(target) - 1, 0)]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A subjob step: the state it starts from and the state it reaches."""
+
+    name: str
+    start: str
+    reaches: str
+
+
+SITE_STEPS: dict[str, Step] = {
+    s.name: s
+    for s in (
+        Step("stage_in", "CREATED", "STAGED_IN"),
+        Step("preprocess", "STAGED_IN", "PREPROCESSED"),
+        Step("submit", "PREPROCESSED", "SUBMITTED"),
+        Step("postprocess", "EXECUTION_FINISHED", "POSTPROCESSED"),
+        Step("stage_out", "POSTPROCESSED", "JOB_FINISHED"),
+    )
+}
+
+
+class Readiness:
+    READY = "ready"
+    DONE = "done"
+    WAITING = "waiting"
+    STOPPED = "stopped"
+
+
+def readiness(machine: Machine, start: str, reaches: str, state: str) -> str:
+    """Whether a step that moves ``start -> reaches`` should run on a record at ``state``.
+
+    DONE means the step (or a later one) already happened: return at once, which is what makes
+    every task safe to run twice. STOPPED means the record failed or was killed: end the chain.
+    """
+    if state == start:
+        return Readiness.READY
+    if is_failed(state) or state == KILLED:
+        return Readiness.STOPPED
+    if machine.rank(state) >= machine.rank(reaches):
+        return Readiness.DONE
+    return Readiness.WAITING

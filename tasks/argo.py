@@ -1,0 +1,148 @@
+"""The Argo steps (queue ``argo``): stage the Argo job's input, hand subjobs to their sites one
+after the other (the SUBJOB_* loop of seed 000 Figure 4), stage the final output, finish.
+
+The Argo job follows its current subjob's states in the same transaction as the subjob (see
+``edgeceleryapp.transitions``); these tasks do the moves Argo itself makes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backends.transfers import transfer_for
+from edgeceleryapp import states
+from edgeceleryapp.celery import app
+from edgeceleryapp.db import session_scope
+from edgeceleryapp.errors import TransientError
+from edgeceleryapp.models import ArgoJob, SubJob
+from edgeceleryapp.settings import get_settings
+from edgeceleryapp.status import flush
+from edgeceleryapp.transitions import move_argo
+from tasks.base import StepTask, Stop, guarded
+from workflows import chains
+
+
+def staging_dir(argo_id: int) -> Path:
+    return get_settings().argo.staging_dir / str(argo_id)
+
+
+def staging_roots() -> list[Path]:
+    argo = get_settings().argo
+    return [argo.staging_dir, *argo.transfer_roots]
+
+
+def load(argo_id: int) -> tuple[ArgoJob, list[SubJob]]:
+    with session_scope() as s:
+        argo = s.get(ArgoJob, argo_id)
+        if argo is None:
+            raise Stop
+        return argo, list(argo.subjobs)
+
+
+def _step(argo_id: int, start: str, reaches: str, work) -> None:  # type: ignore[no-untyped-def]
+    argo, subjobs = load(argo_id)
+    ready = states.readiness(states.ARGO, start, reaches, argo.state)
+    if ready == states.Readiness.DONE:
+        return
+    if ready == states.Readiness.STOPPED:
+        raise Stop
+    if ready == states.Readiness.WAITING:
+        raise TransientError(f"argo job {argo_id} is {argo.state}, not yet {start}")
+    work(argo, subjobs)
+    move_argo(argo_id, start, reaches)
+
+
+def _stage_in(argo: ArgoJob, _subjobs: list[SubJob]) -> None:
+    if argo.input_url:
+        dest = staging_dir(argo.id) / "input"
+        dest.mkdir(parents=True, exist_ok=True)
+        transfer_for(argo.input_url, staging_roots()).download(argo.input_url, dest)
+
+
+def _stage_out(argo: ArgoJob, subjobs: list[SubJob]) -> None:
+    """Deliver the last subjob's output to the Argo job's output_url (Figure 1, step 14)."""
+    if not argo.output_url:
+        return
+    last = subjobs[-1].output_url
+    local = staging_dir(argo.id) / "output"
+    if last and last != get_settings().argo.staging_url_for(str(argo.id), "output"):
+        local.mkdir(parents=True, exist_ok=True)
+        transfer_for(last, staging_roots()).download(last, local)
+    local.mkdir(parents=True, exist_ok=True)
+    transfer_for(argo.output_url, staging_roots()).upload(local, argo.output_url)
+
+
+def advance(argo_id: int) -> None:
+    """Hand the next subjob to its site, or close the loop when none is left.
+
+    Each move is a compare-and-set; a re-run after a crash finds where the last one stopped
+    and sends the chain it owes again (the receiving steps are idempotent).
+    """
+    for _ in range(4):
+        argo, subjobs = load(argo_id)
+        state, current = argo.state, argo.current_subjob
+        if state == "STAGED_IN":
+            move_argo(argo_id, "STAGED_IN", "SUBJOB_SUBMITTED", current_subjob=0)
+        elif state == "SUBJOB_COMPLETED":
+            move_argo(argo_id, state, "SUBJOB_INCREMENTED", current_subjob=current + 1)
+        elif state == "SUBJOB_INCREMENTED":
+            if current < len(subjobs):
+                move_argo(argo_id, state, "SUBJOB_SUBMITTED")
+            else:
+                move_argo(argo_id, state, "SUBJOBS_COMPLETED")
+        elif state == "SUBJOB_SUBMITTED":
+            subjob = subjobs[current]
+            if subjob.state == "CREATED":
+                chains.start_subjob(subjob).apply_async()
+            return
+        elif state == "SUBJOBS_COMPLETED":
+            chains.finish_argo(argo_id).apply_async()
+            return
+        else:
+            return
+
+
+def _fail_argo(argo_id: int, start: str, reason: str) -> None:
+    with session_scope() as s:
+        argo = s.get(ArgoJob, argo_id)
+        state = argo.state if argo else None
+    if state is None or states.is_failed(state) or state in states.ARGO.terminal:
+        return
+    if state == start or start == "*":
+        move_argo(argo_id, state, states.argo_failure_for(state), reason)
+
+
+@app.task(bind=True, base=StepTask, name="argo.stage_in")
+def stage_in(self: StepTask, argo_id: int) -> None:
+    """Copy the Argo job's input_url into the staging area (Figure 1, step 1)."""
+    guarded(
+        self,
+        lambda: _step(argo_id, "CREATED", "STAGED_IN", _stage_in),
+        lambda reason: _fail_argo(argo_id, "CREATED", reason),
+    )
+
+
+@app.task(bind=True, base=StepTask, name="argo.advance")
+def advance_task(self: StepTask, argo_id: int) -> None:
+    """SUBJOB_COMPLETED -> SUBJOB_INCREMENTED -> SUBJOB_SUBMITTED or SUBJOBS_COMPLETED."""
+    guarded(self, lambda: advance(argo_id), lambda reason: _fail_argo(argo_id, "*", reason))
+
+
+@app.task(bind=True, base=StepTask, name="argo.stage_out")
+def stage_out(self: StepTask, argo_id: int) -> None:
+    guarded(
+        self,
+        lambda: _step(argo_id, "SUBJOBS_COMPLETED", "STAGED_OUT", _stage_out),
+        lambda reason: _fail_argo(argo_id, "SUBJOBS_COMPLETED", reason),
+    )
+
+
+@app.task(bind=True, base=StepTask, name="argo.finish")
+def finish(self: StepTask, argo_id: int) -> None:
+    """STAGED_OUT -> HISTORY; then send any status message a broker hiccup held back."""
+
+    def body() -> None:
+        _step(argo_id, "STAGED_OUT", "HISTORY", lambda _a, _s: None)
+        flush(argo_job_id=argo_id)
+
+    guarded(self, body, lambda reason: _fail_argo(argo_id, "STAGED_OUT", reason))

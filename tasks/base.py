@@ -1,0 +1,69 @@
+"""How every step task treats errors: transient ones retry with exponential back-off and
+jitter, a bounded number of times; permanent ones (and exhausted retries) put the record in its
+failure state with the reason, and stop the chain.
+
+An unexpected exception is treated as transient: a bug or an outage must not leave a job
+silently stuck in a running state, so after the last retry it fails with the error recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+
+from celery import Task
+
+from edgeceleryapp.errors import PermanentError, TransientError
+from edgeceleryapp.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+class StepTask(Task):
+    acks_late = True
+    reject_on_worker_lost = True
+    max_retries = None  # bounded by settings.retry.max_retries in ``guarded``
+
+
+class Stop(Exception):
+    """The record failed or was removed: end the chain quietly."""
+
+
+def backoff(retries: int) -> float:
+    """Exponential back-off with 'equal jitter': half fixed, half random."""
+    policy = get_settings().retry
+    ceiling = min(policy.backoff_max, policy.backoff_base * (2**retries))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - not cryptographic
+
+
+def stop_chain(task: Task) -> None:
+    """Drop the rest of the chain: the trace reads ``request.chain`` after the task returns."""
+    task.request.chain = None
+    task.request.callbacks = None
+
+
+def guarded(task: Task, body: Callable[[], None], fail: Callable[[str], None]) -> None:
+    """Run one step body under the retry policy; ``fail`` records the failure state."""
+    try:
+        body()
+        return
+    except Stop:
+        stop_chain(task)
+        return
+    except PermanentError as exc:
+        log.warning("%s %s: permanent failure: %s", task.name, task.request.args, exc)
+        fail(str(exc))
+        stop_chain(task)
+        return
+    except TransientError as exc:
+        error: Exception = exc
+    except Exception as exc:
+        log.exception("%s %s: unexpected error", task.name, task.request.args)
+        error = exc
+    retries = task.request.retries
+    if retries >= get_settings().retry.max_retries:
+        fail(f"gave up after {retries} retries: {error}")
+        stop_chain(task)
+        return
+    raise task.retry(exc=error, countdown=backoff(retries))

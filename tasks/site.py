@@ -1,0 +1,70 @@
+"""The subjob steps a site worker runs (queue ``site.<name>``): stage in, preprocess, submit,
+then (after the poller saw the batch job end) postprocess and stage out.
+
+``execute`` is the whole idempotent step; the Celery tasks wrap it in the retry policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from edgeceleryapp import states
+from edgeceleryapp.celery import app
+from edgeceleryapp.errors import TransientError
+from edgeceleryapp.transitions import load_subjob, move_subjob
+from tasks import sitework
+from tasks.base import StepTask, Stop, guarded
+
+WORK: dict[str, Callable[..., dict]] = {
+    "stage_in": sitework.stage_in,
+    "preprocess": sitework.preprocess,
+    "submit": sitework.submit,
+    "postprocess": sitework.postprocess,
+    "stage_out": sitework.stage_out,
+}
+
+
+def execute(step_name: str, subjob_id: int, token: str = "") -> None:
+    """Run one step if the subjob is ready for it; return at once if it already happened."""
+    step = states.SITE_STEPS[step_name]
+    subjob = load_subjob(subjob_id)
+    if subjob is None:
+        raise Stop
+    ready = states.readiness(states.BALSAM, step.start, step.reaches, subjob.state)
+    if ready == states.Readiness.DONE:
+        return
+    if ready == states.Readiness.STOPPED:
+        raise Stop
+    if ready == states.Readiness.WAITING:
+        raise TransientError(f"subjob {subjob_id} is {subjob.state}, not yet {step.start}")
+    work = WORK[step_name]
+    values = work(subjob, token) if step_name == "submit" else work(subjob)
+    path = states.walk(states.BALSAM, step.start, step.reaches)
+    note = f"batch job {values['batch_job_id']}" if "batch_job_id" in values else ""
+    move_subjob(subjob_id, step.start, path, note, **values)
+
+
+def fail(step_name: str, subjob_id: int, reason: str) -> None:
+    step = states.SITE_STEPS[step_name]
+    first = states.BALSAM.successors(step.start)[0]
+    move_subjob(subjob_id, step.start, [states.failed(first)], reason)
+
+
+def _task(step_name: str) -> Callable:
+    def run(self: StepTask, subjob_id: int) -> None:
+        guarded(
+            self,
+            lambda: execute(step_name, subjob_id, token=self.request.id or ""),
+            lambda reason: fail(step_name, subjob_id, reason),
+        )
+
+    run.__name__ = step_name
+    run.__doc__ = f"Subjob step {step_name} (seed 000 2.1.1), at the subjob's site."
+    return app.task(bind=True, base=StepTask, name=f"site.{step_name}")(run)
+
+
+stage_in = _task("stage_in")
+preprocess = _task("preprocess")
+submit = _task("submit")
+postprocess = _task("postprocess")
+stage_out = _task("stage_out")

@@ -1,0 +1,218 @@
+"""What each subjob step does at its site, apart from Celery: these functions take a subjob
+record, do the step's I/O, and return the fields to record. Tests call them directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from backends.batchscript import CONTROL_DIR, SCRIPT_FILE
+from backends.runners import runner_for
+from backends.schedulers import BatchRequest, scheduler_for
+from backends.transfers import transfer_for
+from edgeceleryapp.db import session_scope
+from edgeceleryapp.errors import ApplicationNotAllowed, PermanentError, TransientError, UnsafePath
+from edgeceleryapp.models import Application, SubJob, utcnow
+from edgeceleryapp.settings import SiteSettings, get_settings
+
+# Environment passed to application scripts: the worker's basics, never job text.
+PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME")
+
+
+def site_of(subjob: SubJob) -> SiteSettings:
+    return get_settings().site(subjob.site)
+
+
+def workdir_of(subjob: SubJob) -> Path:
+    return site_of(subjob).workdir / "jobs" / str(subjob.id)
+
+
+def transfer_roots(site: SiteSettings) -> list[Path]:
+    return [site.workdir, *site.transfer_roots, get_settings().argo.staging_dir]
+
+
+def inside(workdir: Path, relative: str) -> Path:
+    """A job-supplied relative path, resolved, refused if it leaves the work directory."""
+    base = workdir.resolve()
+    path = (base / relative).resolve()
+    if path != base and base not in path.parents:
+        raise UnsafePath(f"config_file: {relative!r} leaves the job's work directory")
+    return path
+
+
+def application_for(subjob: SubJob) -> Application:
+    """The whitelist (seed 000 2.6): only applications registered for this site run."""
+    with session_scope() as s:
+        app = s.scalars(
+            select(Application).where(
+                Application.name == subjob.application, Application.site == subjob.site
+            )
+        ).first()
+    if app is None:
+        raise ApplicationNotAllowed(
+            f"application {subjob.application!r} is not registered at site {subjob.site!r}; "
+            "nothing was run"
+        )
+    return app
+
+
+def job_env(subjob: SubJob, workdir: Path, **extra: str) -> dict[str, str]:
+    env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+    env.update(
+        EDGECELERY_SUBJOB_ID=str(subjob.id),
+        EDGECELERY_WORKDIR=str(workdir),
+        EDGECELERY_NUM_NODES=str(subjob.num_nodes),
+        EDGECELERY_PROCESSES_PER_NODE=str(subjob.processes_per_node),
+        **extra,
+    )
+    return env
+
+
+def stage_in(subjob: SubJob) -> dict:
+    application_for(subjob)  # refuse before moving any data
+    site = site_of(subjob)
+    workdir = workdir_of(subjob)
+    (workdir / CONTROL_DIR).mkdir(parents=True, exist_ok=True)
+    if subjob.input_url:
+        transfer_for(subjob.input_url, transfer_roots(site)).download(subjob.input_url, workdir)
+    return {}
+
+
+def parse_argv(text: str) -> list[str]:
+    """A config_script prints the application's arguments as a JSON array of strings."""
+    try:
+        argv = json.loads(text)
+    except json.JSONDecodeError:
+        argv = None
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        raise PermanentError("config_script must print a JSON array of strings")
+    if any("\x00" in a for a in argv):
+        raise PermanentError("config_script printed an argument holding a NUL byte")
+    return argv
+
+
+def launcher(site: SiteSettings, subjob: SubJob) -> list[str]:
+    values = {
+        "num_nodes": subjob.num_nodes,
+        "processes_per_node": subjob.processes_per_node,
+        "total_procs": subjob.num_nodes * subjob.processes_per_node,
+    }
+    return [part.format(**values) for part in site.launcher]
+
+
+def _run_script(
+    site: SiteSettings, what: str, argv: list[str], workdir: Path, env: dict[str, str]
+) -> str:
+    result = runner_for(site).run(argv, cwd=str(workdir), env=env, timeout=site.command_timeout)
+    if not result.ok:
+        raise PermanentError(f"{what} exited with code {result.returncode}: {result.tail()}")
+    return result.stdout
+
+
+def preprocess(subjob: SubJob) -> dict:
+    """Turn the job's config_file into an argument list, then run the app's preprocess."""
+    app = application_for(subjob)
+    site = site_of(subjob)
+    workdir = workdir_of(subjob)
+    env = job_env(subjob, workdir)
+    args: list[str] = []
+    if app.config_script:
+        argv = [app.config_script]
+        if subjob.config_file:
+            config = inside(workdir, subjob.config_file)
+            if not config.is_file():
+                raise PermanentError(
+                    f"config_file: {subjob.config_file!r} is not in the job's work directory"
+                )
+            argv.append(str(config))
+        args = parse_argv(_run_script(site, "config_script", argv, workdir, env))
+    if app.preprocess:
+        _run_script(site, "preprocess", [app.preprocess], workdir, env)
+    return {"command": [*launcher(site, subjob), app.executable, *args]}
+
+
+def claim_submission(subjob_id: int, token: str, lease_seconds: float) -> None:
+    """Take the right to submit this attempt. Another live holder means: retry later.
+
+    The token is the Celery task id, which stays the same when a message is delivered again
+    after a crash, so a re-run reclaims its own claim and then looks the batch job up by name.
+    """
+    now = utcnow()
+    stale = now.timestamp() - lease_seconds
+    with session_scope() as s:
+        subjob = s.get(SubJob, subjob_id)
+        if subjob is None or subjob.state != "PREPROCESSED":
+            return
+        holder, since = subjob.submit_claim, subjob.submit_claimed_at
+        if holder not in (None, token) and since is not None and since.timestamp() > stale:
+            raise TransientError(f"subjob {subjob_id}: another worker is submitting it")
+        result = s.execute(
+            update(SubJob)
+            .where(
+                SubJob.id == subjob_id,
+                SubJob.state == "PREPROCESSED",
+                SubJob.submit_claim.is_(holder)
+                if holder is None
+                else SubJob.submit_claim == holder,
+            )
+            .values(submit_claim=token, submit_claimed_at=now)
+        )
+        if result.rowcount != 1:
+            raise TransientError(f"subjob {subjob_id}: another worker is submitting it")
+
+
+def batch_request(subjob: SubJob) -> BatchRequest:
+    site = site_of(subjob)
+    workdir = workdir_of(subjob)
+    if not subjob.command:
+        raise PermanentError("no command was prepared; preprocess did not run")
+    return BatchRequest(
+        name=subjob.batch_job_name,
+        workdir=workdir,
+        argv=list(subjob.command),
+        queue=subjob.queue or site.queue or None,
+        project=subjob.project or site.project or None,
+        wall_time_minutes=subjob.wall_time_minutes,
+        num_nodes=subjob.num_nodes,
+        processes_per_node=subjob.processes_per_node,
+        env={"EDGECELERY_SUBJOB_ID": str(subjob.id)},
+    )
+
+
+def submit(subjob: SubJob, token: str) -> dict:
+    """Exactly one batch job per attempt: claim, look up by name, submit only if absent."""
+    application_for(subjob)
+    site = site_of(subjob)
+    claim_submission(subjob.id, token, lease_seconds=3 * site.command_timeout)
+    scheduler = scheduler_for(site)
+    request = batch_request(subjob)
+    batch_id = scheduler.find(request.name)
+    if batch_id is None:
+        script = request.workdir / SCRIPT_FILE
+        part = script.with_suffix(".part")
+        part.write_text(scheduler.render(request))
+        part.replace(script)
+        batch_id = scheduler.submit(script, request)
+    return {"batch_job_id": batch_id, "submitted_at": utcnow(), "submit_claim": None}
+
+
+def postprocess(subjob: SubJob) -> dict:
+    app = application_for(subjob)
+    if app.postprocess:
+        workdir = workdir_of(subjob)
+        env = job_env(subjob, workdir, EDGECELERY_EXIT_CODE=str(subjob.exit_code or 0))
+        _run_script(site_of(subjob), "postprocess", [app.postprocess], workdir, env)
+    return {}
+
+
+def stage_out(subjob: SubJob) -> dict:
+    if subjob.output_url:
+        site = site_of(subjob)
+        transfer_for(subjob.output_url, transfer_roots(site)).upload(
+            workdir_of(subjob), subjob.output_url
+        )
+    return {}

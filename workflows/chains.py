@@ -1,0 +1,69 @@
+"""The Celery chains that carry a job, built by task name and routed per site.
+
+    start_argo:     argo.stage_in -> argo.advance
+    start_subjob:   site.stage_in -> site.preprocess -> site.submit        (then parked)
+    resume_subjob:  site.postprocess -> site.stage_out [-> argo.advance]   (sent by the poller)
+    finish_argo:    argo.stage_out -> argo.finish
+
+A subjob's chain is parked while its batch job waits: no message exists for it until the
+site's poller sees the job end, so 10,000 waiting subjobs cost no broker traffic.
+"""
+
+from __future__ import annotations
+
+from celery import chain
+from celery.canvas import Signature
+
+from edgeceleryapp.celery import app
+from edgeceleryapp.models import SubJob
+
+
+def site_queue(site: str) -> str:
+    return f"site.{site}"
+
+
+def _site_step(step: str, subjob: SubJob) -> Signature:
+    return app.signature(
+        f"site.{step}",
+        args=(subjob.id,),
+        queue=site_queue(subjob.site),
+        # What Flower shows: which subjob, which site, which Argo job.
+        argsrepr=f"(subjob={subjob.id}, site={subjob.site}, argo={subjob.argo_job_id})",
+        immutable=True,
+    )
+
+
+def _argo_step(step: str, argo_id: int) -> Signature:
+    return app.signature(
+        f"argo.{step}", args=(argo_id,), queue="argo", argsrepr=f"(argo={argo_id})", immutable=True
+    )
+
+
+def start_argo(argo_id: int) -> Signature:
+    return chain(_argo_step("stage_in", argo_id), _argo_step("advance", argo_id))
+
+
+def start_subjob(subjob: SubJob) -> Signature:
+    return chain(*(_site_step(s, subjob) for s in ("stage_in", "preprocess", "submit")))
+
+
+def resume_subjob(subjob: SubJob) -> Signature:
+    steps = [_site_step("postprocess", subjob), _site_step("stage_out", subjob)]
+    if subjob.argo_job_id is not None:
+        steps.append(_argo_step("advance", subjob.argo_job_id))
+    return chain(*steps)
+
+
+def finish_argo(argo_id: int) -> Signature:
+    return chain(_argo_step("stage_out", argo_id), _argo_step("finish", argo_id))
+
+
+def retry_subjob_from(subjob: SubJob) -> Signature:
+    """The chain that takes a subjob on from the state a retry put it in."""
+    if subjob.state in ("EXECUTION_FINISHED", "POSTPROCESSED"):
+        return resume_subjob(subjob)
+    return start_subjob(subjob)
+
+
+def advance_argo(argo_id: int) -> Signature:
+    return _argo_step("advance", argo_id)

@@ -1,0 +1,170 @@
+"""Intake: a validated message becomes records (all or nothing) and then a running chain.
+
+The central service knows the configured sites, so a subjob naming an unknown site is refused
+here, with the other field errors, before anything is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from edgeceleryapp.db import session_scope
+from edgeceleryapp.errors import TransientError, ValidationFailed
+from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
+from edgeceleryapp.settings import get_settings
+from edgeceleryapp.status import publish_events
+from edgeceleryapp.transitions import move_argo, move_subjob
+from workflows import chains
+from workflows.schemas import ArgoJobMessage, BalsamJobMessage
+from workflows.validation import parse_json, validate_argo, validate_balsam
+
+log = logging.getLogger(__name__)
+
+SUBJOB_FIELDS = (
+    "name",
+    "description",
+    "site",
+    "queue",
+    "project",
+    "wall_time_minutes",
+    "num_nodes",
+    "processes_per_node",
+    "scheduler_config",
+    "application",
+    "config_file",
+)
+
+
+def _as_data(message: Any) -> Any:
+    return parse_json(message) if isinstance(message, str | bytes) else message
+
+
+def check_sites(sites: list[tuple[str, str]]) -> None:
+    known = get_settings().sites
+    errors = [
+        (
+            field,
+            f"no site named {name!r} is configured (known: {', '.join(sorted(known)) or 'none'})",
+        )
+        for field, name in sites
+        if name not in known
+    ]
+    if errors:
+        raise ValidationFailed(errors)
+
+
+def _subjob(message: BalsamJobMessage, **extra: Any) -> SubJob:
+    return SubJob(**{f: getattr(message, f) for f in SUBJOB_FIELDS}, **extra)
+
+
+def store_argo(message: ArgoJobMessage) -> int:
+    """Store the Argo job and its subjobs in CREATED, wiring each subjob's data to the next.
+
+    A subjob without URLs reads where the previous step left its data and writes to the
+    staging area; explicit URLs in the message win (seed 000: Argo sets these values).
+    """
+    check_sites([(f"subjobs[{i}].site", sj.site) for i, sj in enumerate(message.subjobs)])
+    staging = get_settings().argo.staging_url_for
+    with session_scope() as s:
+        argo = ArgoJob(
+            user_id=message.user_id,
+            name=message.name,
+            description=message.description,
+            group_identifier=message.group_identifier,
+            username=message.username,
+            email=message.email,
+            input_url=message.input_url,
+            output_url=message.output_url,
+            job_status_routing_key=message.job_status_routing_key or "",
+            num_subjobs=len(message.subjobs),
+        )
+        s.add(argo)
+        s.flush()
+        events = [
+            JobEvent(argo_job_id=argo.id, from_state="", to_state="CREATED", message="received")
+        ]
+        previous = staging(str(argo.id), "input") if message.input_url else None
+        last = len(message.subjobs) - 1
+        for i, sj in enumerate(message.subjobs):
+            output = sj.output_url or staging(str(argo.id), "output" if i == last else f"sub{i}")
+            subjob = _subjob(
+                sj,
+                argo_job_id=argo.id,
+                position=i,
+                input_url=sj.input_url or previous,
+                output_url=output,
+            )
+            s.add(subjob)
+            s.flush()
+            events.append(
+                JobEvent(
+                    argo_job_id=argo.id,
+                    subjob_id=subjob.id,
+                    from_state="",
+                    to_state="CREATED",
+                    message="received",
+                )
+            )
+            previous = output
+        s.add_all(events)
+        s.flush()
+        ids = [e.id for e in events]
+        argo_id = argo.id
+    publish_events(ids)
+    return argo_id
+
+
+def store_balsam(message: BalsamJobMessage) -> int:
+    check_sites([("site", message.site)])
+    with session_scope() as s:
+        subjob = _subjob(
+            message,
+            input_url=message.input_url,
+            output_url=message.output_url,
+            origin_argo_job_id=message.argo_job_id,
+        )
+        s.add(subjob)
+        s.flush()
+        event = JobEvent(subjob_id=subjob.id, from_state="", to_state="CREATED", message="received")
+        s.add(event)
+        s.flush()
+        subjob_id, event_id = subjob.id, event.id
+    publish_events([event_id])
+    return subjob_id
+
+
+def _send(signature: Any, what: str, on_failure: Any) -> None:
+    try:
+        signature.apply_async()
+    except Exception as exc:  # the broker refused or is away: say so on the record
+        on_failure(f"could not queue the job's first step: {exc}")
+        raise TransientError(
+            f"{what} stored but not started (broker: {exc}); start it with `edgecelery retry`"
+        ) from exc
+
+
+def submit_argo(message: Any, *, start: bool = True) -> int:
+    """Validate, store and start an Argo job; returns its id."""
+    argo_id = store_argo(validate_argo(_as_data(message)))
+    if start:
+        _send(
+            chains.start_argo(argo_id),
+            f"argo job {argo_id}",
+            lambda why: move_argo(argo_id, "CREATED", "STAGED_IN_FAILED", why),
+        )
+    return argo_id
+
+
+def submit_balsam(message: Any, *, start: bool = True) -> int:
+    """Validate, store and start a Balsam-only job (a chain of one subjob); returns its id."""
+    subjob_id = store_balsam(validate_balsam(_as_data(message)))
+    if start:
+        with session_scope() as s:
+            subjob = s.get(SubJob, subjob_id)
+        _send(
+            chains.start_subjob(subjob),
+            f"job {subjob_id}",
+            lambda why: move_subjob(subjob_id, "CREATED", ["STAGED_IN_FAILED"], why),
+        )
+    return subjob_id
