@@ -146,14 +146,18 @@ class Worker:
                 self.kill()
 
 
-def wait_for_workers(names: list[str], timeout: float = 60) -> None:
-    """Until every named worker answers a broadcast ping through the broker."""
-    from edgeceleryapp.celery import app
+def wait_for_workers(broker_url: str, names: list[str], timeout: float = 60) -> None:
+    """Until every named worker answers a broadcast ping through the broker at ``broker_url``."""
+    from celery import Celery
 
     wanted = {f"{n}@{socket.gethostname()}" for n in names}
+    probe = Celery("edgecelery-probe", broker=broker_url)
 
     def answered() -> bool:
-        replies = app.control.ping(timeout=0.5) or []
+        replies = probe.control.ping(timeout=0.5) or []
         return wanted <= {name for reply in replies for name in reply}
 
-    wait_for(answered, timeout, f"workers {sorted(wanted)}", interval=0.2)
+    try:
+        wait_for(answered, timeout, f"workers {sorted(wanted)}", interval=0.2)
+    finally:
+        probe.close()

@@ -7,6 +7,7 @@ JobEvent like any other change.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import delete, exists, func, select
@@ -33,6 +34,26 @@ ALTERABLE = (
     "input_url",
     "output_url",
 )
+
+
+def _state(machine: states.Machine, name: str) -> str:
+    try:
+        return machine.normalise(name)
+    except ValueError as exc:
+        raise ValidationFailed([("--state", str(exc))]) from None
+
+
+def _check_paths(fields: dict[str, str | None]) -> None:
+    errors = [
+        (f, "must be an absolute path")
+        for f, v in fields.items()
+        if f != "description"
+        and v is not None
+        and not v.startswith("/")
+        and (v or f == "executable")
+    ]
+    if errors:
+        raise ValidationFailed(errors)
 
 
 def _row(obj: Any, fields: tuple[str, ...]) -> dict[str, Any]:
@@ -96,13 +117,19 @@ APP_COLUMNS = ("id", "name", "site", *APP_FIELDS)
 
 
 def add_app(name: str, site: str, executable: str, **fields: str | None) -> int:
+    from edgeceleryapp.settings import get_settings
+    from workflows.schemas import NAME_PATTERN
+
     errors = [
-        (f, "must be an absolute path")
-        for f, v in {"executable": executable, **fields}.items()
-        if f != "description" and v and not v.startswith("/")
+        (f, f"{v!r} is not a valid name")
+        for f, v in (("name", name), ("site", site))
+        if not re.match(NAME_PATTERN, v)
     ]
+    if not errors and site not in get_settings().sites:
+        errors.append(("site", f"no site named {site!r} is configured"))
     if errors:
         raise ValidationFailed(errors)
+    _check_paths({"executable": executable, **fields})
     with session_scope() as s:
         if s.scalars(
             select(Application).where(Application.name == name, Application.site == site)
@@ -133,13 +160,7 @@ def _app(s: Any, name: str, site: str) -> Application:
 
 def alter_app(name: str, site: str, **fields: str | None) -> None:
     changes = {k: v for k, v in fields.items() if v is not None}
-    errors = [
-        (f, "must be an absolute path")
-        for f, v in changes.items()
-        if f != "description" and v and not v.startswith("/")
-    ]
-    if errors:
-        raise ValidationFailed(errors)
+    _check_paths(changes)
     with session_scope() as s:
         app = _app(s, name, site)
         for key, value in changes.items():
@@ -160,7 +181,7 @@ def list_argo(
     with session_scope() as s:
         query = select(ArgoJob).order_by(ArgoJob.id.desc()).limit(limit)
         if state:
-            query = query.where(ArgoJob.state == states.ARGO.normalise(state))
+            query = query.where(ArgoJob.state == _state(states.ARGO, state))
         if group:
             query = query.where(ArgoJob.group_identifier == group)
         if site:
@@ -205,7 +226,7 @@ def list_subjobs(
         if site:
             query = query.where(SubJob.site == site)
         if state:
-            query = query.where(SubJob.state == states.BALSAM.normalise(state))
+            query = query.where(SubJob.state == _state(states.BALSAM, state))
         return [_row(sj, SUBJOB_COLUMNS) for sj in s.scalars(query)]
 
 

@@ -40,18 +40,48 @@ def _as_data(message: Any) -> Any:
     return parse_json(message) if isinstance(message, str | bytes) else message
 
 
-def check_sites(sites: list[tuple[str, str]]) -> None:
+def site_errors(sites: list[tuple[str, Any]]) -> list[tuple[str, str]]:
     known = get_settings().sites
-    errors = [
+    return [
         (
             field,
             f"no site named {name!r} is configured (known: {', '.join(sorted(known)) or 'none'})",
         )
         for field, name in sites
-        if name not in known
+        if isinstance(name, str) and name not in known
     ]
+
+
+def _checked(validate: Any, data: Any, sites: list[tuple[str, Any]]) -> Any:
+    """Schema errors and unknown sites, reported together in one error."""
+    errors: list[tuple[str, str]] = []
+    message = None
+    try:
+        message = validate(data)
+    except ValidationFailed as exc:
+        errors = list(exc.errors)
+    flagged = {field for field, _ in errors}
+    errors += [e for e in site_errors(sites) if e[0] not in flagged]
     if errors:
         raise ValidationFailed(errors)
+    return message
+
+
+def checked_argo(data: Any) -> ArgoJobMessage:
+    """An Argo job message this service can run: valid, and every site configured."""
+    subjobs = data.get("subjobs") if isinstance(data, dict) else None
+    sites = [
+        (f"subjobs[{i}].site", sj.get("site"))
+        for i, sj in enumerate(subjobs if isinstance(subjobs, list) else [])
+        if isinstance(sj, dict)
+    ]
+    return _checked(validate_argo, data, sites)
+
+
+def checked_balsam(data: Any) -> BalsamJobMessage:
+    return _checked(
+        validate_balsam, data, [("site", data.get("site"))] if isinstance(data, dict) else []
+    )
 
 
 def _subjob(message: BalsamJobMessage, **extra: Any) -> SubJob:
@@ -59,12 +89,13 @@ def _subjob(message: BalsamJobMessage, **extra: Any) -> SubJob:
 
 
 def store_argo(message: ArgoJobMessage) -> int:
-    """Store the Argo job and its subjobs in CREATED, wiring each subjob's data to the next.
+    """Expects a message from ``checked_argo``.
+
+    Store the Argo job and its subjobs in CREATED, wiring each subjob's data to the next.
 
     A subjob without URLs reads where the previous step left its data and writes to the
     staging area; explicit URLs in the message win (seed 000: Argo sets these values).
     """
-    check_sites([(f"subjobs[{i}].site", sj.site) for i, sj in enumerate(message.subjobs)])
     staging = get_settings().argo.staging_url_for
     with session_scope() as s:
         argo = ArgoJob(
@@ -116,7 +147,6 @@ def store_argo(message: ArgoJobMessage) -> int:
 
 
 def store_balsam(message: BalsamJobMessage) -> int:
-    check_sites([("site", message.site)])
     with session_scope() as s:
         subjob = _subjob(
             message,
@@ -146,7 +176,7 @@ def _send(signature: Any, what: str, on_failure: Any) -> None:
 
 def submit_argo(message: Any, *, start: bool = True) -> int:
     """Validate, store and start an Argo job; returns its id."""
-    argo_id = store_argo(validate_argo(_as_data(message)))
+    argo_id = store_argo(checked_argo(_as_data(message)))
     if start:
         _send(
             chains.start_argo(argo_id),
@@ -158,7 +188,7 @@ def submit_argo(message: Any, *, start: bool = True) -> int:
 
 def submit_balsam(message: Any, *, start: bool = True) -> int:
     """Validate, store and start a Balsam-only job (a chain of one subjob); returns its id."""
-    subjob_id = store_balsam(validate_balsam(_as_data(message)))
+    subjob_id = store_balsam(checked_balsam(_as_data(message)))
     if start:
         with session_scope() as s:
             subjob = s.get(SubJob, subjob_id)

@@ -26,12 +26,19 @@ def argo() -> None:
 
 @argo.command("validate", context_settings=CONTEXT)
 @click.argument("source", metavar="FILE|-")
+@click.option("--schema-only", is_flag=True, help="Do not check that the sites are configured.")
 @handle_errors
-def validate(source: str) -> None:
-    """Check an Argo job message; exit 0 if valid, 2 with every field error if not."""
+def validate(source: str, schema_only: bool) -> None:
+    """Check an Argo job message; exit 0 if valid, 2 with every field error if not.
+
+    By default it also checks that every subjob's site is configured here, so exit 0 means
+    `argo submit` would accept the message.
+    """
+    from workflows.intake import checked_argo
     from workflows.validation import parse_json, validate_argo
 
-    message = validate_argo(parse_json(read_input(source)))
+    data = parse_json(read_input(source))
+    message = validate_argo(data) if schema_only else checked_argo(data)
     click.echo(f"valid: argo job {message.name!r} with {len(message.subjobs)} subjob(s)")
 
 

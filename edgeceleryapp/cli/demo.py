@@ -167,7 +167,7 @@ def demo(keep: bool, timeout: float) -> None:
         click.echo(f"private Redis:  {redis.url}")
         env = {**os.environ, "EDGECELERY_CONFIG": str(config)}
         workers = [Worker(n, env, root / "logs" / f"{n}.log").start() for n in ("argo", *SITES)]
-        wait_for_workers(["argo", *SITES])
+        wait_for_workers(redis.url, ["argo", *SITES])
         click.echo(f"workers up:     argo, {', '.join(SITES)}")
 
         from workflows.intake import submit_argo

@@ -7,6 +7,7 @@ import click
 
 from edgeceleryapp.cli import CONTEXT, emit, handle_errors, read_input
 
+NUMBERS = ("wall_time_minutes", "num_nodes", "processes_per_node")
 COLUMNS = ("id", "argo_job_id", "site", "application", "state", "attempt", "batch_job_id", "name")
 
 
@@ -90,7 +91,7 @@ def rm_all(yes: bool, force: bool) -> None:
     multiple=True,
     metavar="FIELD=VALUE",
     required=True,
-    help="A field to change (repeatable); numbers are read as numbers.",
+    help="A field to change (repeatable); an empty VALUE clears an optional field.",
 )
 @handle_errors
 def alter(job_id: int, pairs: tuple[str, ...]) -> None:
@@ -103,7 +104,13 @@ def alter(job_id: int, pairs: tuple[str, ...]) -> None:
         key, sep, value = pair.partition("=")
         if not sep:
             raise ValidationFailed([(pair, "expected FIELD=VALUE")])
-        changes[key] = int(value) if value.isdigit() else value
+        if key in NUMBERS:
+            try:
+                changes[key] = int(value)
+            except ValueError:
+                raise ValidationFailed([(key, f"{value!r} is not a whole number")]) from None
+        else:
+            changes[key] = value or None
     operations.alter_subjob(job_id, changes)
 
 

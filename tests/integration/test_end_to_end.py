@@ -1,0 +1,259 @@
+"""Argo jobs through the real service: Redis, the Argo worker with beat, one worker per site,
+all separate processes (seed 000 Figure 1 on one machine)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from edgeceleryapp import operations
+from edgeceleryapp.db import session_scope
+from edgeceleryapp.localservice import wait_for
+from edgeceleryapp.models import JobEvent
+from tests.helpers import echo_app, script
+from tests.integration.conftest import StatusListener
+
+pytestmark = pytest.mark.integration
+
+BALSAM_PATH = [
+    "CREATED",
+    "STAGED_IN",
+    "PREPROCESSED",
+    "SUBMITTED",
+    "QUEUED",
+    "RUNNING",
+    "EXECUTION_FINISHED",
+    "POSTPROCESSED",
+    "STAGED_OUT",
+    "JOB_FINISHED",
+]
+LOOP = [
+    "SUBJOB_SUBMITTED",
+    "SUBJOB_IN_PREPROCESSED",
+    "SUBJOB_QUEUED",
+    "SUBJOB_RUNNING",
+    "SUBJOB_RUN_FINISHED",
+    "SUBJOB_IN_POSTPROCESSED",
+    "SUBJOB_COMPLETED",
+    "SUBJOB_INCREMENTED",
+]
+
+
+def argo_message(dep, name: str, subjobs: list[dict], **fields) -> dict:
+    return {
+        "name": name,
+        "user_id": f"{name}.job001",
+        "group_identifier": f"group.{name}",
+        "username": "johndoe",
+        "email": "johndoe@doe.gov",
+        "subjobs": subjobs,
+        **fields,
+    }
+
+
+def subjob(site: str, app: str, **fields) -> dict:
+    return {
+        "name": f"{app}@{site}",
+        "site": site,
+        "application": app,
+        "wall_time_minutes": 5,
+        "num_nodes": 1,
+        "processes_per_node": 1,
+        **fields,
+    }
+
+
+@pytest.fixture(scope="module")
+def apps(deployment):
+    echo_app(deployment.root, "alpha", name="stepone")
+    echo_app(deployment.root, "beta", name="steptwo")
+    return deployment
+
+
+def test_two_site_argo_job_completes_with_every_state_and_message(apps):
+    dep = apps
+    inp = dep.data / "e2e-in"
+    inp.mkdir()
+    (inp / "app.ini").write_text("--events\n42\n")
+    out = dep.data / "e2e-out"
+    listener = StatusListener(dep.redis.url, "e2e_monitor")
+    try:
+        argo_id = dep.submit(
+            argo_message(
+                dep,
+                "e2e",
+                [
+                    subjob("alpha", "stepone", config_file="app.ini"),
+                    subjob("beta", "steptwo", config_file="app.ini"),
+                ],
+                input_url=f"local://{inp}",
+                output_url=f"local://{out}",
+                job_status_routing_key="e2e_monitor",
+            )
+        )
+        final = dep.wait_state(argo_id, {"HISTORY"} | {s + "_FAILED" for s in LOOP})
+        assert final["state"] == "HISTORY", final
+        listener.drain_until(
+            lambda bodies: any(b["kind"] == "argo" and b["to_state"] == "HISTORY" for b in bodies)
+        )
+    finally:
+        listener.close()
+
+    # The timeline: every Argo state of 2.2.1 in order, the loop once per subjob.
+    argo_timeline = [e["to_state"] for e in final["events"] if e["subjob_id"] is None]
+    assert argo_timeline == [
+        "CREATED",
+        "STAGED_IN",
+        *LOOP,
+        *LOOP[:-1],
+        "SUBJOB_INCREMENTED",
+        "SUBJOBS_COMPLETED",
+        "STAGED_OUT",
+        "HISTORY",
+    ]
+    for sj in final["subjobs"]:
+        timeline = [e["to_state"] for e in final["events"] if e["subjob_id"] == sj["id"]]
+        assert timeline == BALSAM_PATH, sj
+        assert sj["attempt"] == 1
+    # Data flowed: input -> subjob 1 -> subjob 2 -> output_url.
+    assert json.loads((out / "args.json").read_text()) == ["--events", "42"]
+    assert (out / "app.ini").exists()
+    assert (out / "runs.log").read_text() == "run\nrun\n", "each subjob's app ran once"
+
+    # Every JobEvent went out once on the routing key, in the order recorded.
+    with session_scope() as s:
+        ids = list(
+            s.scalars(
+                select(JobEvent.id).where(JobEvent.argo_job_id == argo_id).order_by(JobEvent.id)
+            )
+        )
+    received = [b["event_id"] for b in listener.bodies if b["argo_job_id"] == argo_id]
+    assert sorted(set(received)) == ids
+    argo_seen = [b["to_state"] for b in listener.bodies if b["kind"] == "argo"]
+    assert argo_seen == argo_timeline
+
+
+def test_unregistered_application_is_refused_at_its_site(apps):
+    dep = apps
+    listener = StatusListener(dep.redis.url, "refusal_monitor")
+    try:
+        argo_id = dep.submit(
+            argo_message(
+                dep,
+                "refused",
+                [subjob("beta", "stepone")],
+                job_status_routing_key="refusal_monitor",
+            )
+        )
+        final = dep.wait_state(argo_id, {"SUBJOB_IN_PREPROCESSED_FAILED", "HISTORY"})
+        listener.drain_until(
+            lambda b: any(m["to_state"].endswith("_FAILED") and m["kind"] == "argo" for m in b)
+        )
+    finally:
+        listener.close()
+    assert final["state"] == "SUBJOB_IN_PREPROCESSED_FAILED"
+    (sj,) = final["subjobs"]
+    assert sj["state"] == "STAGED_IN_FAILED"
+    assert "'stepone' is not registered at site 'beta'" in sj["state_message"]
+    assert sj["batch_job_id"] is None
+    failure = [
+        m for m in listener.bodies if m["kind"] == "argo" and m["to_state"].endswith("_FAILED")
+    ]
+    assert "not registered" in failure[0]["message"]
+
+
+def test_failing_application_fails_then_retry_runs_it_to_history(apps):
+    dep = apps
+    flag = dep.data / "fixed"
+    exe = script(
+        dep.root / "apps" / "flaky" / "app.py",
+        f"""
+        import os, sys
+        open("runs.log", "a").write("run\\n")
+        sys.exit(0 if os.path.exists({str(flag)!r}) else 7)
+        """,
+    )
+    operations.add_app("flaky", "beta", exe)
+    listener = StatusListener(dep.redis.url, "flaky_monitor")
+    try:
+        argo_id = dep.submit(
+            argo_message(
+                dep,
+                "flaky",
+                [subjob("alpha", "stepone"), subjob("beta", "flaky")],
+                job_status_routing_key="flaky_monitor",
+            )
+        )
+        failed = dep.wait_state(argo_id, {"SUBJOB_RUN_FINISHED_FAILED", "HISTORY"})
+        listener.drain_until(
+            lambda b: any(m["to_state"] == "SUBJOB_RUN_FINISHED_FAILED" for m in b)
+        )
+        assert failed["state"] == "SUBJOB_RUN_FINISHED_FAILED"
+        second = failed["subjobs"][1]
+        assert second["state"] == "EXECUTION_FINISHED_FAILED"
+        assert "exited with code 7" in second["state_message"]
+        said = [m for m in listener.bodies if m["to_state"] == "SUBJOB_RUN_FINISHED_FAILED"]
+        assert "exited with code 7" in said[0]["message"]
+
+        flag.write_text("")
+        assert dep.cli("retry", str(argo_id)).strip() == "SUBJOB_IN_PREPROCESSED"
+        final = dep.wait_state(argo_id, {"HISTORY", "SUBJOB_RUN_FINISHED_FAILED"})
+    finally:
+        listener.close()
+    assert final["state"] == "HISTORY"
+    second = final["subjobs"][1]
+    assert second["attempt"] == 2
+    timeline = [e["to_state"] for e in final["events"] if e["subjob_id"] == second["id"]]
+    assert timeline == [
+        *BALSAM_PATH[:6],
+        "EXECUTION_FINISHED_FAILED",
+        "PREPROCESSED",
+        *BALSAM_PATH[3:],
+    ]
+    spool = dep.root / "sites" / "beta" / ".local-scheduler"
+    assert sorted(p.name for p in spool.glob(f"ec{second['id']}a*.submitted")) == [
+        f"ec{second['id']}a1.submitted",
+        f"ec{second['id']}a2.submitted",
+    ]
+
+
+def test_site_worker_killed_mid_chain_then_restarted_completes_once(apps):
+    """SIGKILL the gamma worker while it runs the preprocess step; a new worker finishes."""
+    dep = apps
+    started, go = dep.data / "pre-started", dep.data / "pre-go"
+    pre = script(
+        dep.root / "apps" / "slowpre" / "pre.py",
+        f"""
+        import os, time
+        open({str(started)!r}, "a").write("started\\n")
+        deadline = time.time() + 60
+        while not os.path.exists({str(go)!r}) and time.time() < deadline:
+            time.sleep(0.05)
+        """,
+    )
+    exe = script(
+        dep.root / "apps" / "slowpre" / "app.py",
+        """
+        open("runs.log", "a").write("run\\n")
+        """,
+    )
+    operations.add_app("slowpre", "gamma", exe, preprocess=pre)
+    argo_id = dep.submit(argo_message(dep, "killed", [subjob("gamma", "slowpre")]))
+    wait_for(started.exists, 30, "the preprocess step to start")
+    dep.workers["gamma"].kill(signal.SIGKILL)
+    go.write_text("")
+    dep.start_worker("gamma")
+    final = dep.wait_state(argo_id, {"HISTORY", "SUBJOB_IN_PREPROCESSED_FAILED"}, timeout=90)
+    assert final["state"] == "HISTORY"
+    (sj,) = final["subjobs"]
+    timeline = [e["to_state"] for e in final["events"] if e["subjob_id"] == sj["id"]]
+    assert timeline == BALSAM_PATH, "no state twice, none backwards"
+    assert started.read_text().count("started") == 2, "the killed step ran again"
+    workdir = Path(dep.root / "sites" / "gamma" / "jobs" / str(sj["id"]))
+    assert (workdir / "runs.log").read_text() == "run\n"
+    spool = dep.root / "sites" / "gamma" / ".local-scheduler"
+    assert len(list(spool.glob(f"ec{sj['id']}a*.submitted"))) == 1, "one batch submission"

@@ -1,0 +1,311 @@
+"""The site steps run directly (no broker): whitelist, injection, idempotence, exactly-once
+submission, failure states. The batch jobs are real processes under the local scheduler."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from edgeceleryapp.db import session_scope
+from edgeceleryapp.errors import TransientError
+from edgeceleryapp.models import JobEvent, SubJob
+from tasks import site, sitework
+from tasks.sitework import workdir_of
+from tests.helpers import (
+    balsam_message,
+    count,
+    echo_app,
+    poll_until_ended,
+    subjob,
+    subjob_states,
+)
+from workflows.intake import submit_balsam
+
+FULL_PATH = [
+    "CREATED",
+    "STAGED_IN",
+    "PREPROCESSED",
+    "SUBMITTED",
+    "QUEUED",
+    "RUNNING",
+    "EXECUTION_FINISHED",
+    "POSTPROCESSED",
+    "STAGED_OUT",
+    "JOB_FINISHED",
+]
+
+
+def run_to_submitted(subjob_id: int) -> None:
+    for step in ("stage_in", "preprocess", "submit"):
+        getattr(site, step).apply(args=(subjob_id,))
+
+
+def run_to_end(subjob_id: int) -> SubJob:
+    run_to_submitted(subjob_id)
+    poll_until_ended(subjob_id)
+    for step in ("postprocess", "stage_out"):
+        getattr(site, step).apply(args=(subjob_id,))
+    return subjob(subjob_id)
+
+
+def input_dir(env, files: dict[str, str]) -> str:
+    folder = env.data / "in"
+    folder.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return f"local://{folder}"
+
+
+def test_balsam_job_runs_through_every_state_and_stages_output(env):
+    echo_app(env.root, "alpha")
+    job_id = submit_balsam(
+        balsam_message(
+            config_file="app.ini",
+            input_url=input_dir(env, {"app.ini": "--events\n100\n"}),
+            output_url=f"local://{env.data / 'out'}",
+        ),
+        start=False,
+    )
+    final = run_to_end(job_id)
+    assert final.state == "JOB_FINISHED"
+    assert subjob_states(job_id) == FULL_PATH
+    out = env.data / "out"
+    assert json.loads((out / "args.json").read_text()) == ["--events", "100"]
+    assert (out / "result.txt").read_text() == "ok\n"
+    assert not (out / ".edgecelery").exists(), "control files stay at the site"
+
+
+def test_unregistered_application_is_refused_and_nothing_runs(env):
+    echo_app(env.root, "beta")  # registered at beta, not at alpha
+    job_id = submit_balsam(balsam_message(site="alpha"), start=False)
+    site.stage_in.apply(args=(job_id,))
+    refused = subjob(job_id)
+    assert refused.state == "STAGED_IN_FAILED"
+    assert "not registered at site 'alpha'" in refused.state_message
+    assert not workdir_of(refused).exists(), "nothing was staged or executed"
+    # The chain is stopped: the next steps do nothing.
+    site.preprocess.apply(args=(job_id,))
+    site.submit.apply(args=(job_id,))
+    assert subjob(job_id).state == "STAGED_IN_FAILED"
+    assert not (env.site_workdir("alpha") / ".local-scheduler").exists()
+
+
+HOSTILE = [
+    "; touch {canary}",
+    "$(touch {canary})",
+    "`touch {canary}`",
+    "a\nb && touch {canary}",
+    "' ; touch {canary} ; '",
+    '"$(touch {canary})"',
+]
+
+
+@pytest.mark.parametrize("config_name", ["c;touch CANARY", "c$(touch CANARY)", "c`touch CANARY`"])
+def test_hostile_config_text_is_never_evaluated(env, config_name):
+    canary = env.root / "CANARY"
+    lines = [h.format(canary=canary) for h in HOSTILE]
+    echo_app(env.root, "alpha")
+    job_id = submit_balsam(
+        balsam_message(
+            config_file=config_name,
+            input_url=input_dir(env, {config_name: "\n".join(lines)}),
+        ),
+        start=False,
+    )
+    final = run_to_end(job_id)
+    assert final.state == "JOB_FINISHED", final.state_message
+    workdir = workdir_of(final)
+    # Each line arrived as one literal argument; nothing was run by a shell.
+    assert json.loads((workdir / "args.json").read_text()) == "\n".join(lines).splitlines()
+    assert not canary.exists()
+    assert not list(env.root.rglob("CANARY")), "no file named by the injected text exists"
+
+
+def test_config_file_escaping_the_work_directory_is_refused(env):
+    secret = env.data / "secret.ini"
+    secret.write_text("--leak\n")
+    echo_app(env.root, "alpha")
+    job_id = submit_balsam(balsam_message(config_file="app.ini"), start=False)
+    site.stage_in.apply(args=(job_id,))
+    # Past validation (which refuses '..'), a path could still be tampered with in the DB.
+    with session_scope() as s:
+        s.execute(update(SubJob).where(SubJob.id == job_id).values(config_file="../../x.ini"))
+    site.preprocess.apply(args=(job_id,))
+    assert subjob(job_id).state == "PREPROCESSED_FAILED"
+    assert "leaves the job's work directory" in subjob(job_id).state_message
+
+
+def test_config_file_symlink_out_of_the_work_directory_is_refused(env):
+    secret = env.data / "secret.ini"
+    secret.write_text("--leak\n")
+    echo_app(env.root, "alpha")
+    job_id = submit_balsam(balsam_message(config_file="link.ini"), start=False)
+    site.stage_in.apply(args=(job_id,))
+    (workdir_of(subjob(job_id)) / "link.ini").symlink_to(secret)
+    site.preprocess.apply(args=(job_id,))
+    assert subjob(job_id).state == "PREPROCESSED_FAILED"
+    assert subjob(job_id).command is None
+
+
+def test_each_step_run_twice_in_a_row_has_one_effect(env):
+    echo_app(env.root, "alpha")
+    job_id = submit_balsam(balsam_message(output_url=f"local://{env.data / 'out'}"), start=False)
+    for step in ("stage_in", "preprocess", "submit"):
+        getattr(site, step).apply(args=(job_id,))
+        getattr(site, step).apply(args=(job_id,))
+    poll_until_ended(job_id)
+    for step in ("postprocess", "stage_out"):
+        getattr(site, step).apply(args=(job_id,))
+        getattr(site, step).apply(args=(job_id,))
+    assert subjob_states(job_id) == FULL_PATH, "no state twice, none backwards"
+    workdir = workdir_of(subjob(job_id))
+    assert (workdir / "runs.log").read_text() == "run\n", "the application ran once"
+    spool = env.site_workdir("alpha") / ".local-scheduler"
+    assert len(list(spool.glob("*.submitted"))) == 1, "one batch submission"
+
+
+def test_concurrent_submissions_of_one_subjob_submit_once(env):
+    echo_app(env.root, "alpha")
+    job_id = submit_balsam(balsam_message(), start=False)
+    site.stage_in.apply(args=(job_id,))
+    site.preprocess.apply(args=(job_id,))
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def submit(token: str) -> None:
+        barrier.wait()
+        try:
+            site.execute("submit", job_id, token=token)
+            outcomes.append("ok")
+        except TransientError:
+            outcomes.append("busy")
+
+    threads = [threading.Thread(target=submit, args=(f"task-{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert subjob(job_id).state == "SUBMITTED"
+    assert outcomes.count("ok") >= 1
+    spool = env.site_workdir("alpha") / ".local-scheduler"
+    assert len(list(spool.glob("*.submitted"))) == 1
+    assert subjob_states(job_id).count("SUBMITTED") == 1
+    # The ones that were told 'busy' find the step done when their retry comes.
+    site.execute("submit", job_id, token="late")
+    assert len(list(spool.glob("*.submitted"))) == 1
+
+
+def test_concurrent_stage_in_records_one_transition(env):
+    echo_app(env.root, "alpha")
+    job_id = submit_balsam(
+        balsam_message(input_url=input_dir(env, {"a.txt": "x" * 100_000})), start=False
+    )
+    barrier = threading.Barrier(3)
+
+    def stage() -> None:
+        barrier.wait()
+        site.execute("stage_in", job_id)
+
+    threads = [threading.Thread(target=stage) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert subjob_states(job_id) == ["CREATED", "STAGED_IN"]
+    assert (workdir_of(subjob(job_id)) / "a.txt").stat().st_size == 100_000
+    assert not list(workdir_of(subjob(job_id)).glob(".*.part-*")), "no temporary file left"
+
+
+def test_submit_rerun_after_crash_before_commit_finds_the_batch_job(env):
+    """The worker died after the scheduler accepted the job but before the DB commit."""
+    echo_app(env.root, "alpha")
+    job_id = submit_balsam(balsam_message(), start=False)
+    site.stage_in.apply(args=(job_id,))
+    site.preprocess.apply(args=(job_id,))
+    token = "delivery-1"
+    sitework.submit(subjob(job_id), token)  # the scheduler accepted; nothing recorded
+    assert subjob(job_id).state == "PREPROCESSED"
+    site.execute("submit", job_id, token=token)  # the same message, delivered again
+    assert subjob(job_id).state == "SUBMITTED"
+    final = poll_until_ended(job_id)
+    assert final.state == "EXECUTION_FINISHED"
+    assert (workdir_of(final) / "runs.log").read_text() == "run\n"
+    spool = env.site_workdir("alpha") / ".local-scheduler"
+    assert len(list(spool.glob("*.submitted"))) == 1
+
+
+def test_failing_application_fails_the_subjob_with_the_exit_code(env):
+    echo_app(env.root, "alpha", exit_code=3)
+    job_id = submit_balsam(balsam_message(), start=False)
+    run_to_submitted(job_id)
+    final = poll_until_ended(job_id)
+    assert final.state == "EXECUTION_FINISHED_FAILED"
+    assert final.exit_code == 3
+    assert "exited with code 3" in final.state_message
+    site.postprocess.apply(args=(job_id,))
+    assert subjob(job_id).state == "EXECUTION_FINISHED_FAILED", "the chain stopped"
+
+
+def test_missing_input_is_a_permanent_failure_with_the_path(env):
+    echo_app(env.root, "alpha")
+    missing = env.data / "nope"
+    job_id = submit_balsam(balsam_message(input_url=f"local://{missing}"), start=False)
+    site.stage_in.apply(args=(job_id,))
+    failed = subjob(job_id)
+    assert failed.state == "STAGED_IN_FAILED"
+    assert str(missing) in failed.state_message
+
+
+def test_input_outside_the_allowed_roots_is_refused(env):
+    echo_app(env.root, "alpha")
+    job_id = submit_balsam(balsam_message(input_url="local:///etc"), start=False)
+    site.stage_in.apply(args=(job_id,))
+    assert subjob(job_id).state == "STAGED_IN_FAILED"
+    assert "outside the directories" in subjob(job_id).state_message
+
+
+def test_unknown_url_scheme_names_the_scheme(env):
+    echo_app(env.root, "alpha")
+    job_id = submit_balsam(balsam_message(input_url="gopher://host/x"), start=False)
+    site.stage_in.apply(args=(job_id,))
+    assert "no transfer plug-in for scheme 'gopher'" in subjob(job_id).state_message
+
+
+def test_transient_errors_are_retried_then_fail_with_the_reason(env, monkeypatch):
+    echo_app(env.root, "alpha")
+    job_id = submit_balsam(balsam_message(), start=False)
+    calls = []
+
+    def flaky(_subjob):
+        calls.append(1)
+        raise TransientError("transfer server busy")
+
+    monkeypatch.setitem(site.WORK, "stage_in", flaky)
+    site.stage_in.apply(args=(job_id,))
+    failed = subjob(job_id)
+    assert failed.state == "STAGED_IN_FAILED"
+    assert "gave up after 2 retries: transfer server busy" in failed.state_message
+    assert len(calls) == 3  # the first try and max_retries = 2 retries
+
+
+def test_job_event_rows_match_the_state_changes(env):
+    echo_app(env.root, "alpha")
+    job_id = submit_balsam(balsam_message(), start=False)
+    run_to_end(job_id)
+    with session_scope() as s:
+        events = s.query(JobEvent).filter(JobEvent.subjob_id == job_id).order_by(JobEvent.id)
+        pairs = [(e.from_state, e.to_state) for e in events]
+    assert pairs == list(zip(["", *FULL_PATH[:-1]], FULL_PATH, strict=True))
+    assert count(JobEvent) == len(FULL_PATH)
+
+
+def test_work_directory_is_per_subjob(env):
+    echo_app(env.root, "alpha")
+    a = submit_balsam(balsam_message(), start=False)
+    b = submit_balsam(balsam_message(), start=False)
+    assert workdir_of(subjob(a)) != workdir_of(subjob(b))
+    assert isinstance(workdir_of(subjob(a)), Path)
