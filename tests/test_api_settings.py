@@ -1,0 +1,68 @@
+"""The Python API and the settings loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeceleryapp import api
+from edgeceleryapp.errors import ConfigurationError, ValidationFailed
+from edgeceleryapp.models import ArgoJob
+from edgeceleryapp.settings import load_settings
+from tests.helpers import argo, count
+
+
+def test_submit_argo_job_returns_the_id_of_a_stored_job(env):
+    argo_id = api.submit_argo_job(
+        {"name": "x", "subjobs": [{"name": "a", "site": "alpha", "application": "echo"}]}
+    )
+    assert isinstance(argo_id, int)
+    assert argo(argo_id).state == "CREATED"
+    assert api.argo_job(argo_id)["subjobs"][0]["site"] == "alpha"
+
+
+def test_submit_argo_job_refuses_bad_messages_and_stores_nothing(env):
+    with pytest.raises(ValidationFailed) as caught:
+        api.submit_argo_job('{"name": "x", "subjobs": []}')
+    assert caught.value.errors[0][0] == "subjobs"
+    assert count(ArgoJob) == 0
+
+
+def test_settings_file_then_environment_overrides(tmp_path: Path):
+    path = tmp_path / "s.toml"
+    path.write_text('broker_url = "redis://a/0"\n[sites.mira]\nworkdir = "/w"\nqueue = "q"\n')
+    settings = load_settings(
+        path,
+        {
+            "EDGECELERY_BROKER_URL": "amqp://b//",
+            "EDGECELERY_SITES__MIRA__POLL_INTERVAL": "7.5",
+            "EDGECELERY_SITES__MIRA__LAUNCHER": '["mpirun", "-n", "{total_procs}"]',
+        },
+    )
+    assert settings.broker_url == "amqp://b//"
+    assert settings.sites["mira"].poll_interval == 7.5
+    assert settings.sites["mira"].queue == "q"
+    assert settings.sites["mira"].launcher == ["mpirun", "-n", "{total_procs}"]
+
+
+def test_settings_errors_name_the_key(tmp_path: Path):
+    path = tmp_path / "s.toml"
+    path.write_text('[sites.mira]\nworkdir = "relative/dir"\npoll_intervall = 3\n')
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(path, {})
+    message = str(caught.value)
+    assert "sites.mira.workdir: Value error, must be an absolute path" in message
+    assert "sites.mira.poll_intervall" in message
+
+
+def test_missing_settings_file_is_named(tmp_path: Path):
+    with pytest.raises(ConfigurationError, match="not found"):
+        load_settings(None, {"EDGECELERY_CONFIG": str(tmp_path / "nope.toml")})
+
+
+def test_unknown_site_is_a_configuration_error(env):
+    from edgeceleryapp.settings import get_settings
+
+    with pytest.raises(ConfigurationError, match=r"sites\.nowhere"):
+        get_settings().site("nowhere")
