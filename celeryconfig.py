@@ -11,7 +11,13 @@ _settings = get_settings()
 
 broker_url = _settings.broker_url
 broker_connection_retry_on_startup = True
-broker_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+# kombu's Redis transport looks for unacknowledged messages to deliver again only every
+# interval * throttle seconds (100 s by default); keep that well under the visibility timeout.
+broker_transport_options = {
+    "visibility_timeout": _settings.visibility_timeout,
+    "unacked_restore_interval": max(1, min(10, int(_settings.visibility_timeout / 2))),
+    "unacked_restore_throttle": 1,
+}
 
 task_serializer = "json"
 result_serializer = "json"

@@ -104,6 +104,8 @@ class Worker:
     env: dict[str, str]
     log: Path
     concurrency: int = 1
+    # Start with plain ``celery -A edgeceleryapp worker`` instead of our wrapper.
+    plain_celery: bool = False
     process: subprocess.Popen | None = None
 
     def start(self) -> Worker:
@@ -117,7 +119,26 @@ class Worker:
             "--loglevel",
             "INFO",
         ]
-        if self.name == "argo":
+        if self.plain_celery:
+            argv = [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "edgeceleryapp",
+                "worker",
+                "-c",
+                str(self.concurrency),
+                "-Q",
+                f"site.{self.name}",
+                "-n",
+                f"{self.name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "INFO",
+            ]
+        elif self.name == "argo":
             argv += ["--argo", "--beat-schedule", str(self.log.with_suffix(".beat"))]
         else:
             argv += ["--site", self.name]

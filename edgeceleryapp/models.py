@@ -34,6 +34,9 @@ class ArgoJob(Base):
     state: Mapped[str] = mapped_column(String(40), default="CREATED", index=True)
     state_message: Mapped[str] = mapped_column(Text, default="")
     current_subjob: Mapped[int] = mapped_column(Integer, default=0)
+    # The producer's message id when the job came from the intake queue: a message delivered
+    # twice creates one job.
+    intake_key: Mapped[str | None] = mapped_column(String(256), nullable=True, unique=True)
     num_subjobs: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -87,6 +87,9 @@ class Settings(_Strict):
     broker_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = Field(default_factory=lambda: f"sqlite:///{_data_home() / 'edgecelery.db'}")
     status_exchange: str = "edgecelery.status"
+    # Production systems put Argo job messages (plain JSON) on this queue (seed 000 2.2.1,
+    # the UserJobReceiver); the argo worker consumes it.
+    intake_queue: str = "argo.jobs"
     # Routing key for status messages of jobs that name none (Balsam-only jobs have no
     # job_status_routing_key field).
     default_status_routing_key: str = "job_status"

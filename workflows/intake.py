@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import TransientError, ValidationFailed
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
@@ -88,7 +91,7 @@ def _subjob(message: BalsamJobMessage, **extra: Any) -> SubJob:
     return SubJob(**{f: getattr(message, f) for f in SUBJOB_FIELDS}, **extra)
 
 
-def store_argo(message: ArgoJobMessage) -> int:
+def store_argo(message: ArgoJobMessage, intake_key: str | None = None) -> int:
     """Expects a message from ``checked_argo``.
 
     Store the Argo job and its subjobs in CREATED, wiring each subjob's data to the next.
@@ -109,6 +112,7 @@ def store_argo(message: ArgoJobMessage) -> int:
             output_url=message.output_url,
             job_status_routing_key=message.job_status_routing_key or "",
             num_subjobs=len(message.subjobs),
+            intake_key=intake_key,
         )
         s.add(argo)
         s.flush()
@@ -174,9 +178,34 @@ def _send(signature: Any, what: str, on_failure: Any) -> None:
         ) from exc
 
 
-def submit_argo(message: Any, *, start: bool = True) -> int:
-    """Validate, store and start an Argo job; returns its id."""
-    argo_id = store_argo(checked_argo(_as_data(message)))
+def existing_argo(intake_key: str) -> tuple[int, str] | None:
+    with session_scope() as s:
+        row = s.execute(
+            select(ArgoJob.id, ArgoJob.state).where(ArgoJob.intake_key == intake_key)
+        ).first()
+    return (row[0], row[1]) if row else None
+
+
+def submit_argo(message: Any, *, start: bool = True, intake_key: str | None = None) -> int:
+    """Validate, store and start an Argo job; returns its id.
+
+    With ``intake_key`` (the producer's message id) a message delivered again returns the job
+    the first delivery created, and starts it if that delivery died before starting it.
+    """
+    found = existing_argo(intake_key) if intake_key else None
+    if found is None:
+        checked = checked_argo(_as_data(message))
+        try:
+            argo_id = store_argo(checked, intake_key)
+        except IntegrityError:
+            found = existing_argo(intake_key) if intake_key else None
+            if found is None:
+                raise
+    if found is not None:
+        argo_id, state = found
+        if start and state == "CREATED":
+            chains.start_argo(argo_id).apply_async()
+        return argo_id
     if start:
         _send(
             chains.start_argo(argo_id),

@@ -53,8 +53,9 @@ class Deployment:
     def submit(self, message: dict[str, Any]) -> int:
         return int(self.cli("argo", "submit", "-", stdin=json.dumps(message)).strip())
 
-    def start_worker(self, name: str) -> Worker:
-        worker = Worker(name, self.env, self.root / "logs" / f"{name}.log").start()
+    def start_worker(self, name: str, plain_celery: bool = False) -> Worker:
+        log = self.root / "logs" / f"{name}.log"
+        worker = Worker(name, self.env, log, plain_celery=plain_celery).start()
         self.workers[name] = worker
         wait_for_workers(self.redis.url, [name])
         return worker
