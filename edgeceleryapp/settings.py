@@ -60,6 +60,14 @@ class SiteSettings(_Strict):
     command_timeout: float = Field(120.0, gt=0)
     # An argument list that prefixes the application (e.g. ["mpirun", "-n", "{total_procs}"]).
     launcher: list[str] = Field(default_factory=list)
+    # The scheduler_config values this site approves, each the options it stands for
+    # (e.g. "knl.cfg" = ["--constraint=knl"]). A job names one; it never supplies options.
+    scheduler_configs: dict[str, list[str]] = Field(default_factory=dict)
+    # Options every batch job of this site gets (e.g. ["--account=myproj"]).
+    scheduler_options: list[str] = Field(default_factory=list)
+    # Resource-side causes that earn a new attempt, and how many attempts a subjob may have.
+    resubmit_on: list[str] = Field(default_factory=lambda: ["NODE_FAIL", "BOOT_FAIL", "PREEMPTED"])
+    max_attempts: int = Field(3, ge=1)
 
     @field_validator("workdir")
     @classmethod

@@ -180,7 +180,20 @@ def batch_request(subjob: SubJob) -> BatchRequest:
         num_nodes=subjob.num_nodes,
         processes_per_node=subjob.processes_per_node,
         env={"EDGECELERY_SUBJOB_ID": str(subjob.id)},
+        options=[*site.scheduler_options, *approved_options(site, subjob)],
     )
+
+
+def approved_options(site: SiteSettings, subjob: SubJob) -> list[str]:
+    """The job's scheduler_config names one of the site's approved presets (seed 000 2.1.1)."""
+    if not subjob.scheduler_config:
+        return []
+    try:
+        return list(site.scheduler_configs[subjob.scheduler_config])
+    except KeyError:
+        raise PermanentError(
+            f"scheduler_config: {subjob.scheduler_config!r} is not approved at site {subjob.site!r}"
+        ) from None
 
 
 def submit(subjob: SubJob, token: str) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from backends.batchscript import render_body
 from backends.runners.base import Runner
+from edgeceleryapp.errors import PermanentError, TransientError
 from edgeceleryapp.settings import SiteSettings
 
 # What a plug-in maps its scheduler's native states to.
@@ -20,6 +21,16 @@ QUEUED = "QUEUED"
 RUNNING = "RUNNING"
 FINISHED = "EXECUTION_FINISHED"
 FAILED = "FAILED"  # ended for a resource-side reason: node failure, preemption, cancelled...
+
+# Why a batch job ended badly, in the scheduler's terms mapped to ours. A site's
+# ``resubmit_on`` setting lists the causes that earn a new attempt (aCT: resource-side errors
+# are resubmitted, job errors are propagated).
+NODE_FAIL = "NODE_FAIL"
+BOOT_FAIL = "BOOT_FAIL"
+PREEMPTED = "PREEMPTED"
+TIMEOUT = "TIMEOUT"
+CANCELLED = "CANCELLED"
+OUT_OF_MEMORY = "OUT_OF_MEMORY"
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,9 @@ class BatchRequest:
     num_nodes: int = 1
     processes_per_node: int = 1
     env: dict[str, str] = field(default_factory=dict)
+    # Scheduler options from the site's approved presets (``scheduler_configs``), never from
+    # the job: each is one option as the submit command takes it, e.g. "--constraint=knl".
+    options: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,7 @@ class BatchStatus:
     state: str
     exit_code: int | None = None
     reason: str = ""
+    cause: str = ""  # one of the causes above, when the scheduler tells us one
 
 
 class Scheduler(ABC):
@@ -60,6 +75,19 @@ class Scheduler(ABC):
     def render(self, job: BatchRequest) -> str:
         lines = ["#!/bin/sh", *self.directives(job), *render_body(job.workdir, job.argv, job.env)]
         return "\n".join(lines) + "\n"
+
+    def command(self, argv: list[str], what: str, transient: tuple[str, ...] = ()) -> str:
+        """Run a scheduler command; its output, or the error type its failure deserves.
+
+        A non-zero exit whose output contains one of ``transient`` (the scheduler's own words
+        for "busy", "timed out", "try again") is a ``TransientError``; any other is permanent.
+        """
+        result = self.runner.run(argv, timeout=self.site.command_timeout)
+        if result.ok:
+            return result.stdout
+        text = f"{result.stdout}\n{result.stderr}".lower()
+        error = TransientError if any(t.lower() in text for t in transient) else PermanentError
+        raise error(f"{what}: {argv[0]} exited with code {result.returncode}: {result.tail()}")
 
     @abstractmethod
     def submit(self, script: Path, job: BatchRequest) -> str:
