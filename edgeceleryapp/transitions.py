@@ -23,6 +23,12 @@ class _LostRace(Exception):
     """Raised inside a transaction to roll it back when a compare-and-set finds another state."""
 
 
+def _storable(message: str) -> str:
+    """A reason often quotes outside output (a script's stderr, a scheduler's answer), which
+    may hold NUL bytes; PostgreSQL text cannot, and the failure must still be recorded."""
+    return message.replace("\x00", "\ufffd")
+
+
 def _cas(session: Session, model: type, ident: int, expected: str, to: str, values: dict) -> bool:
     result = session.execute(
         update(model)
@@ -85,6 +91,7 @@ def move_subjob(
         if not states.BALSAM.can_move(frm, to):
             raise ValueError(f"subjob {subjob_id}: {frm} -> {to} is not allowed")
         frm = to
+    message = _storable(message)
     try:
         with session_scope() as s:
             subjob = s.get(SubJob, subjob_id)
@@ -115,6 +122,7 @@ def move_argo(
     """Compare-and-set an Argo job; ``allow`` admits a move outside the machine (retry)."""
     if not allow and not states.ARGO.can_move(expected, to):
         raise ValueError(f"argo job {argo_id}: {expected} -> {to} is not allowed")
+    message = _storable(message)
     with session_scope() as s:
         values.setdefault("state_message", message if states.is_failed(to) else "")
         if not _cas(s, ArgoJob, argo_id, expected, to, values):

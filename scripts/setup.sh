@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what edgecelery needs on a fresh Debian machine: Debian packages when root
-# (redis-server; later issues add more), then a virtualenv in .venv with the project.
+# (redis-server; postgresql, which the tests start privately to prove the multi-machine
+# database), then a virtualenv in .venv with the project.
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v setsid >/dev/null 2>&1 || need_apt+=(util-linux)
+# initdb and pg_ctl are not on PATH: Debian keeps them in /usr/lib/postgresql/<version>/bin.
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

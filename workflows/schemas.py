@@ -23,6 +23,9 @@ EMAIL_PATTERN = r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$"
 SafeName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Url = Annotated[str, StringConstraints(pattern=URL_PATTERN, max_length=4096)]
 Line = Annotated[str, StringConstraints(pattern=LINE_PATTERN, max_length=1024)]
+# Names and identifiers kept in 256-character columns (models.py): a longer one is refused here
+# with the other field errors, not by the database (PostgreSQL enforces the width).
+Label = Annotated[str, StringConstraints(pattern=LINE_PATTERN, max_length=256)]
 Text = Annotated[str, StringConstraints(pattern=TEXT_PATTERN, max_length=65536)]
 Count = Annotated[StrictInt, Field(ge=1, le=10_000_000)]
 
@@ -34,10 +37,10 @@ class _Message(BaseModel):
 class BalsamJobMessage(_Message):
     """One subjob: an application run at one site through its batch scheduler."""
 
-    name: Line = Field(min_length=1)
+    name: Label = Field(min_length=1)
     description: Text = ""
     site: SafeName
-    argo_job_id: StrictInt | None = None
+    argo_job_id: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] | None = None
     queue: SafeName | None = None
     project: SafeName | None = None
     wall_time_minutes: Annotated[StrictInt, Field(ge=1, le=525_600)] | None = None
@@ -67,11 +70,11 @@ class BalsamJobMessage(_Message):
 class ArgoJobMessage(_Message):
     """An ordered chain of Balsam jobs across sites."""
 
-    user_id: Line = ""
-    name: Line = Field(min_length=1)
+    user_id: Label = ""
+    name: Label = Field(min_length=1)
     description: Text = ""
-    group_identifier: Line = ""
-    username: Line = ""
+    group_identifier: Label = ""
+    username: Label = ""
     email: Line = ""
     input_url: Url | None = None
     output_url: Url | None = None

@@ -34,11 +34,14 @@ def write_config(
     poll_interval: float = 0.5,
     status_interval: float = 2.0,
     extra: str = "",
+    database_url: str | None = None,
 ) -> Path:
-    """A settings file for a one-machine service rooted at ``root``."""
+    """A settings file for a one-machine service rooted at ``root`` (SQLite in ``root`` unless
+    ``database_url`` names another database)."""
+    database_url = database_url or "sqlite:///" + str(root / "edgecelery.db")
     lines = [
         f"broker_url = {json.dumps(broker_url)}",
-        f"database_url = {json.dumps('sqlite:///' + str(root / 'edgecelery.db'))}",
+        f"database_url = {json.dumps(database_url)}",
         extra,
         "[argo]",
         f"staging_dir = {json.dumps(str(root / 'argo'))}",
