@@ -15,6 +15,15 @@ class TransientError(EdgeCeleryError):
     """Worth retrying: network trouble, a command time-out, a busy scheduler, a step not ready."""
 
 
+class Throttled(TransientError):
+    """The site may not take this job yet (queue limit, circuit breaker): wait, spending no
+    retries."""
+
+    def __init__(self, message: str, wait: float):
+        super().__init__(message)
+        self.wait = wait
+
+
 class PermanentError(EdgeCeleryError):
     """Retrying cannot help: bad input, unknown application, missing file, non-zero exit."""
 

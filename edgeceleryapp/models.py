@@ -128,11 +128,15 @@ class JobEvent(Base):
 
 
 class SiteMonitor(Base):
-    """Single-flight leases for a site's poll: at most one tick per poll interval and one
-    scheduler status query per status interval, across all worker processes."""
+    """Per-site coordination across worker processes: single-flight leases for the poll (one
+    tick per poll interval, one scheduler status query per status interval), the circuit
+    breaker, and the row submissions lock while they check the queue limit."""
 
     __tablename__ = "site_monitors"
 
     site: Mapped[str] = mapped_column(String(128), primary_key=True)
     tick_until: Mapped[datetime] = mapped_column(default=utcnow)
     status_until: Mapped[datetime] = mapped_column(default=utcnow)
+    # The circuit breaker: submission failures in a row, and until when the site rests.
+    submit_failures: Mapped[int] = mapped_column(Integer, default=0)
+    breaker_until: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -399,3 +399,67 @@ def retry_subjob(subjob_id: int) -> str:
     publish_events(ids)
     chains.retry_subjob_from(sj).apply_async()
     return to
+
+
+def _kill(s: Any, argo: ArgoJob | None, subjobs: list[SubJob], why: str) -> list[JobEvent]:
+    events = []
+    for sj in subjobs:
+        if sj.state not in states.BALSAM.terminal:
+            event = force_subjob(s, sj, states.KILLED, why)
+            if event is None:
+                raise InvalidState(f"job {sj.id} changed while cancelling; try again")
+            events.append(event)
+    if argo is not None and argo.state not in states.ARGO.terminal:
+        event = force_argo(s, argo, states.KILLED, why)
+        if event is None:
+            raise InvalidState(f"argo job {argo.id} changed while cancelling; try again")
+        events.append(event)
+    return events
+
+
+def _cancel_batch_jobs(subjobs: list[SubJob]) -> None:
+    """Send each subjob's site the order to cancel its batch job (chosen before the kill)."""
+    from workflows import chains
+
+    for sj in subjobs:
+        chains.cancel_batch(sj).apply_async()
+
+
+def cancel_argo(argo_id: int, why: str = "cancelled by an operator") -> int:
+    """Stop an Argo job: its subjobs and the Argo job end KILLED, batch jobs are removed.
+
+    Returns how many batch jobs were asked to go. The chain stops by itself: every step finds
+    its record KILLED and ends it.
+    """
+    with session_scope() as s:
+        argo = s.get(ArgoJob, argo_id)
+        if argo is None:
+            raise NotFound(f"no argo job {argo_id}")
+        if argo.state in states.ARGO.terminal:
+            raise InvalidState(f"argo job {argo_id} has already ended ({argo.state})")
+        subjobs = list(argo.subjobs)
+        in_flight = [sj for sj in subjobs if sj.batch_job_id and sj.state in IN_FLIGHT]
+        events = _kill(s, argo, subjobs, why)
+        s.flush()
+        ids = [e.id for e in events]
+    publish_events(ids)
+    _cancel_batch_jobs(in_flight)
+    return len(in_flight)
+
+
+def kill_subjob(subjob_id: int, why: str = "killed by an operator") -> int:
+    """Kill one job; a subjob's Argo job is killed with it (the chain cannot go on)."""
+    with session_scope() as s:
+        sj = s.get(SubJob, subjob_id)
+        if sj is None:
+            raise NotFound(f"no job {subjob_id}")
+        if sj.state in states.BALSAM.terminal:
+            raise InvalidState(f"job {subjob_id} has already ended ({sj.state})")
+        in_flight = [sj] if sj.batch_job_id and sj.state in IN_FLIGHT else []
+        argo = s.get(ArgoJob, sj.argo_job_id) if sj.argo_job_id is not None else None
+        events = _kill(s, argo, [sj], why)
+        s.flush()
+        ids = [e.id for e in events]
+    publish_events(ids)
+    _cancel_batch_jobs(in_flight)
+    return len(in_flight)

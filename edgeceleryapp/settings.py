@@ -65,9 +65,21 @@ class SiteSettings(_Strict):
     scheduler_configs: dict[str, list[str]] = Field(default_factory=dict)
     # Options every batch job of this site gets (e.g. ["--account=myproj"]).
     scheduler_options: list[str] = Field(default_factory=list)
+    # The scheduler keeps ended jobs in an accounting database (Slurm's sacct): status and
+    # look-ups ask it instead of the live queue.
+    accounting: bool = False
     # Resource-side causes that earn a new attempt, and how many attempts a subjob may have.
     resubmit_on: list[str] = Field(default_factory=lambda: ["NODE_FAIL", "BOOT_FAIL", "PREEMPTED"])
     max_attempts: int = Field(3, ge=1)
+    # Queue footprint (see edgeceleryapp/throttle.py): a hard cap and/or aCT's a * running + b.
+    max_queued: int | None = Field(None, ge=1)
+    queued_per_running: float | None = Field(None, ge=0)
+    queued_base: int | None = Field(None, ge=0)
+    # Circuit breaker: after this many submission failures in a row, rest the site.
+    breaker_threshold: int = Field(5, ge=1)
+    breaker_cooldown: float = Field(300.0, gt=0)
+    # How long a throttled submission waits before it asks again.
+    throttle_wait: float = Field(10.0, gt=0)
 
     @field_validator("workdir")
     @classmethod

@@ -126,7 +126,11 @@ class Machine:
         return self.path.index(state)
 
 
-BALSAM = Machine("subjob", BALSAM_PATH)
+# A batch job lost to a resource-side failure (node failure, preemption, ...) is submitted
+# again as a new attempt (aCT 3.2): the one edge that returns along the path, and only from the
+# batch states, with the attempt number raised.
+RESUBMIT_EDGES = tuple((state, "PREPROCESSED") for state in ("SUBMITTED", "QUEUED", "RUNNING"))
+BALSAM = Machine("subjob", BALSAM_PATH, loops=RESUBMIT_EDGES)
 # SUBJOB_INCREMENTED goes back to SUBJOB_SUBMITTED while subjobs remain (Figure 4's loop).
 ARGO = Machine(
     "argo",

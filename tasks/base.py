@@ -13,8 +13,9 @@ import random
 from collections.abc import Callable
 
 from celery import Task
+from celery.exceptions import Ignore
 
-from edgeceleryapp.errors import PermanentError, TransientError
+from edgeceleryapp.errors import PermanentError, Throttled, TransientError
 from edgeceleryapp.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,12 @@ def stop_chain(task: Task) -> None:
     task.request.callbacks = None
 
 
+def requeue(task: Task, countdown: float) -> None:
+    """Send this task (with the rest of its chain) again later, keeping its retry count."""
+    task.signature_from_request(task.request, countdown=countdown).apply_async()
+    raise Ignore()
+
+
 def guarded(task: Task, body: Callable[[], None], fail: Callable[[str], None]) -> None:
     """Run one step body under the retry policy; ``fail`` records the failure state."""
     try:
@@ -51,6 +58,9 @@ def guarded(task: Task, body: Callable[[], None], fail: Callable[[str], None]) -
     except Stop:
         stop_chain(task)
         return
+    except Throttled as exc:
+        log.info("%s %s: %s; asking again in %.0fs", task.name, task.request.args, exc, exc.wait)
+        requeue(task, exc.wait)
     except PermanentError as exc:
         log.warning("%s %s: permanent failure: %s", task.name, task.request.args, exc)
         fail(str(exc))

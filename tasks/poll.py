@@ -9,29 +9,30 @@ Ticks are single-flight across worker processes through leases in ``site_monitor
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 
 from backends.batchscript import read_exit_code
 from backends.schedulers import BatchStatus, scheduler_for
-from backends.schedulers.base import FAILED, FINISHED, QUEUED, RUNNING
+from backends.schedulers.base import FAILED, FINISHED
 from edgeceleryapp import states
 from edgeceleryapp.celery import app
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import EdgeCeleryError
-from edgeceleryapp.models import SiteMonitor, SubJob, utcnow
+from edgeceleryapp.models import SubJob, utcnow
 from edgeceleryapp.settings import get_settings
+from edgeceleryapp.sites import take_lease
 from edgeceleryapp.transitions import move_subjob
 from tasks.base import StepTask
 from tasks.sitework import workdir_of
-from workflows.chains import resume_subjob
+from workflows.chains import resume_subjob, submit_again
 
 log = logging.getLogger(__name__)
 
 IN_FLIGHT = ("SUBMITTED", "QUEUED", "RUNNING")
+LOST = "LOST"  # the cause given to a batch job that vanished without an exit code
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Verdict:
     failed: bool = False
     reason: str = ""
     exit_code: int | None = None
+    cause: str = ""
 
 
 def judge(
@@ -61,25 +63,19 @@ def judge(
             return Verdict(FINISHED, exit_code=0)
         return Verdict(FINISHED, True, f"application exited with code {exit_code}", exit_code)
     if status is None:
-        if age_seconds > lost_after:
-            return Verdict(
-                FINISHED,
-                True,
-                "batch job unknown to the scheduler and left no exit "
-                f"code after {int(age_seconds)}s: lost",
-            )
-        return None
+        if age_seconds <= lost_after:
+            return None
+        reason = f"batch job unknown to the scheduler, no exit code after {int(age_seconds)}s"
+        return Verdict(FINISHED, True, reason + ": lost", cause=LOST)
+    detail = f" ({status.reason})" if status.reason else ""
     if status.state == FINISHED:
-        reason = status.reason or "batch job ended without writing an exit code"
-        return Verdict(FINISHED, True, reason, status.exit_code)
+        reason = "batch job ended without writing an exit code" + detail
+        return Verdict(FINISHED, True, reason, status.exit_code, status.cause)
     if status.state == FAILED:
-        return Verdict(FINISHED, True, status.reason or "batch job failed", status.exit_code)
-    if status.state in (QUEUED, RUNNING):
-        return (
-            Verdict(status.state)
-            if states.BALSAM.rank(status.state) > states.BALSAM.rank(state)
-            else None
-        )
+        reason = f"batch job ended: {status.cause or 'failed'}" + detail
+        return Verdict(FINISHED, True, reason, status.exit_code, status.cause)
+    if states.BALSAM.rank(status.state) > states.BALSAM.rank(state):
+        return Verdict(status.state)
     return None
 
 
@@ -92,29 +88,6 @@ def path_for(state: str, verdict: Verdict) -> list[str]:
     return [*path, states.failed(verdict.target)]
 
 
-def _claim(site: str, column: str, period: float) -> bool:
-    """Take the site's lease named ``column`` for ``period`` seconds if it has expired."""
-    now = utcnow()
-    col = getattr(SiteMonitor, column)
-    for _ in range(2):
-        try:
-            with session_scope() as s:
-                if s.get(SiteMonitor, site) is None:
-                    s.add(
-                        SiteMonitor(site=site, tick_until=datetime.min, status_until=datetime.min)
-                    )
-                    s.flush()
-                done = s.execute(
-                    update(SiteMonitor)
-                    .where(SiteMonitor.site == site, col <= now)
-                    .values({column: now + timedelta(seconds=period)})
-                )
-                return done.rowcount == 1
-        except IntegrityError:  # another process created the row first
-            continue
-    return False
-
-
 @dataclass
 class PollReport:
     in_flight: int = 0
@@ -125,7 +98,7 @@ class PollReport:
 def poll_site(site_name: str) -> PollReport:
     report = PollReport()
     site = get_settings().site(site_name)
-    if not _claim(site_name, "tick_until", site.poll_interval * 0.8):
+    if not take_lease(site_name, "tick_until", site.poll_interval * 0.8):
         return report
     with session_scope() as s:
         jobs = list(
@@ -141,7 +114,7 @@ def poll_site(site_name: str) -> PollReport:
     codes = {j.id: read_exit_code(workdir_of(j)) for j in jobs}
     pending = [j for j in jobs if codes[j.id] is None and j.batch_job_id]
     answer: dict[str, BatchStatus] = {}
-    if pending and _claim(site_name, "status_until", site.status_interval * 0.95):
+    if pending and take_lease(site_name, "status_until", site.status_interval * 0.95):
         try:
             answer = scheduler_for(site).statuses([j.batch_job_id for j in pending])
             report.status_queries = 1
@@ -159,19 +132,63 @@ def poll_site(site_name: str) -> PollReport:
         )
         if verdict is None:
             continue
+        if verdict.failed and verdict.cause in site.resubmit_on:
+            if job.attempt < site.max_attempts:
+                resubmit(job, verdict, site.max_attempts, report)
+                continue
+            verdict = replace(
+                verdict,
+                reason=f"{verdict.reason}; attempt {job.attempt} of "
+                f"{site.max_attempts}, no attempts left",
+            )
         if not verdict.failed and verdict.target == FINISHED:
             # Sent before the state commits: a crash in between leaves a resume chain that
             # waits for the state, never a finished job without one.
             resume_subjob(job).apply_async()
-        if move_subjob(
-            job.id,
-            job.state,
-            path_for(job.state, verdict),
-            verdict.reason,
-            exit_code=verdict.exit_code,
-        ):
-            report.moved[job.id] = path_for(job.state, verdict)[-1]
+        path = path_for(job.state, verdict)
+        if move_subjob(job.id, job.state, path, verdict.reason, exit_code=verdict.exit_code):
+            report.moved[job.id] = path[-1]
+    redispatch_resubmissions(site_name, site.status_interval)
     return report
+
+
+def resubmit(job: SubJob, verdict: Verdict, max_attempts: int, report: PollReport) -> None:
+    """A resource-side failure: start the next attempt (a new batch job, a new name)."""
+    note = f"{verdict.reason}; resubmitting as attempt {job.attempt + 1} of {max_attempts}"
+    if move_subjob(
+        job.id,
+        job.state,
+        ["PREPROCESSED"],
+        note,
+        attempt=job.attempt + 1,
+        batch_job_id=None,
+        exit_code=None,
+        submit_claim=None,
+        submitted_at=None,
+    ):
+        report.moved[job.id] = "PREPROCESSED"
+        job.attempt += 1
+        submit_again(job).apply_async()
+
+
+def redispatch_resubmissions(site_name: str, after: float) -> None:
+    """A resubmission whose message was lost in a crash (after the state moved, before the
+    send) is sent again once it has waited ``after`` seconds unclaimed."""
+    cutoff = utcnow() - timedelta(seconds=2 * after)
+    with session_scope() as s:
+        stuck = list(
+            s.scalars(
+                select(SubJob).where(
+                    SubJob.site == site_name,
+                    SubJob.state == "PREPROCESSED",
+                    SubJob.attempt > 1,
+                    SubJob.submit_claim.is_(None),
+                    SubJob.updated_at < cutoff,
+                )
+            )
+        )
+    for job in stuck:
+        submit_again(job).apply_async()
 
 
 @app.task(bind=True, base=StepTask, name="site.poll")

@@ -6,14 +6,18 @@ then (after the poller saw the batch job end) postprocess and stage out.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
+from backends.schedulers import scheduler_for
 from edgeceleryapp import states
 from edgeceleryapp.celery import app
 from edgeceleryapp.errors import TransientError
 from edgeceleryapp.transitions import load_subjob, move_subjob
 from tasks import sitework
 from tasks.base import StepTask, Stop, guarded
+
+log = logging.getLogger(__name__)
 
 WORK: dict[str, Callable[..., dict]] = {
     "stage_in": sitework.stage_in,
@@ -68,3 +72,18 @@ preprocess = _task("preprocess")
 submit = _task("submit")
 postprocess = _task("postprocess")
 stage_out = _task("stage_out")
+
+
+@app.task(bind=True, base=StepTask, name="site.cancel")
+def cancel(self: StepTask, subjob_id: int) -> None:
+    """Remove a killed subjob's batch job from its scheduler (run at the site)."""
+
+    def body() -> None:
+        subjob = load_subjob(subjob_id)
+        if subjob is None or not subjob.batch_job_id:
+            return
+        scheduler_for(sitework.site_of(subjob)).cancel(subjob.batch_job_id)
+
+    guarded(
+        self, body, lambda reason: log.warning("cancel of subjob %s failed: %s", subjob_id, reason)
+    )

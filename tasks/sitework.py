@@ -6,18 +6,33 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from backends.batchscript import CONTROL_DIR, SCRIPT_FILE
 from backends.runners import runner_for
 from backends.schedulers import BatchRequest, scheduler_for
 from backends.transfers import transfer_for
 from edgeceleryapp.db import session_scope
-from edgeceleryapp.errors import ApplicationNotAllowed, PermanentError, TransientError, UnsafePath
+from edgeceleryapp.errors import (
+    ApplicationNotAllowed,
+    PermanentError,
+    Throttled,
+    TransientError,
+    UnsafePath,
+)
 from edgeceleryapp.models import Application, SubJob, utcnow
 from edgeceleryapp.settings import SiteSettings, get_settings
+from edgeceleryapp.sites import (
+    ensure_monitor,
+    locked_monitor,
+    submission_failed,
+    submission_succeeded,
+)
+from edgeceleryapp.throttle import Breaker, QueuePolicy
 
 # Environment passed to application scripts: the worker's basics, never job text.
 PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME")
@@ -135,34 +150,69 @@ def preprocess(subjob: SubJob) -> dict:
     return {"command": [*launcher(site, subjob), app.executable, *args]}
 
 
-def claim_submission(subjob_id: int, token: str, lease_seconds: float) -> None:
-    """Take the right to submit this attempt. Another live holder means: retry later.
+def claim_submission(subjob: SubJob, token: str, site: SiteSettings) -> None:
+    """Take the right to submit this attempt, if the site may take it now.
 
     The token is the Celery task id, which stays the same when a message is delivered again
     after a crash, so a re-run reclaims its own claim and then looks the batch job up by name.
+    Another live holder means: retry later. A queue over its limit or a resting site means:
+    wait, in submission order, spending no retries.
     """
+    ensure_monitor(subjob.site)
     now = utcnow()
-    stale = now.timestamp() - lease_seconds
     with session_scope() as s:
-        subjob = s.get(SubJob, subjob_id)
-        if subjob is None or subjob.state != "PREPROCESSED":
+        monitor = locked_monitor(s, subjob.site)
+        current = s.get(SubJob, subjob.id)
+        if current is None or current.state != "PREPROCESSED":
             return
-        holder, since = subjob.submit_claim, subjob.submit_claimed_at
-        if holder not in (None, token) and since is not None and since.timestamp() > stale:
-            raise TransientError(f"subjob {subjob_id}: another worker is submitting it")
-        result = s.execute(
-            update(SubJob)
-            .where(
-                SubJob.id == subjob_id,
-                SubJob.state == "PREPROCESSED",
-                SubJob.submit_claim.is_(holder)
-                if holder is None
-                else SubJob.submit_claim == holder,
-            )
-            .values(submit_claim=token, submit_claimed_at=now)
+        holder, since = current.submit_claim, current.submit_claimed_at
+        if holder == token:
+            return
+        lease = 3 * site.command_timeout
+        if holder is not None and since is not None and (now - since).total_seconds() < lease:
+            raise TransientError(f"subjob {subjob.id}: another worker is submitting it")
+        if monitor.breaker_until is not None:
+            if monitor.breaker_until > now:
+                wait = (monitor.breaker_until - now).total_seconds()
+                raise Throttled(
+                    f"site {subjob.site} is resting after "
+                    f"{monitor.submit_failures} failed submissions",
+                    wait,
+                )
+            # The cool-down is over: this submission is the probe; others wait for it.
+            monitor.breaker_until = now + timedelta(seconds=site.breaker_cooldown)
+        policy = QueuePolicy(site.max_queued, site.queued_per_running, site.queued_base)
+        if policy.limit(0) is not None:
+            running, queued, ahead = _queue_counts(s, subjob)
+            if not policy.admits(running, queued, ahead):
+                raise Throttled(
+                    f"site {subjob.site} has {queued} queued (limit "
+                    f"{policy.limit(running)}), {ahead} waiting before this one",
+                    site.throttle_wait,
+                )
+        current.submit_claim, current.submit_claimed_at = token, now
+
+
+def _queue_counts(s: Session, subjob: SubJob) -> tuple[int, int, int]:
+    """Running jobs, jobs queued (or being submitted), and older subjobs waiting to submit."""
+    rows = s.execute(
+        select(SubJob.state, SubJob.submit_claim.is_not(None), SubJob.id < subjob.id, func.count())
+        .where(
+            SubJob.site == subjob.site,
+            SubJob.id != subjob.id,
+            SubJob.state.in_(("PREPROCESSED", "SUBMITTED", "QUEUED", "RUNNING")),
         )
-        if result.rowcount != 1:
-            raise TransientError(f"subjob {subjob_id}: another worker is submitting it")
+        .group_by(SubJob.state, SubJob.submit_claim.is_not(None), SubJob.id < subjob.id)
+    ).all()
+    running = queued = ahead = 0
+    for state, claimed, older, n in rows:
+        if state == "RUNNING":
+            running += n
+        elif state in ("SUBMITTED", "QUEUED") or claimed:
+            queued += n
+        elif older:
+            ahead += n
+    return running, queued, ahead
 
 
 def batch_request(subjob: SubJob) -> BatchRequest:
@@ -200,16 +250,21 @@ def submit(subjob: SubJob, token: str) -> dict:
     """Exactly one batch job per attempt: claim, look up by name, submit only if absent."""
     application_for(subjob)
     site = site_of(subjob)
-    claim_submission(subjob.id, token, lease_seconds=3 * site.command_timeout)
-    scheduler = scheduler_for(site)
     request = batch_request(subjob)
-    batch_id = scheduler.find(request.name)
-    if batch_id is None:
-        script = request.workdir / SCRIPT_FILE
-        part = script.with_suffix(".part")
-        part.write_text(scheduler.render(request))
-        part.replace(script)
-        batch_id = scheduler.submit(script, request)
+    claim_submission(subjob, token, site)
+    scheduler = scheduler_for(site)
+    try:
+        batch_id = scheduler.find(request.name)
+        if batch_id is None:
+            script = request.workdir / SCRIPT_FILE
+            part = script.with_suffix(".part")
+            part.write_text(scheduler.render(request))
+            part.replace(script)
+            batch_id = scheduler.submit(script, request)
+    except (TransientError, PermanentError):
+        submission_failed(subjob.site, Breaker(site.breaker_threshold, site.breaker_cooldown))
+        raise
+    submission_succeeded(subjob.site)
     return {"batch_job_id": batch_id, "submitted_at": utcnow(), "submit_claim": None}
 
 

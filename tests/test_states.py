@@ -15,8 +15,15 @@ def test_every_state_has_its_failure_state():
 def test_balsam_success_path_moves_one_step_at_a_time():
     for frm, to in zip(BALSAM.path, BALSAM.path[1:], strict=False):
         assert BALSAM.can_move(frm, to)
-        assert not BALSAM.can_move(to, frm), "states never go backwards"
+        if (to, frm) not in states.RESUBMIT_EDGES:
+            assert not BALSAM.can_move(to, frm), "states never go backwards"
     assert not BALSAM.can_move("CREATED", "SUBMITTED"), "no skipping"
+
+
+def test_only_batch_states_return_to_preprocessed_for_a_new_attempt():
+    back = {frm for frm in BALSAM.path if BALSAM.can_move(frm, "PREPROCESSED")}
+    assert back == {"STAGED_IN", "SUBMITTED", "QUEUED", "RUNNING"}
+    assert not BALSAM.can_move("EXECUTION_FINISHED", "PREPROCESSED")
 
 
 def test_failure_is_named_after_the_state_the_step_tried_to_reach():

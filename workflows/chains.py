@@ -47,6 +47,16 @@ def start_subjob(subjob: SubJob) -> Signature:
     return chain(*(_site_step(s, subjob) for s in ("stage_in", "preprocess", "submit")))
 
 
+def submit_again(subjob: SubJob) -> Signature:
+    """A new attempt after a resource-side failure; the poller resumes it when it ends."""
+    return _site_step("submit", subjob)
+
+
+def cancel_batch(subjob: SubJob) -> Signature:
+    """Ask the site's scheduler to remove a killed subjob's batch job."""
+    return _site_step("cancel", subjob)
+
+
 def resume_subjob(subjob: SubJob) -> Signature:
     steps = [_site_step("postprocess", subjob), _site_step("stage_out", subjob)]
     if subjob.argo_job_id is not None:

@@ -5,10 +5,14 @@ from __future__ import annotations
 from backends.runners import runner_for
 from backends.schedulers.base import BatchRequest, BatchStatus, Scheduler
 from backends.schedulers.local import LocalScheduler
+from backends.schedulers.slurm import SlurmScheduler
 from edgeceleryapp.errors import ConfigurationError
 from edgeceleryapp.settings import SiteSettings
 
-SCHEDULERS: dict[str, type[Scheduler]] = {"local": LocalScheduler}
+SCHEDULERS: dict[str, type[Scheduler]] = {
+    "local": LocalScheduler,
+    "slurm": SlurmScheduler,
+}
 
 
 def scheduler_for(site: SiteSettings) -> Scheduler:

@@ -93,6 +93,17 @@ def show(argo_id: int, as_json: bool) -> None:
     print_events(data["events"])
 
 
+@argo.command("cancel", context_settings=CONTEXT)
+@click.argument("argo_id", type=int)
+@handle_errors
+def cancel(argo_id: int) -> None:
+    """Cancel an Argo job: batch jobs are removed, the job and its subjobs end KILLED."""
+    from edgeceleryapp import operations
+
+    n = operations.cancel_argo(argo_id)
+    click.echo(f"argo job {argo_id} KILLED; {n} batch job(s) being cancelled")
+
+
 @argo.command("rm", context_settings=CONTEXT)
 @click.argument("argo_id", type=int)
 @click.option("--force", is_flag=True, help="Remove even with a batch job in flight.")

@@ -114,6 +114,17 @@ def alter(job_id: int, pairs: tuple[str, ...]) -> None:
     operations.alter_subjob(job_id, changes)
 
 
+@job.command("kill", context_settings=CONTEXT)
+@click.argument("job_id", type=int)
+@handle_errors
+def kill(job_id: int) -> None:
+    """Kill a job: its batch job is cancelled and it ends KILLED (its Argo job too)."""
+    from edgeceleryapp import operations
+
+    n = operations.kill_subjob(job_id)
+    click.echo(f"job {job_id} KILLED; {n} batch job(s) being cancelled")
+
+
 @job.command("retry", context_settings=CONTEXT)
 @click.argument("job_id", type=int)
 @handle_errors

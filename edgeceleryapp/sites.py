@@ -1,0 +1,68 @@
+"""Per-site coordination across worker processes, kept in one ``site_monitors`` row per site:
+poll leases (single-flight ticks and status queries), the circuit breaker, and the lock that
+submissions hold while they check the queue limit."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from edgeceleryapp.db import session_scope
+from edgeceleryapp.models import SiteMonitor, utcnow
+from edgeceleryapp.throttle import Breaker
+
+
+def ensure_monitor(site: str) -> None:
+    """Create the site's row once; concurrent creators race harmlessly."""
+    with session_scope() as s:
+        if s.get(SiteMonitor, site) is not None:
+            return
+    try:
+        with session_scope() as s:
+            s.add(SiteMonitor(site=site, tick_until=datetime.min, status_until=datetime.min))
+    except IntegrityError:
+        pass
+
+
+def locked_monitor(session: Session, site: str) -> SiteMonitor:
+    """The site's row, locked until the transaction ends (serialises submissions)."""
+    row = session.scalars(
+        select(SiteMonitor).where(SiteMonitor.site == site).with_for_update()
+    ).first()
+    assert row is not None, "ensure_monitor first"
+    return row
+
+
+def take_lease(site: str, column: str, period: float) -> bool:
+    """Take the lease named ``column`` for ``period`` seconds if it has expired."""
+    ensure_monitor(site)
+    now = utcnow()
+    col = getattr(SiteMonitor, column)
+    with session_scope() as s:
+        done = s.execute(
+            update(SiteMonitor)
+            .where(SiteMonitor.site == site, col <= now)
+            .values({column: now + timedelta(seconds=period)})
+        )
+        return done.rowcount == 1
+
+
+def submission_succeeded(site: str) -> None:
+    with session_scope() as s:
+        s.execute(
+            update(SiteMonitor)
+            .where(SiteMonitor.site == site)
+            .values(submit_failures=0, breaker_until=None)
+        )
+
+
+def submission_failed(site: str, breaker: Breaker) -> None:
+    with session_scope() as s:
+        row = locked_monitor(s, site)
+        row.submit_failures += 1
+        reopen = breaker.after_failure(row.submit_failures, utcnow())
+        if reopen is not None:
+            row.breaker_until = reopen

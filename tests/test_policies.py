@@ -1,0 +1,214 @@
+"""Submission policies: queue limits (max_queued, aCT's a * running + b), the circuit
+breaker, resubmission of resource-side failures, and cancel."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from backends.schedulers.base import FAILED, NODE_FAIL, BatchStatus
+from backends.schedulers.local import LocalScheduler
+from edgeceleryapp import operations
+from edgeceleryapp.db import session_scope
+from edgeceleryapp.errors import PermanentError, Throttled
+from edgeceleryapp.localservice import wait_for
+from edgeceleryapp.models import SiteMonitor
+from edgeceleryapp.settings import reset_settings
+from edgeceleryapp.throttle import Breaker, QueuePolicy
+from tasks import poll, site, sitework
+from tests.helpers import (
+    balsam_message,
+    echo_app,
+    poll_until_ended,
+    script,
+    subjob,
+    subjob_states,
+)
+from workflows.intake import submit_argo, submit_balsam
+
+
+def set_site(env, **values) -> None:
+    """Append settings to site alpha's table and reload them."""
+    text = env.config.read_text()
+    extra = "".join(f"{k} = {v}\n" for k, v in values.items())
+    text = text.replace("[sites.alpha]\n", "[sites.alpha]\n" + extra)
+    env.config.write_text(text)
+    reset_settings()
+
+
+def prepared(env, n: int, app: str = "echo") -> list[int]:
+    ids = [submit_balsam(balsam_message(app=app), start=False) for _ in range(n)]
+    for job_id in ids:
+        site.execute("stage_in", job_id)
+        site.execute("preprocess", job_id)
+    return ids
+
+
+def test_queue_policy_is_the_smaller_of_cap_and_act_formula():
+    assert QueuePolicy().limit(1000) is None
+    assert QueuePolicy(max_queued=20).limit(1000) == 20
+    assert QueuePolicy(a=0.15, b=100).limit(1000) == 250
+    assert QueuePolicy(max_queued=20, a=0.15, b=100).limit(1000) == 20
+    assert QueuePolicy(max_queued=5).admits(running=0, queued=4, ahead=0)
+    assert not QueuePolicy(max_queued=5).admits(running=0, queued=4, ahead=1)
+
+
+def test_breaker_opens_at_the_threshold():
+    now = datetime(2026, 1, 1)
+    breaker = Breaker(threshold=3, cooldown=60)
+    assert breaker.after_failure(2, now) is None
+    assert (breaker.after_failure(3, now) - now).total_seconds() == 60
+
+
+def test_max_queued_holds_back_later_subjobs_in_submission_order(env):
+    set_site(env, max_queued=2, throttle_wait=0.1)
+    echo_app(env.root, "alpha", name="sleeper")
+    ids = prepared(env, 4, app="sleeper")
+    outcomes = {}
+    for job_id in reversed(ids):  # the youngest ask first, and still wait their turn
+        try:
+            site.execute("submit", job_id, token=f"t{job_id}")
+            outcomes[job_id] = "submitted"
+        except Throttled:
+            outcomes[job_id] = "waiting"
+    assert [outcomes[i] for i in ids] == ["submitted", "submitted", "waiting", "waiting"]
+    assert [subjob(i).attempt for i in ids] == [1, 1, 1, 1], "waiting spends nothing"
+
+
+def test_throttled_task_is_sent_again_without_spending_a_retry(env, monkeypatch):
+    set_site(env, max_queued=1, throttle_wait=0.1)
+    echo_app(env.root, "alpha")
+    first, second = prepared(env, 2)
+    site.execute("submit", first, token="a")
+    sent = []
+    monkeypatch.setattr(
+        "celery.canvas.Signature.apply_async", lambda sig, *a, **k: sent.append(sig)
+    )
+    site.submit.apply(args=(second,))
+    assert subjob(second).state == "PREPROCESSED"
+    assert len(sent) == 1
+    assert sent[0].options["retries"] == 0
+    assert sent[0].options["countdown"] == pytest.approx(0.1)
+
+
+def test_circuit_breaker_rests_the_site_after_repeated_failures(env, monkeypatch):
+    set_site(env, breaker_threshold=2, breaker_cooldown=3600)
+    echo_app(env.root, "alpha")
+    ids = prepared(env, 3)
+
+    def refuse(self, script_path, request):
+        raise PermanentError("submit: queue is closed")
+
+    monkeypatch.setattr("backends.schedulers.local.LocalScheduler.submit", refuse)
+    for job_id in ids[:2]:
+        with pytest.raises(PermanentError):
+            site.execute("submit", job_id, token=f"t{job_id}")
+    with pytest.raises(Throttled, match="resting after 2 failed submissions"):
+        site.execute("submit", ids[2], token="t3")
+    # After the cool-down the next submission is the probe; success closes the breaker.
+    monkeypatch.undo()
+    with session_scope() as s:
+        s.get(SiteMonitor, "alpha").breaker_until = datetime(2000, 1, 1)
+    site.execute("submit", ids[2], token="t3")
+    assert subjob(ids[2]).state == "SUBMITTED"
+    with session_scope() as s:
+        row = s.get(SiteMonitor, "alpha")
+        assert (row.submit_failures, row.breaker_until) == (0, None)
+
+
+class NodeFailure:
+    """A scheduler that reports every batch job lost to a node failure."""
+
+    def statuses(self, ids):
+        return {i: BatchStatus(FAILED, None, "slurm: NODE_FAIL", NODE_FAIL) for i in ids}
+
+
+def test_node_failure_resubmits_until_attempts_run_out(env, monkeypatch):
+    set_site(env, max_attempts=2)
+    never = script(env.root / "apps" / "hang.py", "import time\ntime.sleep(600)\n")
+    operations.add_app("hang", "alpha", never)
+    (job_id,) = prepared(env, 1, app="hang")
+    site.execute("submit", job_id, token="first")
+    monkeypatch.setattr(poll, "scheduler_for", lambda _site: NodeFailure())
+    resent = []
+    monkeypatch.setattr(
+        poll,
+        "submit_again",
+        lambda job: type("S", (), {"apply_async": lambda self: resent.append(job.id)})(),
+    )
+    wait_for(lambda: poll.poll_site("alpha").moved, 10, "the node failure to be seen")
+    again = subjob(job_id)
+    assert (again.state, again.attempt, again.batch_job_id) == ("PREPROCESSED", 2, None)
+    assert "NODE_FAIL" in again.state_message and "attempt 2 of 2" in again.state_message
+    assert resent == [job_id]
+    site.execute("submit", job_id, token="second")
+    assert subjob(job_id).batch_job_id == f"ec{job_id}a2"
+    wait_for(lambda: poll.poll_site("alpha").moved, 10, "the second node failure")
+    final = subjob(job_id)
+    assert final.state == "EXECUTION_FINISHED_FAILED"
+    assert "no attempts left" in final.state_message
+    assert subjob_states(job_id) == [
+        "CREATED",
+        "STAGED_IN",
+        "PREPROCESSED",
+        "SUBMITTED",
+        "PREPROCESSED",
+        "SUBMITTED",
+        "QUEUED",
+        "RUNNING",
+        "EXECUTION_FINISHED_FAILED",
+    ]
+    for attempt in (1, 2):
+        sitework.scheduler_for(sitework.site_of(final)).cancel(f"ec{job_id}a{attempt}")
+
+
+def test_application_failure_is_not_resubmitted(env):
+    echo_app(env.root, "alpha", exit_code=2)
+    (job_id,) = prepared(env, 1)
+    site.execute("submit", job_id, token="t")
+    assert poll_until_ended(job_id).state == "EXECUTION_FINISHED_FAILED"
+    assert subjob(job_id).attempt == 1
+
+
+def test_cancel_kills_the_batch_job_and_ends_the_argo_job(env, monkeypatch):
+    marker = env.data / "still-running"
+    never = script(
+        env.root / "apps" / "forever.py",
+        f"""
+        import time
+        while True:
+            open({str(marker)!r}, "w").write(str(time.time()))
+            time.sleep(0.05)
+        """,
+    )
+    operations.add_app("forever", "alpha", never)
+    argo_id = submit_argo(
+        {"name": "c", "subjobs": [{"name": "a", "site": "alpha", "application": "forever"}]},
+        start=False,
+    )
+    from tasks import argo as argo_tasks
+
+    argo_tasks.stage_in.apply(args=(argo_id,))
+    argo_tasks.advance(argo_id)
+    (sj,) = argo_tasks.load(argo_id)[1]
+    for step in ("stage_in", "preprocess", "submit"):
+        site.execute(step, sj.id, token="t")
+    wait_for(marker.exists, 20, "the application to start")
+    cancels = []
+    monkeypatch.setattr(
+        "workflows.chains.cancel_batch",
+        lambda job: type("S", (), {"apply_async": lambda self: cancels.append(job.id)})(),
+    )
+    assert operations.cancel_argo(argo_id) == 1
+    assert cancels == [sj.id]
+    site.cancel.apply(args=(sj.id,))  # what the site worker does with that message
+    spool = env.site_workdir("alpha") / ".local-scheduler"
+    pid_file = spool / f"{sj.batch_job_id}.pid"
+    wait_for(lambda: not LocalScheduler._alive(pid_file), 10, "the batch job to stop")
+    assert subjob(sj.id).state == "KILLED"
+    assert argo_tasks.load(argo_id)[0].state == "KILLED"
+    poll.poll_site("alpha")
+    assert subjob(sj.id).state == "KILLED", "the poller leaves a killed job alone"
+    with pytest.raises(Exception, match="already ended"):
+        operations.cancel_argo(argo_id)
