@@ -40,11 +40,24 @@ class RetrySettings(_Strict):
     backoff_max: float = Field(300.0, gt=0)
 
 
+class SSHSettings(_Strict):
+    """How a worker reaches a site's login node when it does not run there itself."""
+
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    username: str
+    key_file: Path
+    # Host keys are always checked: the login node's key must be in this file.
+    known_hosts: Path
+    connect_timeout: float = Field(15.0, gt=0)
+
+
 class SiteSettings(_Strict):
     """One Balsam site: where its jobs run and how its scheduler is reached."""
 
     scheduler: str = "local"
     runner: str = "local"
+    ssh: SSHSettings | None = None  # required when runner = "ssh"
     workdir: Path
     queue: str = ""
     project: str = ""

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v setsid >/dev/null 2>&1 || need_apt+=(util-linux)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 # initdb and pg_ctl are not on PATH: Debian keeps them in /usr/lib/postgresql/<version>/bin.
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then

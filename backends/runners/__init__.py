@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from backends.runners.base import CommandResult, Runner
 from backends.runners.local import LocalRunner
+from backends.runners.ssh import SSHRunner
 from edgeceleryapp.errors import ConfigurationError
 from edgeceleryapp.settings import SiteSettings
 
-RUNNERS: dict[str, type[Runner]] = {"local": LocalRunner}
+RUNNERS: dict[str, type[Runner]] = {"local": LocalRunner, "ssh": SSHRunner}
 
 
 def runner_for(site: SiteSettings) -> Runner:
