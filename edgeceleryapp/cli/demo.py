@@ -26,6 +26,16 @@ SITES = ("hep_cluster", "mira")
 ROUTING_KEY = "atlas_job_monitor"
 
 
+def _toml_table(name: str, values: dict[str, Any]) -> list[str]:
+    """A TOML table of scalars and lists (JSON's forms are TOML's), subtables after."""
+    lines = [f"[{name}]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in values.items() if not isinstance(v, dict)]
+    for key, sub in values.items():
+        if isinstance(sub, dict):
+            lines += _toml_table(f"{name}.{key}", sub)
+    return lines
+
+
 def write_config(
     root: Path,
     broker_url: str,
@@ -35,9 +45,11 @@ def write_config(
     status_interval: float = 2.0,
     extra: str = "",
     database_url: str | None = None,
+    site_settings: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """A settings file for a one-machine service rooted at ``root`` (SQLite in ``root`` unless
-    ``database_url`` names another database)."""
+    ``database_url`` names another database). ``site_settings`` adds to or overrides a site's
+    table (nested dicts become subtables, e.g. ``{"ssh": {...}}``)."""
     database_url = database_url or "sqlite:///" + str(root / "edgecelery.db")
     lines = [
         f"broker_url = {json.dumps(broker_url)}",
@@ -48,14 +60,15 @@ def write_config(
         f"transfer_roots = [{json.dumps(str(root / 'data'))}]",
     ]
     for site in sites:
-        lines += [
-            f"[sites.{site}]",
-            'scheduler = "local"',
-            f"workdir = {json.dumps(str(root / 'sites' / site))}",
-            f"transfer_roots = [{json.dumps(str(root / 'data'))}]",
-            f"poll_interval = {poll_interval}",
-            f"status_interval = {status_interval}",
-        ]
+        values: dict[str, Any] = {
+            "scheduler": "local",
+            "workdir": str(root / "sites" / site),
+            "transfer_roots": [str(root / "data")],
+            "poll_interval": poll_interval,
+            "status_interval": status_interval,
+            **(site_settings or {}).get(site, {}),
+        }
+        lines += _toml_table(f"sites.{site}", values)
     path = root / "edgecelery.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
