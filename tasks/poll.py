@@ -122,6 +122,12 @@ def poll_site(site_name: str) -> PollReport:
             log.warning("site %s: status query failed, will ask again: %s", site_name, exc)
             pending = []
     asked = {j.id for j in pending} if report.status_queries else set()
+    for job in pending:
+        # A job that ended between our look at its exit-code file and the scheduler's answer
+        # has written the file by now: read it again rather than judge it by the scheduler.
+        status = answer.get(job.batch_job_id or "")
+        if status is not None and status.state in (FINISHED, FAILED):
+            codes[job.id] = read_exit_code(workdir_of(job))
     now = utcnow()
     for job in jobs:
         if codes[job.id] is None and job.id not in asked:

@@ -212,3 +212,31 @@ def test_cancel_kills_the_batch_job_and_ends_the_argo_job(env, monkeypatch):
     assert subjob(sj.id).state == "KILLED", "the poller leaves a killed job alone"
     with pytest.raises(Exception, match="already ended"):
         operations.cancel_argo(argo_id)
+
+
+class EndsDuringThePoll:
+    """The batch job ends (writing its exit-code file) while the scheduler is being asked."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+
+    def statuses(self, ids):
+        control = self.workdir / ".edgecelery"
+        control.mkdir(parents=True, exist_ok=True)
+        (control / "exitcode").write_text("0\n")
+        return {i: BatchStatus("EXECUTION_FINISHED", None, "slurm: COMPLETED") for i in ids}
+
+
+def test_a_job_ending_during_the_status_query_is_judged_by_its_exit_code(env, monkeypatch):
+    never = script(env.root / "apps" / "hang2.py", "import time\ntime.sleep(600)\n")
+    operations.add_app("hang2", "alpha", never)
+    (job_id,) = prepared(env, 1, app="hang2")
+    site.execute("submit", job_id, token="t")
+    workdir = sitework.workdir_of(subjob(job_id))
+    monkeypatch.setattr(poll, "scheduler_for", lambda _site: EndsDuringThePoll(workdir))
+    monkeypatch.setattr(
+        poll, "resume_subjob", lambda job: type("S", (), {"apply_async": lambda self: None})()
+    )
+    wait_for(lambda: poll.poll_site("alpha").moved, 10, "the poll to see the end")
+    assert subjob(job_id).state == "EXECUTION_FINISHED"
+    sitework.scheduler_for(sitework.site_of(subjob(job_id))).cancel(f"ec{job_id}a1")
