@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from backends.runners import runner_for
 from backends.schedulers.base import BatchRequest, BatchStatus, Scheduler
+from backends.schedulers.cobalt import CobaltScheduler
+from backends.schedulers.condor import CondorScheduler
 from backends.schedulers.local import LocalScheduler
+from backends.schedulers.lsf import LSFScheduler
+from backends.schedulers.pbs import PBSProScheduler, TorqueScheduler
+from backends.schedulers.sge import SGEScheduler
 from backends.schedulers.slurm import SlurmScheduler
 from edgeceleryapp.errors import ConfigurationError
 from edgeceleryapp.settings import SiteSettings
@@ -12,6 +17,12 @@ from edgeceleryapp.settings import SiteSettings
 SCHEDULERS: dict[str, type[Scheduler]] = {
     "local": LocalScheduler,
     "slurm": SlurmScheduler,
+    "pbs": PBSProScheduler,
+    "torque": TorqueScheduler,
+    "cobalt": CobaltScheduler,
+    "condor": CondorScheduler,
+    "lsf": LSFScheduler,
+    "sge": SGEScheduler,
 }
 
 

@@ -137,15 +137,17 @@ class SlurmScheduler(Scheduler):
         return job_id
 
     def find(self, name: str) -> str | None:
-        if self.site.accounting:
+        """The live queue first (it keeps ended jobs for MinJobAge); then, where there is
+        accounting, sacct, which for a few seconds after a short job ends may still call it
+        "allocation" (Slurm 22.05), hence never sacct alone."""
+        out = self.command(
+            ["squeue", "-h", "--states=all", "--name", name, "-o", "%i"], "find", TRANSIENT
+        )
+        if not out.strip() and self.site.accounting:
             out = self.command(
                 ["sacct", "-n", "-X", "-P", "--name", name, "-o", "JobIDRaw", "-S", "now-7days"],
                 "find",
                 TRANSIENT,
-            )
-        else:
-            out = self.command(
-                ["squeue", "-h", "--states=all", "--name", name, "-o", "%i"], "find", TRANSIENT
             )
         ids = [line.strip() for line in out.splitlines() if line.strip().isdigit()]
         return ids[-1] if ids else None

@@ -1,0 +1,203 @@
+"""Fake Cobalt (1.0.x as on ALCF Theta): qsub, qstat, qdel.
+
+``qsub`` reads ``#COBALT`` lines (script mode), requires ``-t`` and ``-n`` and prints the job id
+alone; ``qstat [-f] [-l] [--header=Jobid:JobName:State] [ids]`` prints a table under a
+``=====`` rule, or with ``-l`` one block per job ("Jobid: 123456", then indented
+"State : queued" lines); when none of the ids it is given exists it prints nothing and exits 1
+(as PSI/J's Cobalt executor notes). States: queued, user_hold, starting, running, exiting,
+killing. A finished job leaves qstat at once; what happened is in its ``.cobaltlog``
+(``<cwd>/<jobid>.cobaltlog``, or ``--debuglog``), whose last line says "task completed normally
+with an exit code of N; initiating job cleanup and removal". The last lines for the faults are
+modelled: "maximum execution time exceeded", "node failure", "preempted", "killed by qdel".
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import engine
+
+WITH_VALUE = {"-A", "-q", "-t", "-n", "-o", "-e", "-O", "-M", "-u", "--cwd", "--jobname"}
+WITH_VALUE |= {"--proccount", "--mode", "--debuglog", "--env", "--attrs", "--header"}
+FLAGS = {"-h", "-f", "-l", "--full", "--long"}
+FIELDS = {
+    "jobid": lambda j: str(j["id"]),
+    "jobname": lambda j: j["name"],
+    "user": lambda j: j["owner"],
+    "state": lambda j: state(j),
+    "queue": lambda j: j["queue"],
+    "nodes": lambda j: str(j["nodes"]),
+    "walltime": lambda j: (
+        f"{(j['walltime'] or 0) // 3600:02d}:{(j['walltime'] or 0) % 3600 // 60:02d}:00"
+    ),
+    "project": lambda j: j["account"],
+    "location": lambda j: "fakenode01" if j["state"] == "running" else "None",
+}
+ENDINGS = {
+    "": "task completed normally with an exit code of {code}; initiating job cleanup and removal",
+    "timeout": "maximum execution time exceeded; initiating job termination and removal",
+    "node_fail": "task ended abnormally: node failure on fakenode01; initiating job cleanup "
+    "and removal",
+    "preempted": "job preempted; initiating job termination and removal",
+    "cancelled": "job killed by qdel; initiating job termination and removal",
+    "killed": "task completed abnormally; initiating job cleanup and removal",
+}
+
+
+def parse(args: list[str], tool: str) -> tuple[dict[str, str], list[str]]:
+    opts: dict[str, str] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        key, eq, inline = arg.partition("=")
+        if rest:
+            rest.append(arg)
+        elif arg in FLAGS:
+            opts[arg] = ""
+        elif key in WITH_VALUE and eq:
+            opts[key] = inline
+        elif arg in WITH_VALUE:
+            if i + 1 >= len(args):
+                engine.fail(f"{tool}: option {arg} requires an argument", 1)
+            opts[arg] = args[i + 1]
+            i += 1
+        elif arg.startswith("-"):
+            engine.fail(
+                f"Usage: {tool}.py [options] <executable> [<excutable options>]\n"
+                f"{tool}.py: error: no such option: {arg}",
+                2,
+            )
+        else:
+            rest.append(arg)
+        i += 1
+    return opts, rest
+
+
+def minutes(text: str) -> int:
+    if ":" not in text:
+        return int(text)
+    parts = [int(p) for p in text.split(":")]
+    return parts[0] * 60 + parts[1]
+
+
+def qsub(args: list[str]) -> None:
+    cli, rest = parse(args, "qsub")
+    if not rest:
+        engine.fail("qsub.py: error: no executable specified", 1)
+    script = os.path.abspath(rest[0])
+    if not os.access(script, os.X_OK):
+        engine.fail(f"qsub.py: error: command {script} is not executable", 1)
+    opts, _ = parse(engine.directives(Path(script).read_text(), "#COBALT"), "qsub")
+    opts.update(cli)
+    for needed, word in (("-t", "time"), ("-n", "nodecount")):
+        if needed not in opts:
+            engine.fail(f"qsub.py: error: '{word}' not provided", 1)
+    queue = opts.get("-q", "default")
+    refused = engine.refusal(f"Failed to submit job: queue '{queue}' does not exist")
+    if refused:
+        engine.fail(refused, 1)
+    cwd = opts.get("--cwd", os.getcwd())
+    with engine.state() as data:
+        job = engine.new_job(
+            data,
+            first_id=354000,
+            name=opts.get("--jobname", "N/A"),
+            queue=queue,
+            account=opts.get("-A", ""),
+            script=script,
+            cwd=cwd,
+            nodes=int(opts["-n"]),
+            walltime=minutes(opts["-t"]) * 60,
+            held="-h" in opts,
+        )
+        prefix = opts.get("-O", os.path.join(cwd, str(job["id"])))
+        job["out"] = opts.get("-o", prefix + ".output")
+        job["err"] = opts.get("-e", prefix + ".error")
+        job["extra"]["cobaltlog"] = opts.get("--debuglog", prefix + ".cobaltlog")
+        log(job, f"qsub {' '.join(args)}", f"submitted with cwd set to: {cwd}")
+        tick(data)
+    print(job["id"])
+
+
+def log(job: dict, *lines: str) -> None:
+    stamp = time.strftime("%a %b %d %H:%M:%S %Y +0000 (UTC)", time.gmtime())
+    with open(job["extra"]["cobaltlog"], "a") as fh:
+        if not os.path.getsize(job["extra"]["cobaltlog"]):
+            fh.write(f"Jobid: {job['id']}\n")
+        for line in lines:
+            fh.write(line if line.startswith("qsub") else f"{stamp} Info: {line}")
+            fh.write("\n")
+
+
+def job_env(job: dict) -> dict[str, str]:
+    return {"COBALT_JOBID": str(job["id"]), "COBALT_PARTSIZE": str(job["nodes"])}
+
+
+def tick(data: dict) -> None:
+    engine.tick(data, job_env)
+    for job in engine.visible(data):
+        if job["state"] == "done" and not job["extra"].get("logged"):
+            log(job, ENDINGS[job["cause"]].format(code=job["exit_code"]))
+            job["extra"]["logged"] = True
+
+
+def state(job: dict) -> str:
+    if job["state"] == "running":
+        return "running"
+    return "user_hold" if job["held"] else "queued"
+
+
+def qstat(args: list[str]) -> None:
+    opts, ids = parse(args, "qstat")
+    header = [
+        h for h in opts.get("--header", "JobID:User:WallTime:Nodes:State:Location").split(":")
+    ]
+    for name in header:
+        if name.lower() not in FIELDS:
+            engine.fail(f"qstat.py: error: unknown header field {name}", 1)
+    with engine.state() as data:
+        tick(data)
+        jobs = [j for j in engine.visible(data) if j["state"] != "done"]
+    if "-u" in opts:
+        jobs = [j for j in jobs if j["owner"] == opts["-u"]]
+    if ids:
+        jobs = [j for j in jobs if str(j["id"]) in ids]
+        if not jobs:
+            sys.exit(1)
+    rows = [[FIELDS[h.lower()](j) for h in header] for j in jobs]
+    if "-l" in opts or "--long" in opts:
+        for row in rows:
+            print(f"{header[0]}: {row[0]}")
+            for name, value in zip(header[1:], row[1:], strict=True):
+                print(f"    {name:<12}: {value}")
+            print()
+        return
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("=" * (sum(widths) + 2 * (len(widths) - 1)))
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def qdel(args: list[str]) -> None:
+    _opts, ids = parse(args, "qdel")
+    deleted = []
+    with engine.state() as data:
+        tick(data)
+        for wanted in ids:
+            job = next((j for j in engine.visible(data) if str(j["id"]) == wanted), None)
+            if job is not None and job["state"] != "done":
+                engine.cancel(job)
+                deleted.append(job)
+        tick(data)
+    if deleted:
+        print("      Deleted Jobs\nJobID   User\n" + "=" * 20)
+        for job in deleted:
+            print(f"{job['id']:<7} {job['owner']}")
+
+
+TOOLS = {"qsub": qsub, "qstat": qstat, "qdel": qdel}

@@ -1,0 +1,337 @@
+"""The one engine behind every fake batch scheduler in tests/fakes/<family>/<tool>.
+
+Each fake is a small executable that takes the real tool's arguments and prints the real
+tool's output; this module keeps what they share: the job table, real execution, and faults.
+
+State lives in ``$FAKE_SCHED_DIR/state.json`` (an ``fcntl`` lock on ``state.lock`` around every
+read-modify-write), one record per job: id, name, queue, account, state, submit/start/end
+times, script, pid, exit code, cause. A job is started for real, as a detached process
+(``setsid -f``, like backends/schedulers/local.py) whose pid and exit status land in
+``$FAKE_SCHED_DIR/jobs/<id>.pid`` / ``.exit``, so the project's exit-code file appears in the
+job's work directory. The scheduler "cycle" runs on every call of any fake (``tick``): queued
+jobs start, running ones are looked at, faults are applied.
+
+Faults, from ``$FAKE_SCHED_DIR/faults.json``, read on every call:
+
+    {"refuse": "<text>"}    submission fails: the tool prints <text> (or, for ``true``, its own
+                            usual refusal) and exits with the tool's error code
+    {"hang": ["qstat"]}     that command sleeps past any time-out (until the fault is removed,
+                            at most $FAKE_HANG_SECONDS, default 600)
+    {"vanish": true}        jobs are killed silently and disappear from listings and history
+    {"node_fail": true}     running jobs are killed and reported as the tool reports a node
+                            failure; jobs that start meanwhile fail at once
+    {"preempt": true}       the same, reported as a preemption
+    {"timeout": true}       the same, reported as the wall-time limit
+    {"hold_queue": true}    jobs stay queued, none starts
+
+A hung command is logged in ``hangs.log``. A job's end is reported $FAKE_END_LATENCY seconds
+(default 1) after its process exits, as real servers report it a moment late.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+MARK = "fake-sched-job"
+# A fixed program; paths reach it as positional arguments. Started once per job (noclobber).
+WRAPPER = (
+    'set -C; { echo "$$" > "$1"; } 2>/dev/null || exit 0; set +C; '
+    '/bin/sh "$3" > "$4" 2> "$5"; echo "$?" > "$2.part"; mv -f "$2.part" "$2"'
+)
+KILL_FAULTS = (("node_fail", "node_fail"), ("preempt", "preempted"), ("timeout", "timeout"))
+START_GRACE = 5.0  # seconds a just-started job may take to write its pid file
+
+
+def end_latency() -> float:
+    """Seconds between a job's exit and its scheduler reporting it ended ($FAKE_END_LATENCY,
+    default 1): real servers take a moment too (PBS state E, LSF post-exec, the shadow's
+    final update), and a poller that reads exit-code files before asking must cope."""
+    return float(os.environ.get("FAKE_END_LATENCY", "1.0"))
+
+
+def sched_dir() -> Path:
+    path = Path(os.environ["FAKE_SCHED_DIR"])
+    (path / "jobs").mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def owner() -> str:
+    return os.environ.get("USER") or getpass.getuser()
+
+
+def faults() -> dict:
+    try:
+        return json.loads((sched_dir() / "faults.json").read_text() or "{}")
+    except FileNotFoundError:
+        return {}
+
+
+def set_faults(directory: Path, **items: object) -> None:
+    """For tests: replace the fault file (atomically)."""
+    part = Path(directory) / "faults.json.part"
+    part.write_text(json.dumps(items))
+    part.replace(Path(directory) / "faults.json")
+
+
+def hang_if_asked(tool: str) -> None:
+    """The command "hangs": it sleeps while the fault names it (killed by the caller's
+    time-out, as a hung real command would be). Checked before any lock is taken."""
+    if tool not in faults().get("hang", []):
+        return
+    with open(sched_dir() / "hangs.log", "a") as log:
+        log.write(f"{tool} {os.getpid()}\n")
+    deadline = time.monotonic() + float(os.environ.get("FAKE_HANG_SECONDS", "600"))
+    while tool in faults().get("hang", []) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def refusal(default: str) -> str | None:
+    value = faults().get("refuse")
+    if not value:
+        return None
+    return default if value is True else str(value)
+
+
+def fail(text: str, code: int) -> None:
+    sys.stderr.write(text if text.endswith("\n") else text + "\n")
+    sys.exit(code)
+
+
+@contextlib.contextmanager
+def state() -> Iterator[dict]:
+    """The job table, locked for the duration; saved on a clean exit."""
+    base = sched_dir()
+    with open(base / "state.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = base / "state.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            data = {"next_id": 1, "submissions": 0, "jobs": {}}
+        yield data
+        part = path.with_suffix(".part")
+        part.write_text(json.dumps(data, indent=1))
+        part.replace(path)
+
+
+def hangs(directory: Path) -> list[str]:
+    """For tests: the commands that hung so far (tool name and pid)."""
+    try:
+        return (Path(directory) / "hangs.log").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def load(directory: Path) -> dict:
+    """For tests: the job table as it is now (read-only)."""
+    try:
+        return json.loads((Path(directory) / "state.json").read_text())
+    except FileNotFoundError:
+        return {"next_id": 1, "submissions": 0, "jobs": {}}
+
+
+def directives(script_text: str, prefix: str) -> list[str]:
+    """Arguments from the script's directive lines (``#PBS -N x``), up to the first command,
+    the way the real submit commands read them."""
+    args: list[str] = []
+    for line in script_text.splitlines()[1:]:
+        stripped = line.strip()
+        if stripped.startswith(prefix):
+            args += shlex.split(stripped[len(prefix) :], comments=False)
+        elif stripped and not stripped.startswith("#"):
+            break
+    return args
+
+
+def new_job(data: dict, *, first_id: int = 1, **fields: object) -> dict:
+    """Record a submission. ``script`` is run with /bin/sh from ``cwd``."""
+    job_id = max(int(data["next_id"]), first_id)
+    data["next_id"] = job_id + 1
+    data["submissions"] += 1
+    job = {
+        "id": job_id,
+        "name": "",
+        "queue": "",
+        "account": "",
+        "owner": owner(),
+        "state": "queued",
+        "held": False,
+        "submitted": time.time(),
+        "started": None,
+        "ended": None,
+        "script": "",
+        "cwd": os.getcwd(),
+        "out": os.devnull,
+        "err": os.devnull,
+        "nodes": 1,
+        "ppn": 1,
+        "walltime": None,
+        "exit_code": None,
+        "cause": "",
+        "vanished": False,
+        "extra": {},
+    }
+    job.update(fields)
+    data["jobs"][str(job_id)] = job
+    return job
+
+
+def save_script(job: dict, text: str) -> None:
+    """A script given on stdin (LSF) is kept in the spool, as the real scheduler does."""
+    path = sched_dir() / "jobs" / f"{job['id']}.sh"
+    path.write_text(text)
+    job["script"] = str(path)
+
+
+def _files(job: dict) -> tuple[Path, Path]:
+    base = sched_dir() / "jobs"
+    return base / f"{job['id']}.pid", base / f"{job['id']}.exit"
+
+
+def _pid(job: dict) -> int | None:
+    try:
+        return int(_files(job)[0].read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _alive(job: dict) -> bool:
+    pid = _pid(job)
+    if pid is None:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return MARK.encode() in cmdline and str(_files(job)[0]).encode() in cmdline
+
+
+def alive(job: dict) -> bool:
+    """Whether the job's process (the wrapper and its script) still runs."""
+    return _alive(job)
+
+
+def _exit_code(job: dict) -> int | None:
+    try:
+        return int(_files(job)[1].read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _start(job: dict, env: dict[str, str]) -> None:
+    pid_file, exit_file = _files(job)
+    paths = [str(pid_file), str(exit_file), job["script"], job["out"], job["err"]]
+    subprocess.run(
+        ["setsid", "-f", "/bin/sh", "-c", WRAPPER, MARK, *paths],
+        cwd=job["cwd"] if os.path.isdir(job["cwd"]) else "/",
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    job["state"], job["started"] = "running", time.time()
+
+
+def _kill(job: dict) -> None:
+    """SIGKILL the job's process group: no exit status gets written."""
+    if job["state"] != "running":
+        return
+    deadline = time.monotonic() + START_GRACE
+    while _pid(job) is None and _exit_code(job) is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # just started: the wrapper has not written its pid yet
+    if _alive(job):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(_pid(job), signal.SIGKILL)
+
+
+def _end(job: dict, exit_code: int | None, cause: str = "") -> None:
+    job["state"], job["ended"] = "done", time.time()
+    job["exit_code"], job["cause"] = exit_code, cause
+
+
+def end_by_fault(job: dict, cause: str) -> None:
+    _kill(job)
+    _end(job, None, cause)
+
+
+def requeue(job: dict) -> None:
+    """Back to the queue to run again under the same id (a scheduler's own rerun)."""
+    for path in _files(job):
+        path.unlink(missing_ok=True)
+    job["extra"]["starts"] = job["extra"].get("starts", 0) + (1 if job["started"] else 0)
+    job.update(state="queued", started=None, ended=None, exit_code=None, cause="")
+
+
+def cancel(job: dict) -> None:
+    _kill(job)
+    _end(job, None, "cancelled")
+
+
+def tick(data: dict, job_env=None) -> None:  # type: ignore[no-untyped-def]
+    """One scheduler cycle: apply faults, start queued jobs, see which ended."""
+    active = faults()
+    for job in data["jobs"].values():
+        if job["vanished"] or job["state"] == "done":
+            continue
+        if active.get("vanish"):
+            _kill(job)
+            job["vanished"] = True
+            continue
+        killer = next((cause for key, cause in KILL_FAULTS if active.get(key)), None)
+        if job["state"] == "queued":
+            if active.get("hold_queue") or job["held"]:
+                continue
+            if killer:  # it would start on a node that is failing: it fails at once
+                job["started"] = time.time()
+                _end(job, None, killer)
+                continue
+            _start(job, job_env(job) if job_env else {})
+            continue
+        if killer:
+            end_by_fault(job, killer)
+            continue
+        code = _exit_code(job)
+        if code is not None:
+            if time.time() - _files(job)[1].stat().st_mtime >= end_latency():
+                _end(job, code)
+        elif not _alive(job):
+            if _pid(job) is None and time.time() - job["started"] < START_GRACE:
+                continue  # starting
+            code = _exit_code(job)  # ended between the two looks
+            _end(job, code, "" if code is not None else "killed")
+
+
+def visible(data: dict) -> list[dict]:
+    return [j for j in data["jobs"].values() if not j["vanished"]]
+
+
+def kill_all(directory: Path) -> None:
+    """For tests: end every job process the fakes started in ``directory``."""
+    for job in load(directory)["jobs"].values():
+        try:
+            pid = int((Path(directory) / "jobs" / f"{job['id']}.pid").read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            continue
+        if MARK.encode() in cmdline and str(directory).encode() in cmdline:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def main(tools: dict, argv: list[str]) -> None:
+    """Dispatch on the executable's name: ``tools[name](args)``."""
+    tool = os.path.basename(argv[0])
+    hang_if_asked(tool)
+    tools[tool](argv[1:])
