@@ -150,11 +150,15 @@ def preprocess(subjob: SubJob) -> dict:
     return {"command": [*launcher(site, subjob), app.executable, *args]}
 
 
-def claim_submission(subjob: SubJob, token: str, site: SiteSettings) -> None:
+def claim_submission(subjob: SubJob, token: str, site: SiteSettings) -> bool:
     """Take the right to submit this attempt, if the site may take it now.
 
-    The token is the Celery task id, which stays the same when a message is delivered again
-    after a crash, so a re-run reclaims its own claim and then looks the batch job up by name.
+    Returns True when the attempt was claimed before (by this very message, delivered again
+    after a crash, or by a worker whose claim went stale): a batch job may exist already, so
+    the caller looks it up by name first. A first claim needs no look-up: nobody can have
+    submitted this attempt without holding the claim.
+
+    The token is the Celery task id, which stays the same when a message is delivered again.
     Another live holder means: retry later. A queue over its limit or a resting site means:
     wait, in submission order, spending no retries.
     """
@@ -164,10 +168,10 @@ def claim_submission(subjob: SubJob, token: str, site: SiteSettings) -> None:
         monitor = locked_monitor(s, subjob.site)
         current = s.get(SubJob, subjob.id)
         if current is None or current.state != "PREPROCESSED":
-            return
+            return True
         holder, since = current.submit_claim, current.submit_claimed_at
         if holder == token:
-            return
+            return True
         lease = 3 * site.command_timeout
         if holder is not None and since is not None and (now - since).total_seconds() < lease:
             raise TransientError(f"subjob {subjob.id}: another worker is submitting it")
@@ -191,6 +195,7 @@ def claim_submission(subjob: SubJob, token: str, site: SiteSettings) -> None:
                     site.throttle_wait,
                 )
         current.submit_claim, current.submit_claimed_at = token, now
+        return holder is not None
 
 
 def _queue_counts(s: Session, subjob: SubJob) -> tuple[int, int, int]:
@@ -251,10 +256,10 @@ def submit(subjob: SubJob, token: str) -> dict:
     application_for(subjob)
     site = site_of(subjob)
     request = batch_request(subjob)
-    claim_submission(subjob, token, site)
+    claimed_before = claim_submission(subjob, token, site)
     scheduler = scheduler_for(site)
     try:
-        batch_id = scheduler.find(request.name)
+        batch_id = scheduler.find(request.name) if claimed_before else None
         if batch_id is None:
             script = request.workdir / SCRIPT_FILE
             part = script.with_suffix(".part")

@@ -46,7 +46,9 @@ def _banner(port: int) -> bool:
         return False
 
 
-def start_sshd(root: Path) -> SSHServer:
+def start_sshd(root: Path, extra_config: tuple[str, ...] = ()) -> SSHServer:
+    """``extra_config``: more sshd_config lines (e.g. ``SetEnv`` for a login node's
+    environment)."""
     if not SSHD.exists() or shutil.which("ssh-keygen") is None:
         raise RuntimeError("sshd: not installed; scripts/setup.sh installs openssh-server")
     root.mkdir(parents=True, exist_ok=True)
@@ -70,6 +72,7 @@ def start_sshd(root: Path) -> SSHServer:
                 "UsePAM no",
                 "StrictModes no",
                 "LogLevel ERROR",
+                *extra_config,
             ]
         )
         + "\n"

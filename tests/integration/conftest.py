@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,44 +79,60 @@ class Deployment:
             raise AssertionError(f"{self.show(argo_id)}\n{logs}") from None
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    root = tmp_path_factory.mktemp("deploy")
+@contextmanager
+def running_deployment(
+    root: Path,
+    sites: tuple[str, ...],
+    site_settings: dict[str, dict[str, Any]] | None = None,
+    env_extra: dict[str, str] | None = None,
+    poll_interval: float = 0.3,
+    status_interval: float = 1.0,
+    concurrency: int = 1,
+) -> Iterator[Deployment]:
+    """Redis, the Argo worker and one worker per site, stopped again afterwards."""
     redis = RedisServer(root / "redis").start()
     config = write_config(
         root,
         redis.url,
-        SITES,
-        poll_interval=0.3,
-        status_interval=1.0,
+        sites,
+        poll_interval=poll_interval,
+        status_interval=status_interval,
         extra="visibility_timeout = 4\n[retry]\nmax_retries = 3\nbackoff_base = 0.2\n"
         "backoff_max = 1.0",
+        site_settings=site_settings,
     )
-    (root / "data").mkdir()
+    (root / "data").mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECELERY_")}
+    env.update(env_extra or {})
     env["EDGECELERY_CONFIG"] = str(config)
-    saved = {k: os.environ.get(k) for k in ("EDGECELERY_CONFIG",)}
+    saved = os.environ.get("EDGECELERY_CONFIG")
     os.environ["EDGECELERY_CONFIG"] = str(config)
     reset_settings()
     reset_engine()
     init_db()
     dep = Deployment(root, redis, env)
     try:
-        for name in ("argo", *SITES):
-            dep.workers[name] = Worker(name, env, root / "logs" / f"{name}.log").start()
-        wait_for_workers(redis.url, ["argo", *SITES])
+        for name in ("argo", *sites):
+            log = root / "logs" / f"{name}.log"
+            dep.workers[name] = Worker(name, env, log, concurrency=concurrency).start()
+        wait_for_workers(redis.url, ["argo", *sites])
         yield dep
     finally:
         for worker in dep.workers.values():
             worker.stop()
         redis.stop()
         reset_engine()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        if saved is None:
+            os.environ.pop("EDGECELERY_CONFIG", None)
+        else:
+            os.environ["EDGECELERY_CONFIG"] = saved
         reset_settings()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with running_deployment(tmp_path_factory.mktemp("deploy"), SITES) as dep:
+        yield dep
 
 
 class StatusListener:
