@@ -90,11 +90,6 @@ class SubJob(Base):
 
     argo_job: Mapped[ArgoJob | None] = relationship(back_populates="subjobs")
 
-    @property
-    def batch_job_name(self) -> str:
-        """The scheduler-side name: lets a re-run find the batch job it already submitted."""
-        return f"ec{self.id}a{self.attempt}"
-
 
 class Application(Base):
     """A per-site whitelisted application (2.1.2). Only these ever run."""
@@ -140,3 +135,12 @@ class SiteMonitor(Base):
     # The circuit breaker: submission failures in a row, and until when the site rests.
     submit_failures: Mapped[int] = mapped_column(Integer, default=0)
     breaker_until: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class ServiceInfo(Base):
+    """Facts about this deployment kept with its records (its instance tag)."""
+
+    __tablename__ = "service_info"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))

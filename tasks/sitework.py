@@ -24,6 +24,7 @@ from edgeceleryapp.errors import (
     TransientError,
     UnsafePath,
 )
+from edgeceleryapp.instance import batch_job_name
 from edgeceleryapp.models import Application, SubJob, utcnow
 from edgeceleryapp.settings import SiteSettings, get_settings
 from edgeceleryapp.sites import (
@@ -226,7 +227,7 @@ def batch_request(subjob: SubJob) -> BatchRequest:
     if not subjob.command:
         raise PermanentError("no command was prepared; preprocess did not run")
     return BatchRequest(
-        name=subjob.batch_job_name,
+        name=batch_job_name(subjob),
         workdir=workdir,
         argv=list(subjob.command),
         queue=subjob.queue or site.queue or None,

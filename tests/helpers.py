@@ -58,6 +58,13 @@ def balsam_message(site: str = "alpha", app: str = "echo", **fields: object) -> 
     return {"name": "test job", "site": site, "application": app, **fields}
 
 
+def batch_name(subjob_id: int, attempt: int = 1) -> str:
+    """The batch job name of a subjob attempt in the configured deployment."""
+    from edgeceleryapp.instance import instance_tag
+
+    return f"ec{instance_tag()}_{subjob_id}a{attempt}"
+
+
 def count(model: type) -> int:
     with session_scope() as s:
         return s.scalar(select(func.count()).select_from(model))

@@ -19,6 +19,7 @@ from edgeceleryapp.throttle import Breaker, QueuePolicy
 from tasks import poll, site, sitework
 from tests.helpers import (
     balsam_message,
+    batch_name,
     echo_app,
     poll_until_ended,
     script,
@@ -143,7 +144,7 @@ def test_node_failure_resubmits_until_attempts_run_out(env, monkeypatch):
     assert "NODE_FAIL" in again.state_message and "attempt 2 of 2" in again.state_message
     assert resent == [job_id]
     site.execute("submit", job_id, token="second")
-    assert subjob(job_id).batch_job_id == f"ec{job_id}a2"
+    assert subjob(job_id).batch_job_id == batch_name(job_id, 2)
     wait_for(lambda: poll.poll_site("alpha").moved, 10, "the second node failure")
     final = subjob(job_id)
     assert final.state == "EXECUTION_FINISHED_FAILED"
@@ -160,7 +161,7 @@ def test_node_failure_resubmits_until_attempts_run_out(env, monkeypatch):
         "EXECUTION_FINISHED_FAILED",
     ]
     for attempt in (1, 2):
-        sitework.scheduler_for(sitework.site_of(final)).cancel(f"ec{job_id}a{attempt}")
+        sitework.scheduler_for(sitework.site_of(final)).cancel(batch_name(job_id, attempt))
 
 
 def test_application_failure_is_not_resubmitted(env):
@@ -239,4 +240,4 @@ def test_a_job_ending_during_the_status_query_is_judged_by_its_exit_code(env, mo
     )
     wait_for(lambda: poll.poll_site("alpha").moved, 10, "the poll to see the end")
     assert subjob(job_id).state == "EXECUTION_FINISHED"
-    sitework.scheduler_for(sitework.site_of(subjob(job_id))).cancel(f"ec{job_id}a1")
+    sitework.scheduler_for(sitework.site_of(subjob(job_id))).cancel(batch_name(job_id))

@@ -42,6 +42,7 @@ from tasks.sitework import workdir_of
 from tests.fakes import engine as fake
 from tests.helpers import (
     balsam_message,
+    batch_name,
     echo_app,
     poll_until_ended,
     script,
@@ -386,7 +387,7 @@ def test_queued_running_done_to_job_finished(sched):
     sched.faults(hold_queue=True)
     run_to_submitted(job_id)
     (job,) = sched.jobs
-    assert job["name"] == f"ec{job_id}a1" and job["state"] == "queued"
+    assert job["name"] == batch_name(job_id) and job["state"] == "queued"
     if sched.kind != "condor":  # HTCondor has no queues
         assert job["queue"] == "debug"
     assert job["account"] == "EnergyFEC"
@@ -509,7 +510,7 @@ def test_node_failure_is_resubmitted_as_a_new_attempt(sched):
     sched.faults()
     site.submit.apply(args=(job_id,))  # what the poller's submit_again message does
     assert poll_until_ended(job_id).state == "EXECUTION_FINISHED"
-    assert [j["name"] for j in sched.jobs] == [f"ec{job_id}a1", f"ec{job_id}a2"]
+    assert [j["name"] for j in sched.jobs] == [batch_name(job_id), batch_name(job_id, 2)]
 
 
 def test_submission_is_found_by_name_and_made_once(sched):
@@ -517,7 +518,7 @@ def test_submission_is_found_by_name_and_made_once(sched):
     job_id = submit_balsam(balsam_message(), start=False)
     site.stage_in.apply(args=(job_id,))
     site.preprocess.apply(args=(job_id,))
-    name = f"ec{job_id}a1"
+    name = batch_name(job_id)
     assert sched.scheduler().find(name) is None
     token = "delivery-1"
     sched.faults(hold_queue=True)

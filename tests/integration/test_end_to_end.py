@@ -14,7 +14,7 @@ from edgeceleryapp import operations
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.localservice import wait_for
 from edgeceleryapp.models import JobEvent
-from tests.helpers import echo_app, script
+from tests.helpers import batch_name, echo_app, script
 from tests.integration.conftest import StatusListener
 
 pytestmark = pytest.mark.integration
@@ -215,9 +215,9 @@ def test_failing_application_fails_then_retry_runs_it_to_history(apps):
         *BALSAM_PATH[3:],
     ]
     spool = dep.root / "sites" / "beta" / ".local-scheduler"
-    assert sorted(p.name for p in spool.glob(f"ec{second['id']}a*.submitted")) == [
-        f"ec{second['id']}a1.submitted",
-        f"ec{second['id']}a2.submitted",
+    assert sorted(p.name for p in spool.glob(f"ec*_{second['id']}a*.submitted")) == [
+        f"{batch_name(second['id'], 1)}.submitted",
+        f"{batch_name(second['id'], 2)}.submitted",
     ]
 
 
@@ -256,4 +256,4 @@ def test_site_worker_killed_mid_chain_then_restarted_completes_once(apps):
     workdir = Path(dep.root / "sites" / "gamma" / "jobs" / str(sj["id"]))
     assert (workdir / "runs.log").read_text() == "run\n"
     spool = dep.root / "sites" / "gamma" / ".local-scheduler"
-    assert len(list(spool.glob(f"ec{sj['id']}a*.submitted"))) == 1, "one batch submission"
+    assert len(list(spool.glob(f"ec*_{sj['id']}a*.submitted"))) == 1, "one batch submission"

@@ -20,6 +20,7 @@ from edgeceleryapp import operations
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.localservice import wait_for
 from edgeceleryapp.models import SubJob
+from tests.helpers import batch_name
 from tests.integration.conftest import running_deployment
 from tests.sshd import start_sshd
 
@@ -232,7 +233,7 @@ def test_worker_killed_right_after_slurm_accepted_submits_once(cluster, slurm_co
     assert final["state"] == "HISTORY", final
     (sj,) = final["subjobs"]
     assert sj["batch_job_id"] == accepted.read_text().strip()
-    assert slurm_jobs_named(f"ec{sj['id']}a1", slurm_conf) == [sj["batch_job_id"]]
+    assert slurm_jobs_named(batch_name(sj["id"]), slurm_conf) == [sj["batch_job_id"]]
 
 
 def test_max_queued_bounds_our_pending_jobs(cluster, slurm_conf):
@@ -256,6 +257,7 @@ def test_max_queued_bounds_our_pending_jobs(cluster, slurm_conf):
     ids = set(json.loads(done.stdout))
     env = {**os.environ, "SLURM_CONF": slurm_conf}
     most = samples = 0
+    prefix = batch_name(0).removesuffix("0a1")
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline:
         names = subprocess.run(
@@ -265,7 +267,9 @@ def test_max_queued_bounds_our_pending_jobs(cluster, slurm_conf):
             env=env,
             check=True,
         ).stdout.split()
-        ours = [n for n in names if n.startswith("ec") and int(n[2:].split("a")[0]) in ids]
+        ours = [
+            n for n in names if n.startswith(prefix) and int(n[len(prefix) :].split("a")[0]) in ids
+        ]
         most, samples = max(most, len(ours)), samples + 1
         with session_scope() as s:
             left = s.scalar(
