@@ -80,6 +80,8 @@ class SubJob(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     batch_job_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Bytes moved so far by the transfer under way (recorded every few seconds).
+    transfer_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     command: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     # Single submitter per attempt: who holds the right to call the scheduler, and since when.
     submit_claim: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -105,6 +105,7 @@ SUBJOB_COLUMNS = (
     "attempt",
     "batch_job_id",
     "exit_code",
+    "transfer_bytes",
     "command",
     "created_at",
     "updated_at",

@@ -14,7 +14,7 @@ import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -52,6 +52,34 @@ class SSHSettings(_Strict):
     connect_timeout: float = Field(15.0, gt=0)
 
 
+class SSHCredentials(_Strict):
+    """Credentials for scp:// and sftp:// URLs (the host comes from the URL)."""
+
+    username: str
+    key_file: Path
+    known_hosts: Path  # host keys are always checked
+    port: int = Field(22, ge=1, le=65535)  # when the URL names none
+    connect_timeout: float = Field(15.0, gt=0)
+
+
+class TransferSettings(_Strict):
+    """How a site (or the Argo service) moves data. Credentials come only from here, never
+    from a job message."""
+
+    # Allowed URL schemes and remote hosts; None allows every registered scheme / any host.
+    schemes: list[str] | None = None
+    hosts: list[str] | None = None
+    checksum: Literal["sha256", "adler32"] = "sha256"
+    ssh: SSHCredentials | None = None
+    # gsiftp:// and ftp:// go through globus-url-copy: parallel streams, extra options.
+    gridftp_parallel: int = Field(4, ge=1, le=64)
+    gridftp_options: list[str] = Field(default_factory=list)
+    x509_proxy: Path | None = None
+    # https:// stage-in: a CA bundle (default: the system's).
+    ca_file: Path | None = None
+    timeout: float = Field(3600.0, gt=0)
+
+
 class SiteSettings(_Strict):
     """One Balsam site: where its jobs run and how its scheduler is reached."""
 
@@ -70,6 +98,7 @@ class SiteSettings(_Strict):
     lost_after: float = Field(300.0, gt=0)
     # Extra local directories that local:// and file:// URLs of this site's jobs may name.
     transfer_roots: list[Path] = Field(default_factory=list)
+    transfers: TransferSettings = Field(default_factory=TransferSettings)
     command_timeout: float = Field(120.0, gt=0)
     # An argument list that prefixes the application (e.g. ["mpirun", "-n", "{total_procs}"]).
     launcher: list[str] = Field(default_factory=list)
@@ -110,6 +139,7 @@ class ArgoSettings(_Strict):
     staging_url: str = ""
     # Local directories the Argo job's own input_url and output_url may name.
     transfer_roots: list[Path] = Field(default_factory=list)
+    transfers: TransferSettings = Field(default_factory=TransferSettings)
 
     def staging_url_for(self, *parts: str) -> str:
         base = self.staging_url or f"local://{self.staging_dir}"

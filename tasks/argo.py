@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backends.transfers import transfer_for
+from backends.transfers import TransferContext, transfer_for
 from edgeceleryapp import states
 from edgeceleryapp.celery import app
 from edgeceleryapp.db import session_scope
@@ -26,9 +26,13 @@ def staging_dir(argo_id: int) -> Path:
     return get_settings().argo.staging_dir / str(argo_id)
 
 
-def staging_roots() -> list[Path]:
+def transfer_context(argo_id: int, step: str) -> TransferContext:
     argo = get_settings().argo
-    return [argo.staging_dir, *argo.transfer_roots]
+    return TransferContext(
+        roots=[argo.staging_dir, *argo.transfer_roots],
+        settings=argo.transfers,
+        token=f"a{argo_id}-{step}",
+    )
 
 
 def load(argo_id: int) -> tuple[ArgoJob, list[SubJob]]:
@@ -56,7 +60,9 @@ def _stage_in(argo: ArgoJob, _subjobs: list[SubJob]) -> None:
     if argo.input_url:
         dest = staging_dir(argo.id) / "input"
         dest.mkdir(parents=True, exist_ok=True)
-        transfer_for(argo.input_url, staging_roots()).download(argo.input_url, dest)
+        transfer_for(argo.input_url, transfer_context(argo.id, "stage_in")).download(
+            argo.input_url, dest
+        )
 
 
 def _stage_out(argo: ArgoJob, subjobs: list[SubJob]) -> None:
@@ -67,9 +73,11 @@ def _stage_out(argo: ArgoJob, subjobs: list[SubJob]) -> None:
     local = staging_dir(argo.id) / "output"
     if last and last != get_settings().argo.staging_url_for(str(argo.id), "output"):
         local.mkdir(parents=True, exist_ok=True)
-        transfer_for(last, staging_roots()).download(last, local)
+        transfer_for(last, transfer_context(argo.id, "fetch")).download(last, local)
     local.mkdir(parents=True, exist_ok=True)
-    transfer_for(argo.output_url, staging_roots()).upload(local, argo.output_url)
+    transfer_for(argo.output_url, transfer_context(argo.id, "stage_out")).upload(
+        local, argo.output_url
+    )
 
 
 def advance(argo_id: int) -> None:

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from backends.batchscript import CONTROL_DIR, SCRIPT_FILE
 from backends.runners import runner_for
 from backends.schedulers import BatchRequest, scheduler_for
-from backends.transfers import transfer_for
+from backends.transfers import TransferContext, transfer_for
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import (
     ApplicationNotAllowed,
@@ -47,8 +49,29 @@ def workdir_of(subjob: SubJob) -> Path:
     return site_of(subjob).workdir / "jobs" / str(subjob.id)
 
 
-def transfer_roots(site: SiteSettings) -> list[Path]:
-    return [site.workdir, *site.transfer_roots, get_settings().argo.staging_dir]
+def transfer_context(subjob: SubJob, step: str) -> TransferContext:
+    """The site's transfer roots and settings; temporary files named after this step."""
+    site = site_of(subjob)
+    return TransferContext(
+        roots=[site.workdir, *site.transfer_roots, get_settings().argo.staging_dir],
+        settings=site.transfers,
+        token=f"s{subjob.id}-{step}",
+        progress=progress_recorder(subjob.id),
+    )
+
+
+def progress_recorder(subjob_id: int, every: float = 5.0) -> Callable[[int], None]:
+    """Record bytes moved on the subjob at most every ``every`` seconds (for long transfers)."""
+    last = [0.0]
+
+    def record(done: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            with session_scope() as s:
+                s.execute(update(SubJob).where(SubJob.id == subjob_id).values(transfer_bytes=done))
+
+    return record
 
 
 def inside(workdir: Path, relative: str) -> Path:
@@ -90,11 +113,12 @@ def job_env(subjob: SubJob, workdir: Path, **extra: str) -> dict[str, str]:
 
 def stage_in(subjob: SubJob) -> dict:
     application_for(subjob)  # refuse before moving any data
-    site = site_of(subjob)
     workdir = workdir_of(subjob)
     (workdir / CONTROL_DIR).mkdir(parents=True, exist_ok=True)
     if subjob.input_url:
-        transfer_for(subjob.input_url, transfer_roots(site)).download(subjob.input_url, workdir)
+        transfer_for(subjob.input_url, transfer_context(subjob, "stage_in")).download(
+            subjob.input_url, workdir
+        )
     return {}
 
 
@@ -285,8 +309,7 @@ def postprocess(subjob: SubJob) -> dict:
 
 def stage_out(subjob: SubJob) -> dict:
     if subjob.output_url:
-        site = site_of(subjob)
-        transfer_for(subjob.output_url, transfer_roots(site)).upload(
+        transfer_for(subjob.output_url, transfer_context(subjob, "stage_out")).upload(
             workdir_of(subjob), subjob.output_url
         )
     return {}

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from pathlib import Path
 from urllib.parse import urlsplit
 
-from backends.transfers.base import Transfer
+from backends.transfers.base import Transfer, TransferContext, check_url
 from backends.transfers.local import LocalTransfer
 from edgeceleryapp.errors import PermanentError
 
@@ -16,10 +14,12 @@ TRANSFERS: dict[str, type[Transfer]] = {
 }
 
 
-def transfer_for(url: str, roots: Iterable[Path]) -> Transfer:
+def transfer_for(url: str, context: TransferContext) -> Transfer:
+    """The plug-in for the URL's scheme, after the site's scheme and host checks."""
+    check_url(url, context.settings)
     scheme = urlsplit(url).scheme.lower()
     try:
-        return TRANSFERS[scheme](roots)
+        return TRANSFERS[scheme](context)
     except KeyError:
         raise PermanentError(
             f"{url}: no transfer plug-in for scheme {scheme!r} "
@@ -27,4 +27,4 @@ def transfer_for(url: str, roots: Iterable[Path]) -> Transfer:
         ) from None
 
 
-__all__ = ["TRANSFERS", "Transfer", "transfer_for"]
+__all__ = ["TRANSFERS", "Transfer", "TransferContext", "transfer_for"]

@@ -2,54 +2,56 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from backends.transfers.base import EXCLUDE, Transfer
+from backends.transfers.base import EXCLUDE, Transfer, TransferContext
+from backends.transfers.checksum import CHUNK, file_digest, hasher
 from edgeceleryapp.errors import PermanentError, TransientError
 
-CHUNK = 1 << 20
+
+def same_file(a: Path, b: Path, algorithm: str) -> bool:
+    return (
+        b.is_file()
+        and a.stat().st_size == b.stat().st_size
+        and file_digest(a, algorithm) == file_digest(b, algorithm)
+    )
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def same_file(a: Path, b: Path) -> bool:
-    return b.is_file() and a.stat().st_size == b.stat().st_size and sha256(a) == sha256(b)
-
-
-def copy_file_atomic(src: Path, dst: Path) -> None:
-    """Copy to a unique temporary name beside ``dst``, verify, fsync, rename into place."""
-    if same_file(src, dst):
+def copy_file_atomic(src: Path, dst: Path, context: TransferContext, done: list[int]) -> None:
+    """Copy under a temporary name beside ``dst`` (named by the step's token, so a re-run after
+    a crash replaces the leftover), verify the checksum, fsync, rename into place."""
+    algorithm = context.settings.checksum
+    if same_file(src, dst, algorithm):
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.part-{uuid.uuid4().hex[:12]}")
+    tmp = dst.with_name(context.part_name(dst.name))
+    source_digest = hasher(algorithm)
     try:
         with src.open("rb") as fin, tmp.open("wb") as fout:
-            shutil.copyfileobj(fin, fout, CHUNK)
+            while block := fin.read(CHUNK):
+                source_digest.update(block)
+                fout.write(block)
+                done[0] += len(block)
+                if context.progress:
+                    context.progress(done[0])
             fout.flush()
             os.fsync(fout.fileno())
-        if tmp.stat().st_size != src.stat().st_size or sha256(tmp) != sha256(src):
-            raise TransientError(f"{dst}: copy does not match its source, will copy again")
+        if file_digest(tmp, algorithm) != source_digest.hexdigest():
+            raise TransientError(f"{dst}: {algorithm} of the copy does not match its source")
         shutil.copystat(src, tmp)
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def copy_tree(src: Path, dst: Path) -> None:
+def copy_tree(src: Path, dst: Path, context: TransferContext) -> None:
     """Copy a file into ``dst`` (by name) or a directory's contents into ``dst``."""
+    done = [0]
     if src.is_file():
-        copy_file_atomic(src, dst / src.name)
+        copy_file_atomic(src, dst / src.name, context, done)
         return
     if not src.is_dir():
         raise PermanentError(f"{src}: no such file or directory")
@@ -60,7 +62,7 @@ def copy_tree(src: Path, dst: Path) -> None:
         for name in sorted(files):
             if ".part-" in name and name.startswith("."):
                 continue
-            copy_file_atomic(Path(root) / name, dst / rel / name)
+            copy_file_atomic(Path(root) / name, dst / rel / name, context, done)
 
 
 class LocalTransfer(Transfer):
@@ -82,13 +84,13 @@ class LocalTransfer(Transfer):
         if not src.exists():
             raise PermanentError(f"{url}: no such file or directory")
         try:
-            copy_tree(src, dest)
+            copy_tree(src, dest, self.context)
         except PermissionError as exc:
             raise PermanentError(f"{url}: permission denied ({exc.filename})") from None
 
     def upload(self, src: Path, url: str) -> None:
         dest = self._path(url)
         try:
-            copy_tree(src, dest)
+            copy_tree(src, dest, self.context)
         except PermissionError as exc:
             raise PermanentError(f"{url}: permission denied ({exc.filename})") from None
