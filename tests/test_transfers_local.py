@@ -64,7 +64,7 @@ def test_progress_is_reported_in_bytes(tmp_path):
 def test_schemes_and_hosts_are_restricted_per_site(tmp_path):
     with pytest.raises(PermanentError, match="scheme 'file' is not allowed"):
         transfer_for("file:///x", ctx(tmp_path, schemes=["local"]))
-    with pytest.raises(PermanentError, match="host 'evil.example' is not allowed"):
+    with pytest.raises(PermanentError, match=r"host 'evil\.example' is not allowed"):
         transfer_for("scp://evil.example/x", ctx(tmp_path, hosts=["dtn.example"]))
     with pytest.raises(UnsafePath):
         transfer_for("scp://dtn.example/data/../../etc", ctx(tmp_path))
