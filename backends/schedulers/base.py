@@ -8,11 +8,12 @@ tell whether a submission already happened before the worker crashed.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends.batchscript import render_body
-from backends.runners.base import Runner
+from backends.runners.base import CommandResult, Runner
 from edgeceleryapp.errors import PermanentError, TransientError
 from edgeceleryapp.settings import SiteSettings
 
@@ -76,14 +77,29 @@ class Scheduler(ABC):
         lines = ["#!/bin/sh", *self.directives(job), *render_body(job.workdir, job.argv, job.env)]
         return "\n".join(lines) + "\n"
 
-    def command(self, argv: list[str], what: str, transient: tuple[str, ...] = ()) -> str:
+    def command(
+        self,
+        argv: list[str],
+        what: str,
+        transient: tuple[str, ...] = (),
+        *,
+        absent: tuple[str, ...] = (),
+        stdin: bytes | None = None,
+        answered: Callable[[CommandResult], bool] | None = None,
+    ) -> str:
         """Run a scheduler command; its output, or the error type its failure deserves.
 
-        A non-zero exit whose output contains one of ``transient`` (the scheduler's own words
-        for "busy", "timed out", "try again") is a ``TransientError``; any other is permanent.
+        The tools answer for the jobs they know and complain about the others: a non-zero exit
+        whose every error line says "no such job" (one of ``absent``), or that ``answered``
+        accepts, still returns the output. Otherwise a failure whose output contains one of
+        ``transient`` (the scheduler's own words for "busy", "timed out", "try again") is a
+        ``TransientError``, and any other is permanent.
         """
-        result = self.runner.run(argv, timeout=self.site.command_timeout)
-        if result.ok:
+        result = self.runner.run(argv, timeout=self.site.command_timeout, stdin=stdin)
+        if result.ok or (answered is not None and answered(result)):
+            return result.stdout
+        errors = [line.lower() for line in result.stderr.splitlines() if line.strip()]
+        if absent and errors and all(any(a.lower() in e for a in absent) for e in errors):
             return result.stdout
         text = f"{result.stdout}\n{result.stderr}".lower()
         error = TransientError if any(t.lower() in text for t in transient) else PermanentError

@@ -27,7 +27,6 @@ from backends.schedulers.base import (
     BatchStatus,
     Scheduler,
 )
-from backends.schedulers.pbs import failure
 from edgeceleryapp.errors import PermanentError
 
 TRANSIENT = ("failed to connect", "connection refused", "timed out", "try again", "not responding")
@@ -113,12 +112,14 @@ class CobaltScheduler(Scheduler):
 
     def _qstat(self, ids: list[str], what: str) -> dict[str, tuple[str, BatchStatus]]:
         argv = ["qstat", "-l", f"--header={HEADER}", *ids]
-        result = self.runner.run(argv, timeout=self.site.command_timeout)
-        if result.returncode == 1 and not (result.stdout.strip() or result.stderr.strip()):
-            return {}  # none of the ids is in the queue
-        if not result.ok:
-            raise failure(result, what, TRANSIENT)
-        return parse_qstat_long(result.stdout)
+        # Exit 1 with no output at all: none of the ids is in the queue.
+        out = self.command(
+            argv,
+            what,
+            TRANSIENT,
+            answered=lambda r: r.returncode == 1 and not (r.stdout.strip() or r.stderr.strip()),
+        )
+        return parse_qstat_long(out)
 
     def find(self, name: str) -> str | None:
         ids = [i for i, (n, _) in self._qstat([], "find").items() if n == name]

@@ -30,7 +30,6 @@ from backends.schedulers.base import (
     BatchStatus,
     Scheduler,
 )
-from backends.schedulers.pbs import lenient
 from edgeceleryapp.errors import PermanentError
 
 TRANSIENT = (
@@ -146,4 +145,4 @@ class CondorScheduler(Scheduler):
         return {i: out[i] for i in ids if i in out}
 
     def cancel(self, batch_id: str) -> None:
-        lenient(self, ["condor_rm", batch_id], "cancel", TRANSIENT, ABSENT)
+        self.command(["condor_rm", batch_id], "cancel", TRANSIENT, absent=ABSENT)

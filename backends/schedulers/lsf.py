@@ -26,7 +26,6 @@ from backends.schedulers.base import (
     BatchStatus,
     Scheduler,
 )
-from backends.schedulers.pbs import lenient
 from edgeceleryapp.errors import PermanentError
 
 TRANSIENT = (
@@ -98,15 +97,18 @@ class LSFScheduler(Scheduler):
         return [f"#BSUB {line}" for line in [*lines, *job.options]]
 
     def submit(self, script: Path, job: BatchRequest) -> str:
-        out = lenient(self, ["bsub"], "submit", TRANSIENT, stdin=script.read_bytes())
+        out = self.command(["bsub"], "submit", TRANSIENT, stdin=script.read_bytes())
         match = SUBMITTED.search(out)
         if match is None:
             raise PermanentError(f"submit: bsub answered {out!r}, not a job id")
         return match.group(1)
 
     def find(self, name: str) -> str | None:
-        out = lenient(
-            self, ["bjobs", "-a", "-noheader", "-o", "jobid", "-J", name], "find", TRANSIENT, ABSENT
+        out = self.command(
+            ["bjobs", "-a", "-noheader", "-o", "jobid", "-J", name],
+            "find",
+            TRANSIENT,
+            absent=ABSENT,
         )
         ids = [line.strip() for line in out.splitlines() if line.strip().isdigit()]
         return ids[-1] if ids else None
@@ -116,8 +118,10 @@ class LSFScheduler(Scheduler):
             return {}
         argv = ["bjobs", "-a", "-json", "-o", FIELDS, *ids]
         # An unknown id makes bjobs exit 255 after answering for the others.
-        out = lenient(self, argv, "status", TRANSIENT, ABSENT, answered=lambda o: '"RECORDS"' in o)
+        out = self.command(
+            argv, "status", TRANSIENT, absent=ABSENT, answered=lambda r: '"RECORDS"' in r.stdout
+        )
         return parse_bjobs_json(out)
 
     def cancel(self, batch_id: str) -> None:
-        lenient(self, ["bkill", batch_id], "cancel", TRANSIENT, ABSENT)
+        self.command(["bkill", batch_id], "cancel", TRANSIENT, absent=ABSENT)

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from pathlib import Path
 
-from backends.runners.base import CommandResult
 from backends.schedulers.base import (
     FAILED,
     FINISHED,
@@ -28,7 +26,7 @@ from backends.schedulers.base import (
     BatchStatus,
     Scheduler,
 )
-from edgeceleryapp.errors import EdgeCeleryError, PermanentError, TransientError
+from edgeceleryapp.errors import PermanentError
 
 TRANSIENT = (
     "cannot connect to server",
@@ -48,34 +46,6 @@ PRO_CODES = {-1: NODE_FAIL, -3: NODE_FAIL, -14: NODE_FAIL, -20: NODE_FAIL, -29: 
 PRO_CODES |= {-26: OUT_OF_MEMORY, -27: OUT_OF_MEMORY, -28: TIMEOUT}
 TORQUE_CODES = {-1: NODE_FAIL, -3: NODE_FAIL, -10: OUT_OF_MEMORY, -11: TIMEOUT, -12: TIMEOUT}
 TORQUE_CODES |= {271: TIMEOUT}  # SIGTERM at the wall-time limit
-
-
-def lenient(
-    scheduler: Scheduler,
-    argv: list[str],
-    what: str,
-    transient: tuple[str, ...],
-    absent: tuple[str, ...] = (),
-    stdin: bytes | None = None,
-    answered: Callable[[str], bool] = lambda _out: False,
-) -> str:
-    """Like ``Scheduler.command``, but a non-zero exit whose every error line says "no such
-    job" (``absent``), or whose output is an answer (``answered``), still returns the output:
-    the tools answer for the jobs they know and complain about the others."""
-    result = scheduler.runner.run(argv, timeout=scheduler.site.command_timeout, stdin=stdin)
-    errors = [line.lower() for line in result.stderr.splitlines() if line.strip()]
-    if result.ok or answered(result.stdout):
-        return result.stdout
-    if errors and all(any(a in e for a in absent) for e in errors):
-        return result.stdout
-    raise failure(result, what, transient)
-
-
-def failure(result: CommandResult, what: str, transient: tuple[str, ...]) -> EdgeCeleryError:
-    """The error ``Scheduler.command`` would raise for this failed command."""
-    text = f"{result.stdout}\n{result.stderr}".lower()
-    error = TransientError if any(t in text for t in transient) else PermanentError
-    return error(f"{what}: {result.argv[0]} exited with code {result.returncode}: {result.tail()}")
 
 
 def status_of(state: str, code: int | None, comment: str, codes: dict[int, str]) -> BatchStatus:
@@ -172,11 +142,13 @@ class PBSProScheduler(Scheduler):
     def statuses(self, ids: list[str]) -> dict[str, BatchStatus]:
         if not ids:
             return {}
-        out = lenient(self, ["qstat", "-f", "-F", "json", "-x", *ids], "status", TRANSIENT, ABSENT)
+        out = self.command(
+            ["qstat", "-f", "-F", "json", "-x", *ids], "status", TRANSIENT, absent=ABSENT
+        )
         return by_number(ids, parse_pro_json(out))
 
     def cancel(self, batch_id: str) -> None:
-        lenient(self, ["qdel", batch_id], "cancel", TRANSIENT, ABSENT)
+        self.command(["qdel", batch_id], "cancel", TRANSIENT, absent=ABSENT)
 
 
 class TorqueScheduler(PBSProScheduler):
@@ -187,7 +159,7 @@ class TorqueScheduler(PBSProScheduler):
 
     def find(self, name: str) -> str | None:
         # Every job the server knows, completed ones (kept for keep_completed) included.
-        out = lenient(self, ["qstat", "-x"], "find", TRANSIENT, ABSENT)
+        out = self.command(["qstat", "-x"], "find", TRANSIENT, absent=ABSENT)
         ids = [
             job_id for job_id, (job_name, _) in parse_torque_xml(out).items() if job_name == name
         ]
@@ -196,6 +168,6 @@ class TorqueScheduler(PBSProScheduler):
     def statuses(self, ids: list[str]) -> dict[str, BatchStatus]:
         if not ids:
             return {}
-        out = lenient(self, ["qstat", "-x", *ids], "status", TRANSIENT, ABSENT)
+        out = self.command(["qstat", "-x", *ids], "status", TRANSIENT, absent=ABSENT)
         answer = {job_id: status for job_id, (_, status) in parse_torque_xml(out).items()}
         return by_number(ids, answer)

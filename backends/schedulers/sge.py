@@ -25,7 +25,6 @@ from backends.schedulers.base import (
     BatchStatus,
     Scheduler,
 )
-from backends.schedulers.pbs import lenient
 from edgeceleryapp.errors import PermanentError
 
 TRANSIENT = (
@@ -117,7 +116,7 @@ class SGEScheduler(Scheduler):
 
     def _accounting(self, pattern: str) -> dict[str, tuple[str, BatchStatus]]:
         argv = ["qacct", "-d", HISTORY_DAYS, "-j", pattern]
-        return parse_qacct(lenient(self, argv, "accounting", TRANSIENT, ABSENT))
+        return parse_qacct(self.command(argv, "accounting", TRANSIENT, absent=ABSENT))
 
     def find(self, name: str) -> str | None:
         live = parse_qstat_xml(self.command(["qstat", "-xml"], "find", TRANSIENT))
@@ -137,4 +136,4 @@ class SGEScheduler(Scheduler):
         return out
 
     def cancel(self, batch_id: str) -> None:
-        lenient(self, ["qdel", batch_id], "cancel", TRANSIENT, ABSENT)
+        self.command(["qdel", batch_id], "cancel", TRANSIENT, absent=ABSENT)
