@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from pathlib import Path
@@ -21,16 +22,27 @@ def same_file(a: Path, b: Path, algorithm: str) -> bool:
 
 
 def copy_file_atomic(src: Path, dst: Path, context: TransferContext, done: list[int]) -> None:
-    """Copy under a temporary name beside ``dst`` (named by the step's token, so a re-run after
-    a crash replaces the leftover), verify the checksum, fsync, rename into place."""
+    """Copy under a temporary name beside ``dst``, verify the checksum, fsync, rename.
+
+    The temporary name comes from the step's token, so a re-run after a crash replaces the
+    leftover. An exclusive lock on it keeps a concurrent duplicate of the same step from
+    writing into it at the same time; the kernel drops the lock of a killed process.
+    """
     algorithm = context.settings.checksum
     if same_file(src, dst, algorithm):
         return
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(context.part_name(dst.name))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise TransientError(f"{dst}: another transfer is writing it") from None
     source_digest = hasher(algorithm)
     try:
-        with src.open("rb") as fin, tmp.open("wb") as fout:
+        os.ftruncate(fd, 0)
+        with src.open("rb") as fin, os.fdopen(fd, "wb", closefd=False) as fout:
             while block := fin.read(CHUNK):
                 source_digest.update(block)
                 fout.write(block)
@@ -45,6 +57,7 @@ def copy_file_atomic(src: Path, dst: Path, context: TransferContext, done: list[
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def copy_tree(src: Path, dst: Path, context: TransferContext) -> None:

@@ -46,18 +46,25 @@ def write_config(
     extra: str = "",
     database_url: str | None = None,
     site_settings: dict[str, dict[str, Any]] | None = None,
+    argo_settings: dict[str, Any] | None = None,
 ) -> Path:
     """A settings file for a one-machine service rooted at ``root`` (SQLite in ``root`` unless
     ``database_url`` names another database). ``site_settings`` adds to or overrides a site's
-    table (nested dicts become subtables, e.g. ``{"ssh": {...}}``)."""
+    table (nested dicts become subtables, e.g. ``{"ssh": {...}}``); ``argo_settings`` the same
+    for the Argo service's table."""
     database_url = database_url or "sqlite:///" + str(root / "edgecelery.db")
     lines = [
         f"broker_url = {json.dumps(broker_url)}",
         f"database_url = {json.dumps(database_url)}",
         extra,
-        "[argo]",
-        f"staging_dir = {json.dumps(str(root / 'argo'))}",
-        f"transfer_roots = [{json.dumps(str(root / 'data'))}]",
+        *_toml_table(
+            "argo",
+            {
+                "staging_dir": str(root / "argo"),
+                "transfer_roots": [str(root / "data")],
+                **(argo_settings or {}),
+            },
+        ),
     ]
     for site in sites:
         values: dict[str, Any] = {

@@ -84,6 +84,7 @@ def running_deployment(
     root: Path,
     sites: tuple[str, ...],
     site_settings: dict[str, dict[str, Any]] | None = None,
+    argo_settings: dict[str, Any] | None = None,
     env_extra: dict[str, str] | None = None,
     poll_interval: float = 0.3,
     status_interval: float = 1.0,
@@ -100,6 +101,7 @@ def running_deployment(
         extra="visibility_timeout = 4\n[retry]\nmax_retries = 3\nbackoff_base = 0.2\n"
         "backoff_max = 1.0",
         site_settings=site_settings,
+        argo_settings=argo_settings,
     )
     (root / "data").mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECELERY_")}
