@@ -40,6 +40,14 @@ def _connect(ssh: SSHSettings) -> paramiko.SSHClient:
     client.load_host_keys(str(ssh.known_hosts))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
+        return _open(client, ssh)
+    except Exception:
+        client.close()  # a failed attempt leaves no half-open transport behind
+        raise
+
+
+def _open(client: paramiko.SSHClient, ssh: SSHSettings) -> paramiko.SSHClient:
+    try:
         client.connect(
             ssh.host,
             port=ssh.port,

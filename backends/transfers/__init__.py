@@ -5,12 +5,21 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from backends.transfers.base import Transfer, TransferContext, check_url
+from backends.transfers.gridftp import GridFTPTransfer
+from backends.transfers.http import HTTPTransfer
 from backends.transfers.local import LocalTransfer
+from backends.transfers.sftp import SFTPTransfer
 from edgeceleryapp.errors import PermanentError
 
 TRANSFERS: dict[str, type[Transfer]] = {
     "local": LocalTransfer,
     "file": LocalTransfer,
+    "scp": SFTPTransfer,
+    "sftp": SFTPTransfer,
+    "http": HTTPTransfer,
+    "https": HTTPTransfer,
+    "gsiftp": GridFTPTransfer,
+    "ftp": GridFTPTransfer,
 }
 
 
