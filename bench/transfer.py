@@ -54,7 +54,7 @@ def bench_local(root: Path, big: Path, many: Path) -> list[tuple[str, float, flo
     from backends.transfers import TransferContext, transfer_for
 
     rows = []
-    for label, src in (("1 x big", big), (f"{len(list(many.iterdir()))} x 10 KiB", many)):
+    for label, src in _cases(big, many):
         dst = root / "out"
         context = TransferContext(roots=[root], token="bench")
         ours = timed(
@@ -69,8 +69,103 @@ def bench_local(root: Path, big: Path, many: Path) -> list[tuple[str, float, flo
     return rows
 
 
+def _cases(big: Path, many: Path) -> list[tuple[str, Path]]:
+    return [("1 x big", big), (f"{len(list(many.iterdir()))} x 10 KiB", many)]
+
+
+def bench_sftp(root: Path, big: Path, many: Path) -> list[tuple[str, float, float]]:
+    """Our scp:// (SFTP through paramiko) against OpenSSH's scp, to a private sshd."""
+    from backends.transfers import TransferContext, transfer_for
+    from edgeceleryapp.settings import SSHCredentials, TransferSettings
+    from tests.sshd import start_sshd
+
+    server = start_sshd(root / "sshd", extra_config=("Subsystem sftp internal-sftp",))
+    creds = SSHCredentials(
+        username="root", key_file=server.client_key, known_hosts=server.known_hosts
+    )
+    settings = TransferSettings(ssh=creds)
+    scp = [
+        "scp",
+        "-q",
+        "-r",
+        "-P",
+        str(server.port),
+        "-i",
+        str(server.client_key),
+        "-o",
+        f"UserKnownHostsFile={server.known_hosts}",
+        "-o",
+        "BatchMode=yes",
+    ]
+    rows = []
+    try:
+        for label, src in _cases(big, many):
+            dst = root / "out"
+            url = f"scp://127.0.0.1:{server.port}{dst}"
+            context = TransferContext(roots=[root], settings=settings, token="bench")
+            ours = timed(
+                lambda s=src, d=dst, u=url, c=context: (fresh(d), transfer_for(u, c).upload(s, u))
+            )
+            plain = timed(
+                lambda s=src, d=dst: (
+                    fresh(d),
+                    subprocess.run(
+                        [*scp, *[str(p) for p in s.iterdir()], f"root@127.0.0.1:{d}/"], check=True
+                    ),
+                )
+            )
+            rows.append((f"scp    {label}", ours, plain))
+    finally:
+        server.stop()
+    return rows
+
+
+def bench_gridftp(root: Path, big: Path, many: Path) -> list[tuple[str, float, float]]:
+    """Our gsiftp:// against plain globus-url-copy, to the server scripts/gridftp.sh runs."""
+    from backends.transfers import TransferContext, transfer_for
+    from edgeceleryapp.settings import TransferSettings
+
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "gridftp.sh"), "start"], check=True, capture_output=True, text=True
+    )
+    env = dict(item.split("=", 1) for item in done.stdout.strip().splitlines()[-1].split()[1:])
+    os.environ["X509_CERT_DIR"] = env["X509_CERT_DIR"]
+    settings = TransferSettings(x509_proxy=Path(env["X509_USER_PROXY"]))
+    port = env["EDGECELERY_GRIDFTP_PORT"]
+    rows = []
+    for label, src in _cases(big, many):
+        dst = root / "out"
+        url = f"gsiftp://127.0.0.1:{port}{dst}/"
+        context = TransferContext(roots=[root], settings=settings, token="bench")
+        ours = timed(
+            lambda s=src, d=dst, u=url, c=context: (fresh(d), transfer_for(u, c).upload(s, u))
+        )
+        plain = timed(
+            lambda s=src, d=dst, u=url: (
+                fresh(d),
+                subprocess.run(
+                    [
+                        "globus-url-copy",
+                        "-r",
+                        "-cd",
+                        "-p",
+                        str(settings.gridftp_parallel),
+                        f"file://{s}/",
+                        u,
+                    ],
+                    check=True,
+                    env={**os.environ, "X509_USER_PROXY": env["X509_USER_PROXY"]},
+                ),
+            )
+        )
+        rows.append((f"gsiftp {label}", ours, plain))
+    return rows
+
+
 BENCHES: dict[str, Callable[[Path, Path, Path], list[tuple[str, float, float]]]] = {
     "local": bench_local,
+    "sftp": bench_sftp,
+    "gridftp": bench_gridftp,
 }
 
 
