@@ -14,6 +14,31 @@ from edgeceleryapp.localservice import wait_for
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
 from tasks.poll import poll_site
 
+# The expected timelines, written out here rather than read from edgeceleryapp.states, so a
+# change to the state machine shows up as a failing test.
+SUBJOB_PATH = [
+    "CREATED",
+    "STAGED_IN",
+    "PREPROCESSED",
+    "SUBMITTED",
+    "QUEUED",
+    "RUNNING",
+    "EXECUTION_FINISHED",
+    "POSTPROCESSED",
+    "STAGED_OUT",
+    "JOB_FINISHED",
+]
+ARGO_LOOP = [
+    "SUBJOB_SUBMITTED",
+    "SUBJOB_IN_PREPROCESSED",
+    "SUBJOB_QUEUED",
+    "SUBJOB_RUNNING",
+    "SUBJOB_RUN_FINISHED",
+    "SUBJOB_IN_POSTPROCESSED",
+    "SUBJOB_COMPLETED",
+    "SUBJOB_INCREMENTED",
+]
+
 
 def script(path: Path, body: str, python: bool = True) -> str:
     """Write an executable script; Python ones run under this interpreter."""

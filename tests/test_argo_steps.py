@@ -6,7 +6,7 @@ import threading
 
 from edgeceleryapp.transitions import move_subjob
 from tasks import argo as argo_tasks
-from tests.helpers import argo, argo_states
+from tests.helpers import ARGO_LOOP, argo, argo_states
 from workflows.intake import submit_argo
 
 
@@ -61,21 +61,11 @@ def test_argo_steps_twice_in_a_row_make_one_pass_through_the_loop(env):
     for _ in range(2):
         argo_tasks.stage_out.apply(args=(argo_id,))
         argo_tasks.finish.apply(args=(argo_id,))
-    loop = [
-        "SUBJOB_SUBMITTED",
-        "SUBJOB_IN_PREPROCESSED",
-        "SUBJOB_QUEUED",
-        "SUBJOB_RUNNING",
-        "SUBJOB_RUN_FINISHED",
-        "SUBJOB_IN_POSTPROCESSED",
-        "SUBJOB_COMPLETED",
-        "SUBJOB_INCREMENTED",
-    ]
     assert argo_states(argo_id) == [
         "CREATED",
         "STAGED_IN",
-        *loop,
-        *loop,
+        *ARGO_LOOP,
+        *ARGO_LOOP,
         "SUBJOBS_COMPLETED",
         "STAGED_OUT",
         "HISTORY",

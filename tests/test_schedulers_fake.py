@@ -41,6 +41,7 @@ from tasks.poll import poll_site
 from tasks.sitework import workdir_of
 from tests.fakes import engine as fake
 from tests.helpers import (
+    SUBJOB_PATH,
     balsam_message,
     batch_name,
     echo_app,
@@ -80,18 +81,6 @@ BUSY = {
     "sge": "error: commlib error: got select error (Connection refused)\nUnable to run job: "
     'unable to send message to qmaster using port 6444 on host "master": got send error.',
 }
-FULL_PATH = [
-    "CREATED",
-    "STAGED_IN",
-    "PREPROCESSED",
-    "SUBMITTED",
-    "QUEUED",
-    "RUNNING",
-    "EXECUTION_FINISHED",
-    "POSTPROCESSED",
-    "STAGED_OUT",
-    "JOB_FINISHED",
-]
 IN_FLIGHT = ("SUBMITTED", "QUEUED", "RUNNING")
 
 
@@ -403,7 +392,7 @@ def test_queued_running_done_to_job_finished(sched):
     for step in ("postprocess", "stage_out"):
         getattr(site, step).apply(args=(job_id,))
     assert subjob(job_id).state == "JOB_FINISHED"
-    assert subjob_states(job_id) == FULL_PATH
+    assert subjob_states(job_id) == SUBJOB_PATH
     assert (out / "runs.log").read_text() == "run\n"
     answer = {}
 

@@ -16,6 +16,7 @@ from edgeceleryapp.models import JobEvent, SubJob
 from tasks import site, sitework
 from tasks.sitework import workdir_of
 from tests.helpers import (
+    SUBJOB_PATH,
     balsam_message,
     count,
     echo_app,
@@ -24,19 +25,6 @@ from tests.helpers import (
     subjob_states,
 )
 from workflows.intake import submit_balsam
-
-FULL_PATH = [
-    "CREATED",
-    "STAGED_IN",
-    "PREPROCESSED",
-    "SUBMITTED",
-    "QUEUED",
-    "RUNNING",
-    "EXECUTION_FINISHED",
-    "POSTPROCESSED",
-    "STAGED_OUT",
-    "JOB_FINISHED",
-]
 
 
 def run_to_submitted(subjob_id: int) -> None:
@@ -72,7 +60,7 @@ def test_balsam_job_runs_through_every_state_and_stages_output(env):
     )
     final = run_to_end(job_id)
     assert final.state == "JOB_FINISHED"
-    assert subjob_states(job_id) == FULL_PATH
+    assert subjob_states(job_id) == SUBJOB_PATH
     out = env.data / "out"
     assert json.loads((out / "args.json").read_text()) == ["--events", "100"]
     assert (out / "result.txt").read_text() == "ok\n"
@@ -161,7 +149,7 @@ def test_each_step_run_twice_in_a_row_has_one_effect(env):
     for step in ("postprocess", "stage_out"):
         getattr(site, step).apply(args=(job_id,))
         getattr(site, step).apply(args=(job_id,))
-    assert subjob_states(job_id) == FULL_PATH, "no state twice, none backwards"
+    assert subjob_states(job_id) == SUBJOB_PATH, "no state twice, none backwards"
     workdir = workdir_of(subjob(job_id))
     assert (workdir / "runs.log").read_text() == "run\n", "the application ran once"
     spool = env.site_workdir("alpha") / ".local-scheduler"
@@ -307,8 +295,8 @@ def test_job_event_rows_match_the_state_changes(env):
     with session_scope() as s:
         events = s.query(JobEvent).filter(JobEvent.subjob_id == job_id).order_by(JobEvent.id)
         pairs = [(e.from_state, e.to_state) for e in events]
-    assert pairs == list(zip(["", *FULL_PATH[:-1]], FULL_PATH, strict=True))
-    assert count(JobEvent) == len(FULL_PATH)
+    assert pairs == list(zip(["", *SUBJOB_PATH[:-1]], SUBJOB_PATH, strict=True))
+    assert count(JobEvent) == len(SUBJOB_PATH)
 
 
 def test_work_directory_is_per_subjob(env):

@@ -14,33 +14,10 @@ from edgeceleryapp import operations
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.localservice import wait_for
 from edgeceleryapp.models import JobEvent
-from tests.helpers import batch_name, echo_app, script
+from tests.helpers import ARGO_LOOP, SUBJOB_PATH, batch_name, echo_app, script
 from tests.integration.conftest import StatusListener
 
 pytestmark = pytest.mark.integration
-
-BALSAM_PATH = [
-    "CREATED",
-    "STAGED_IN",
-    "PREPROCESSED",
-    "SUBMITTED",
-    "QUEUED",
-    "RUNNING",
-    "EXECUTION_FINISHED",
-    "POSTPROCESSED",
-    "STAGED_OUT",
-    "JOB_FINISHED",
-]
-LOOP = [
-    "SUBJOB_SUBMITTED",
-    "SUBJOB_IN_PREPROCESSED",
-    "SUBJOB_QUEUED",
-    "SUBJOB_RUNNING",
-    "SUBJOB_RUN_FINISHED",
-    "SUBJOB_IN_POSTPROCESSED",
-    "SUBJOB_COMPLETED",
-    "SUBJOB_INCREMENTED",
-]
 
 
 def argo_message(dep, name: str, subjobs: list[dict], **fields) -> dict:
@@ -95,7 +72,7 @@ def test_two_site_argo_job_completes_with_every_state_and_message(apps):
                 job_status_routing_key="e2e_monitor",
             )
         )
-        final = dep.wait_state(argo_id, {"HISTORY"} | {s + "_FAILED" for s in LOOP})
+        final = dep.wait_state(argo_id, {"HISTORY"} | {s + "_FAILED" for s in ARGO_LOOP})
         assert final["state"] == "HISTORY", final
         listener.drain_until(
             lambda bodies: any(b["kind"] == "argo" and b["to_state"] == "HISTORY" for b in bodies)
@@ -108,8 +85,8 @@ def test_two_site_argo_job_completes_with_every_state_and_message(apps):
     assert argo_timeline == [
         "CREATED",
         "STAGED_IN",
-        *LOOP,
-        *LOOP[:-1],
+        *ARGO_LOOP,
+        *ARGO_LOOP[:-1],
         "SUBJOB_INCREMENTED",
         "SUBJOBS_COMPLETED",
         "STAGED_OUT",
@@ -117,7 +94,7 @@ def test_two_site_argo_job_completes_with_every_state_and_message(apps):
     ]
     for sj in final["subjobs"]:
         timeline = [e["to_state"] for e in final["events"] if e["subjob_id"] == sj["id"]]
-        assert timeline == BALSAM_PATH, sj
+        assert timeline == SUBJOB_PATH, sj
         assert sj["attempt"] == 1
     # Data flowed: input -> subjob 1 -> subjob 2 -> output_url.
     assert json.loads((out / "args.json").read_text()) == ["--events", "42"]
@@ -209,10 +186,10 @@ def test_failing_application_fails_then_retry_runs_it_to_history(apps):
     assert second["attempt"] == 2
     timeline = [e["to_state"] for e in final["events"] if e["subjob_id"] == second["id"]]
     assert timeline == [
-        *BALSAM_PATH[:6],
+        *SUBJOB_PATH[:6],
         "EXECUTION_FINISHED_FAILED",
         "PREPROCESSED",
-        *BALSAM_PATH[3:],
+        *SUBJOB_PATH[3:],
     ]
     spool = dep.root / "sites" / "beta" / ".local-scheduler"
     assert sorted(p.name for p in spool.glob(f"ec*_{second['id']}a*.submitted")) == [
@@ -251,7 +228,7 @@ def test_site_worker_killed_mid_chain_then_restarted_completes_once(apps):
     assert final["state"] == "HISTORY"
     (sj,) = final["subjobs"]
     timeline = [e["to_state"] for e in final["events"] if e["subjob_id"] == sj["id"]]
-    assert timeline == BALSAM_PATH, "no state twice, none backwards"
+    assert timeline == SUBJOB_PATH, "no state twice, none backwards"
     assert started.read_text().count("started") == 2, "the killed step ran again"
     workdir = Path(dep.root / "sites" / "gamma" / "jobs" / str(sj["id"]))
     assert (workdir / "runs.log").read_text() == "run\n"
