@@ -22,6 +22,7 @@ from edgeceleryapp.transitions import move_subjob
 from tasks import site
 from tasks.sitework import workdir_of
 from tests.helpers import (
+    SUBJOB_PATH,
     balsam_message,
     echo_app,
     poll_until_ended,
@@ -29,7 +30,7 @@ from tests.helpers import (
     subjob,
     subjob_states,
 )
-from tests.test_steps import FULL_PATH, input_dir, run_to_end
+from tests.test_steps import input_dir, run_to_end
 from workflows.intake import submit_argo, submit_balsam
 
 
@@ -56,13 +57,13 @@ def test_balsam_job_runs_through_every_site_step_to_job_finished(any_db_env):
     assert final.exit_code == 0
     assert final.batch_job_id
     assert final.command is not None and final.command[-2:] == ["--events", "100"]
-    assert subjob_states(job_id) == FULL_PATH
+    assert subjob_states(job_id) == SUBJOB_PATH
     with session_scope() as s:
         events = list(
             s.scalars(select(JobEvent).where(JobEvent.subjob_id == job_id).order_by(JobEvent.id))
         )
     assert [(e.from_state, e.to_state) for e in events] == list(
-        zip(["", *FULL_PATH[:-1]], FULL_PATH, strict=True)
+        zip(["", *SUBJOB_PATH[:-1]], SUBJOB_PATH, strict=True)
     )
     assert all(e.published for e in events), "every change went out as a status message"
     # Timestamps come back as the naive UTC values that were written, in order.
@@ -76,7 +77,7 @@ def test_balsam_job_runs_through_every_site_step_to_job_finished(any_db_env):
     shown = operations.show_subjob(job_id)
     assert shown["state"] == "JOB_FINISHED"
     assert shown["command"] == final.command
-    assert [e["to_state"] for e in shown["events"]] == FULL_PATH
+    assert [e["to_state"] for e in shown["events"]] == SUBJOB_PATH
 
 
 def test_concurrent_submissions_of_one_subjob_submit_once(any_db_env):
