@@ -116,11 +116,9 @@ def move_subjob(
     return True
 
 
-def move_argo(
-    argo_id: int, expected: str, to: str, message: str = "", *, allow: bool = False, **values: Any
-) -> bool:
-    """Compare-and-set an Argo job; ``allow`` admits a move outside the machine (retry)."""
-    if not allow and not states.ARGO.can_move(expected, to):
+def move_argo(argo_id: int, expected: str, to: str, message: str = "", **values: Any) -> bool:
+    """Compare-and-set an Argo job along its state machine (operators' moves: force_argo)."""
+    if not states.ARGO.can_move(expected, to):
         raise ValueError(f"argo job {argo_id}: {expected} -> {to} is not allowed")
     message = _storable(message)
     with session_scope() as s:

@@ -136,6 +136,3 @@ def poll_until_ended(subjob_id: int, timeout: float = 30) -> SubJob:
         return current if current.state not in ("SUBMITTED", "QUEUED", "RUNNING") else None
 
     return wait_for(ended, timeout, f"batch job of subjob {subjob_id} to end", interval=0.1)
-
-
-__all__ = ["operations"]

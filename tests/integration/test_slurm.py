@@ -89,7 +89,7 @@ def cluster(tmp_path_factory, slurm_conf):
     }
     try:
         with running_deployment(
-            root, tuple(sites), sites, env, poll_interval=0.3, concurrency=2
+            root, tuple(sites), sites, env_extra=env, poll_interval=0.3, concurrency=2
         ) as dep:
             dep.shims = shims
             yield dep
