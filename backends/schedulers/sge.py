@@ -14,6 +14,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from backends.runners.base import CommandResult
 from backends.schedulers.base import (
     FAILED,
     FINISHED,
@@ -36,7 +37,8 @@ TRANSIENT = (
     "try later",
     "try again",
 )
-ABSENT = ("not found", "does not exist")
+# qacct before the first job of a new cell has ended: the accounting file is not there yet.
+ABSENT = ("not found", "does not exist", "accounting: no such file or directory")
 SUBMITTED = re.compile(r"Your job (\d+) ")
 # qacct "failed" codes that name a cause (sge_status(5)), and what they mean here.
 FAILED_CAUSES = {25: NODE_FAIL, 37: TIMEOUT}
@@ -136,4 +138,10 @@ class SGEScheduler(Scheduler):
         return out
 
     def cancel(self, batch_id: str) -> None:
-        self.command(["qdel", batch_id], "cancel", TRANSIENT, absent=ABSENT)
+        self.command(["qdel", batch_id], "cancel", TRANSIENT, answered=_already_gone)
+
+
+def _already_gone(result: CommandResult) -> bool:
+    """qdel of a job that has ended: 'denied: job "7" does not exist', on stdout."""
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    return bool(lines) and all("does not exist" in line for line in lines)

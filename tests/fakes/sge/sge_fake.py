@@ -4,7 +4,11 @@ gridengine packages) prints them.
 ``qsub`` reads ``#$`` lines and answers 'Your job 123 ("name") has been submitted';
 ``qstat -xml`` lists the caller's pending and running jobs (finished jobs leave qstat at once);
 ``qacct -j <id|name|pattern>`` prints the accounting record of finished jobs, with its
-``failed`` code and ``exit_status``. Errors: 'Unable to run job: ...' / 'Exiting.' and exit 1.
+``failed`` code and ``exit_status``; before the cell's first job has ended it fails with
+'<SGE_ROOT>/default/common/accounting: No such file or directory', as the real one does
+(scripts/gridengine.sh runs the real one; tests/integration/test_gridengine.py). Errors:
+'Unable to run job: ...' / 'Exiting.' and exit 1; qdel's 'denied: job "7" does not exist'
+goes to stdout.
 
 Ended jobs in qacct: normal exit "failed 0", qdel "failed 100 : assumedly after job" with exit
 status 137, the h_rt limit "failed 37 : qmaster enforced h_rt, h_cpu, or h_vmem limit", a node
@@ -195,6 +199,11 @@ def qacct(args: list[str]) -> None:
     with engine.state() as data:
         engine.tick(data, job_env)
         jobs = [j for j in engine.visible(data) if j["state"] == "done"]
+        ever_ended = any(j["state"] == "done" for j in data["jobs"].values())
+    if not ever_ended:
+        # qmaster writes the accounting file when the first job of the cell ends.
+        root = os.environ.get("SGE_ROOT", "/var/lib/gridengine")
+        engine.fail(f"{root}/default/common/accounting: No such file or directory", 1)
     if days:
         jobs = [j for j in jobs if time.time() - j["ended"] <= days * 86400]
     if wanted:
@@ -251,7 +260,7 @@ def qdel(args: list[str]) -> None:
                 None,
             )
             if job is None:
-                sys.stderr.write(f'denied: job "{wanted}" does not exist\n')
+                print(f'denied: job "{wanted}" does not exist')  # on stdout, as qdel does
                 code = 1
                 continue
             running = job["state"] == "running"
