@@ -38,6 +38,11 @@ ARGO_LOOP = [
     "SUBJOB_COMPLETED",
     "SUBJOB_INCREMENTED",
 ]
+# Where an Argo job stops moving by itself: done, or any step's failure state.
+ARGO_ENDS = {
+    "HISTORY",
+    *(f"{s}_FAILED" for s in ["STAGED_IN", *ARGO_LOOP, "SUBJOBS_COMPLETED", "STAGED_OUT"]),
+}
 
 
 def script(path: Path, body: str, python: bool = True) -> str:

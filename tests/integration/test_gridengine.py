@@ -19,6 +19,7 @@ from edgeceleryapp.settings import get_settings, reset_settings
 from tasks import site
 from tasks.sitework import workdir_of
 from tests.helpers import (
+    ARGO_ENDS,
     SUBJOB_PATH,
     balsam_message,
     batch_name,
@@ -192,17 +193,7 @@ def test_an_argo_job_with_two_subjobs_reaches_history(tmp_path, sge_env):
                 ],
             }
         )
-        final = dep.wait_state(argo_id, {"HISTORY"} | {f"{s}_FAILED" for s in STATES}, 180)
+        final = dep.wait_state(argo_id, ARGO_ENDS, 180)
     assert final["state"] == "HISTORY", final
     assert (out / "n.txt").read_text() == "4"
     assert all(sj["batch_job_id"].isdigit() for sj in final["subjobs"])
-
-
-STATES = (
-    "SUBJOB_IN_PREPROCESSED",
-    "SUBJOB_QUEUED",
-    "SUBJOB_RUN_FINISHED",
-    "SUBJOB_COMPLETED",
-    "SUBJOB_IN_POSTPROCESSED",
-    "STAGED_OUT",
-)

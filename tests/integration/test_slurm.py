@@ -20,7 +20,7 @@ from edgeceleryapp import operations
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.localservice import wait_for
 from edgeceleryapp.models import SubJob
-from tests.helpers import batch_name
+from tests.helpers import ARGO_ENDS, batch_name
 from tests.integration.conftest import running_deployment
 from tests.sshd import start_sshd
 
@@ -138,18 +138,7 @@ def test_two_subjobs_one_local_one_over_ssh_reach_history(cluster):
     )
     final = dep.wait_state(
         argo_id,
-        {"HISTORY"}
-        | {
-            f"{s}_FAILED"
-            for s in (
-                "SUBJOB_IN_PREPROCESSED",
-                "SUBJOB_QUEUED",
-                "SUBJOB_RUN_FINISHED",
-                "SUBJOB_COMPLETED",
-                "SUBJOB_IN_POSTPROCESSED",
-                "STAGED_OUT",
-            )
-        },
+        ARGO_ENDS,
         timeout=120,
     )
     assert final["state"] == "HISTORY", final
