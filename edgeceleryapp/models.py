@@ -157,3 +157,19 @@ class ServiceInfo(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(256))
+
+
+class MailRecord(Base):
+    """One status event to be mailed to its Argo job's ``email`` list. Keyed by the event, so
+    a status message delivered twice makes one record and one mail; ``sent_at`` marks it done,
+    ``claimed_at`` the sender that holds it meanwhile."""
+
+    __tablename__ = "mail_records"
+
+    event_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True
+    )
+    argo_job_id: Mapped[int] = mapped_column(Integer, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
