@@ -7,15 +7,21 @@ app.config_from_object("celeryconfig")
 
 
 def _install_intake() -> None:
-    """``--intake`` makes a worker consume the intake queue (the argo worker passes it)."""
+    """``--intake`` makes a worker consume the intake queue, ``--mail`` the status messages
+    to mail about (the argo worker passes both)."""
     from click import Option
 
+    from workflows.mailreceiver import MailConsumer
     from workflows.receiver import IntakeConsumer
 
     app.user_options["worker"].add(
         Option(["--intake"], is_flag=True, default=False, help="Consume the intake queue.")
     )
+    app.user_options["worker"].add(
+        Option(["--mail"], is_flag=True, default=False, help="Send status mail (mail.enabled).")
+    )
     app.steps["consumer"].add(IntakeConsumer)
+    app.steps["consumer"].add(MailConsumer)
 
 
 _install_intake()

@@ -75,4 +75,10 @@ def session_scope() -> Iterator[Session]:
 
 
 def init_db() -> None:
-    Base.metadata.create_all(engine())
+    """Create missing tables, and missing indexes of tables that already exist (create_all
+    makes a table's indexes only with the table), so an older database gains new indexes."""
+    bind = engine()
+    Base.metadata.create_all(bind)
+    for table in Base.metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(bind, checkfirst=True)

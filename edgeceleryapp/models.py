@@ -20,6 +20,13 @@ class ArgoJob(Base):
     """An ordered chain of subjobs across sites (seed 000 2.2.1)."""
 
     __tablename__ = "argo_jobs"
+    # The job browser filters and sorts on these at 100,000 jobs and more; each ends in the id
+    # so a filtered page comes out of the index already in order.
+    __table_args__ = (
+        Index("ix_argo_jobs_state_id", "state", "id"),
+        Index("ix_argo_jobs_group_id", "group_identifier", "id"),
+        Index("ix_argo_jobs_updated_id", "updated_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[str] = mapped_column(String(256), default="")
@@ -50,7 +57,11 @@ class SubJob(Base):
     """A Balsam job: one application run through one site's batch scheduler (2.1.1)."""
 
     __tablename__ = "subjobs"
-    __table_args__ = (Index("ix_subjobs_site_state", "site", "state"),)
+    __table_args__ = (
+        Index("ix_subjobs_site_state", "site", "state"),
+        # The job browser's "jobs with a subjob at this site".
+        Index("ix_subjobs_site_argo", "site", "argo_job_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     argo_job_id: Mapped[int | None] = mapped_column(
@@ -146,3 +157,19 @@ class ServiceInfo(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(256))
+
+
+class MailRecord(Base):
+    """One status event to be mailed to its Argo job's ``email`` list. Keyed by the event, so
+    a status message delivered twice makes one record and one mail; ``sent_at`` marks it done,
+    ``claimed_at`` the sender that holds it meanwhile."""
+
+    __tablename__ = "mail_records"
+
+    event_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True
+    )
+    argo_job_id: Mapped[int] = mapped_column(Integer, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -464,3 +464,34 @@ def kill_subjob(subjob_id: int, why: str = "killed by an operator") -> int:
     publish_events(ids)
     _cancel_batch_jobs(in_flight)
     return len(in_flight)
+
+
+def set_argo_state(argo_id: int, to: str, who: str) -> str:
+    """An operator sets an Argo job's state by hand (seed 000 Figure 6); returns the state.
+
+    KILLED is a cancel (batch jobs are removed, subjobs end KILLED). Any other state only
+    corrects the record of a job whose chain has stopped (ended or failed): a running chain
+    moves its own job, and a hand-set state would race it. Recorded and published like every
+    change.
+    """
+    target = _state(states.ARGO, to)
+    if target == states.KILLED:
+        cancel_argo(argo_id, why=f"killed by {who}")
+        return target
+    with session_scope() as s:
+        argo = s.get(ArgoJob, argo_id)
+        if argo is None:
+            raise NotFound(f"no argo job {argo_id}")
+        if argo.state == target:
+            raise InvalidState(f"argo job {argo_id} is already {target}")
+        if argo.state not in states.ARGO.terminal and not states.is_failed(argo.state):
+            raise InvalidState(
+                f"argo job {argo_id} is {argo.state} and its chain is running; cancel it first"
+            )
+        event = force_argo(s, argo, target, f"state set to {target} by {who}")
+        if event is None:
+            raise InvalidState(f"argo job {argo_id} changed meanwhile; try again")
+        s.flush()
+        ids = [event.id]
+    publish_events(ids)
+    return target

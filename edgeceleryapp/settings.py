@@ -146,6 +146,71 @@ class ArgoSettings(_Strict):
         return "/".join([base.rstrip("/"), *parts])
 
 
+class WebSettings(_Strict):
+    """The job browser (``edgecelery web``). It refuses to start without users and a cookie
+    secret: it can change and delete jobs, so it is never open by default."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(5556, ge=0, le=65535)
+    # user name -> password hash made by ``edgecelery web hash-password`` (PBKDF2-SHA256).
+    users: dict[str, str] = Field(default_factory=dict)
+    # Users who may change a job's state or delete it; everyone else only reads.
+    editors: list[str] = Field(default_factory=list)
+    # Signs the login cookie; 32+ random characters, kept secret (e.g. `openssl rand -hex 32`).
+    cookie_secret: str = ""
+    # Send the login cookie over HTTPS only (set when a TLS proxy fronts the browser).
+    secure_cookies: bool = False
+    # Hours a login lasts.
+    session_hours: float = Field(12.0, gt=0)
+    page_size: int = Field(50, ge=1, le=1000)
+
+
+class FlowerSettings(_Strict):
+    """The live task dashboard (``edgecelery flower``), with authentication on by default."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(5555, ge=0, le=65535)
+    # "user:password" pairs for HTTP basic authentication.
+    basic_auth: list[str] = Field(default_factory=list)
+    # Persistent state (task history across restarts) is kept here.
+    db: Path = Field(default_factory=lambda: _data_home() / "flower.db")
+    # How many tasks Flower keeps in memory and on disk; older ones are dropped.
+    max_tasks: int = Field(10000, ge=1)
+    # Serve under this path behind a reverse proxy (e.g. "flower").
+    url_prefix: str = ""
+
+    @field_validator("basic_auth")
+    @classmethod
+    def _pairs(cls, value: list[str]) -> list[str]:
+        for pair in value:
+            user, sep, password = pair.partition(":")
+            if not (sep and user and password):
+                raise ValueError("each entry must be 'user:password'")
+        return value
+
+
+class MailSettings(_Strict):
+    """Status mail to an Argo job's ``email`` list (see edgeceleryapp/notify.py)."""
+
+    enabled: bool = False
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(587, ge=1, le=65535)
+    # "starttls" (port 587), "ssl" (implicit TLS, port 465), or "none" (a local relay only).
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str = ""
+    password: str = ""
+    # CA bundle that signs the SMTP server's certificate (default: the system's).
+    ca_file: Path | None = None
+    sender: str = "edgecelery@localhost"
+    # "ended": when the Argo job ends (HISTORY, KILLED or a failure state); "every": every change.
+    on: Literal["ended", "every"] = "ended"
+    # Seconds to gather a job's events into one mail: a burst of changes makes one mail.
+    batch_window: float = Field(30.0, ge=0)
+    # The queue, bound to the status exchange, that the argo worker reads mail events from.
+    queue: str = "edgecelery.mail"
+    timeout: float = Field(30.0, gt=0)
+
+
 class Settings(_Strict):
     broker_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = Field(default_factory=lambda: f"sqlite:///{_data_home() / 'edgecelery.db'}")
@@ -165,6 +230,9 @@ class Settings(_Strict):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     argo: ArgoSettings = Field(default_factory=ArgoSettings)
     sites: dict[str, SiteSettings] = Field(default_factory=dict)
+    web: WebSettings = Field(default_factory=WebSettings)
+    flower: FlowerSettings = Field(default_factory=FlowerSettings)
+    mail: MailSettings = Field(default_factory=MailSettings)
 
     def site(self, name: str) -> SiteSettings:
         try:

@@ -225,3 +225,9 @@ def readiness(machine: Machine, start: str, reaches: str, state: str) -> str:
     if machine.rank(state) >= machine.rank(reaches):
         return Readiness.DONE
     return Readiness.WAITING
+
+
+def has_stopped(machine: Machine, state: str) -> bool:
+    """Nothing moves the record any more by itself: it ended, or it failed and waits for a
+    retry. Watchers stop following and mail is sent at such a state."""
+    return state in machine.terminal or is_failed(state)

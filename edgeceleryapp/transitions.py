@@ -135,18 +135,22 @@ def move_argo(argo_id: int, expected: str, to: str, message: str = "", **values:
 def force_subjob(
     session: Session, subjob: SubJob, to: str, message: str, **values: Any
 ) -> JobEvent | None:
-    """An operator's move outside the automatic machine (retry, alter); still a CAS."""
-    if not _cas(session, SubJob, subjob.id, subjob.state, to, {"state_message": message, **values}):
+    """An operator's move outside the automatic machine (retry, alter); still a CAS.
+
+    The state before is read first: the ORM update refreshes ``subjob`` in the session."""
+    frm = subjob.state
+    if not _cas(session, SubJob, subjob.id, frm, to, {"state_message": message, **values}):
         return None
-    return _event(session, subjob.argo_job_id, subjob.id, subjob.state, to, message)
+    return _event(session, subjob.argo_job_id, subjob.id, frm, to, message)
 
 
 def force_argo(
     session: Session, argo: ArgoJob, to: str, message: str, **values: Any
 ) -> JobEvent | None:
-    if not _cas(session, ArgoJob, argo.id, argo.state, to, {"state_message": message, **values}):
+    frm = argo.state
+    if not _cas(session, ArgoJob, argo.id, frm, to, {"state_message": message, **values}):
         return None
-    return _event(session, argo.id, None, argo.state, to, message)
+    return _event(session, argo.id, None, frm, to, message)
 
 
 def load_subjob(subjob_id: int) -> SubJob | None:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what edgecelery needs on a fresh Debian machine: Debian packages when root
 # (redis-server; postgresql, which the tests start privately to prove the multi-machine
-# database), then a virtualenv in .venv with the project.
+# database; chromium and its driver, which the job-browser tests drive headless), then a
+# virtualenv in .venv with the project.
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,8 @@ command -v setsid >/dev/null 2>&1 || need_apt+=(util-linux)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 # initdb and pg_ctl are not on PATH: Debian keeps them in /usr/lib/postgresql/<version>/bin.
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need_apt+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

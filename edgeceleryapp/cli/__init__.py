@@ -95,7 +95,7 @@ def main(config: str | None) -> None:
         reset_settings()
 
 
-from edgeceleryapp.cli import apps, argo, demo, jobs, service  # noqa: E402
+from edgeceleryapp.cli import apps, argo, demo, jobs, monitor, service, watch  # noqa: E402
 
 main.add_command(apps.app)
 main.add_command(jobs.job)
@@ -104,3 +104,6 @@ main.add_command(argo.retry)
 main.add_command(service.worker)
 main.add_command(service.db)
 main.add_command(demo.demo)
+main.add_command(monitor.web)
+main.add_command(monitor.flower)
+main.add_command(watch.watch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -70,11 +71,22 @@ def ls(state: str | None, site: str | None, group: str | None, limit: int, as_js
 @argo.command("show", context_settings=CONTEXT)
 @click.argument("argo_id", type=int)
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Print each change as it happens until the job stops; exit 0 at HISTORY, else 1.",
+)
 @handle_errors
-def show(argo_id: int, as_json: bool) -> None:
+def show(argo_id: int, as_json: bool, follow: bool) -> None:
     """Show an Argo job, its subjobs and the timeline of every state change."""
     from edgeceleryapp import operations
 
+    if follow:
+        from edgeceleryapp.cli.watch import follow as follow_job
+
+        state = follow_job(argo_id)
+        click.echo(f"argo job {argo_id} stopped in {state}")
+        sys.exit(0 if state == "HISTORY" else 1)
     data = operations.show_argo(argo_id)
     if as_json:
         emit(data, True)

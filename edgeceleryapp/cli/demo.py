@@ -8,9 +8,12 @@ message as it arrives, shows the output, and stops all it started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -156,23 +159,65 @@ def _print_status(body: dict[str, Any]) -> None:
     )
 
 
+def monitoring_settings(password: str, flower_db: Path) -> str:
+    """[web] and [flower] tables for the demo: one user ``demo`` with a fresh password."""
+    from edgeceleryapp.web.auth import hash_password
+
+    return (
+        f'[web]\ncookie_secret = "{secrets.token_hex(32)}"\neditors = ["demo"]\n'
+        f'[web.users]\ndemo = "{hash_password(password, iterations=100_000)}"\n'
+        f'[flower]\nbasic_auth = ["demo:{password}"]\ndb = "{flower_db}"\n'
+    )
+
+
+def start_service(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """An ``edgecelery`` command (the job browser, Flower) in its own session."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgeceleryapp.cli", *argv],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop_service(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 @click.command(context_settings=CONTEXT)
 @click.option("--keep", is_flag=True, help="Keep the demo directory afterwards.")
+@click.option(
+    "--serve", is_flag=True, help="Keep the job browser and Flower up after the job, until Ctrl-C."
+)
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the job.")
 @handle_errors
-def demo(keep: bool, timeout: float) -> None:
+def demo(keep: bool, serve: bool, timeout: float) -> None:
     """Run one two-site Argo job on this machine and show every state change."""
     from kombu import Connection, Queue
 
-    from edgeceleryapp.localservice import RedisServer, Worker, wait_for_workers
+    from edgeceleryapp.localservice import RedisServer, Worker, free_port, wait_for_workers
     from edgeceleryapp.settings import reset_settings
 
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="edgecelery-demo-"))
     redis = RedisServer(root / "redis").start()
     workers: list[Worker] = []
+    services: list[subprocess.Popen] = []
+    password = secrets.token_urlsafe(12)
     try:
-        config = write_config(root, redis.url)
+        config = write_config(
+            root,
+            redis.url,
+            extra=monitoring_settings(password, root / "flower.db"),
+        )
         os.environ["EDGECELERY_CONFIG"] = str(config)
         reset_settings()
         from edgeceleryapp.db import init_db
@@ -192,6 +237,19 @@ def demo(keep: bool, timeout: float) -> None:
         workers = [Worker(n, env, root / "logs" / f"{n}.log").start() for n in ("argo", *SITES)]
         wait_for_workers(redis.url, ["argo", *SITES])
         click.echo(f"workers up:     argo, {', '.join(SITES)}")
+        web_port, flower_port = free_port(), free_port()
+        services = [
+            start_service(["web", "--port", str(web_port)], env, root / "logs" / "web.log"),
+            start_service(
+                ["flower", "--port", str(flower_port)], env, root / "logs" / "flower.log"
+            ),
+        ]
+        click.echo(
+            f"job browser:    http://127.0.0.1:{web_port}/  (user demo, password {password})"
+        )
+        click.echo(
+            f"Flower:         http://127.0.0.1:{flower_port}/  (same; /metrics for Prometheus)"
+        )
 
         from workflows.intake import submit_argo
 
@@ -231,11 +289,17 @@ def demo(keep: bool, timeout: float) -> None:
             for path in sorted(output.rglob("*")):
                 if path.is_file():
                     click.echo(f"  {path.relative_to(output)}  {path.stat().st_size} bytes")
+        if serve:
+            click.echo("job browser and Flower stay up; Ctrl-C stops everything")
+            with contextlib.suppress(KeyboardInterrupt):
+                services[0].wait()
         if state != "HISTORY":
             click.echo(f"logs: {root / 'logs'}", err=True)
             keep = True
             sys.exit(1)
     finally:
+        for service in services:
+            stop_service(service)
         for worker in workers:
             worker.stop()
         redis.stop()

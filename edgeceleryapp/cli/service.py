@@ -52,7 +52,7 @@ def worker(
         argv += ["-Q", f"site.{site}", "-n", f"{site}@%h"]
     else:
         schedule = beat_schedule or str(settings.argo.staging_dir.parent / "celerybeat-schedule")
-        argv += ["-Q", "argo", "-n", "argo@%h", "-B", "--schedule", schedule, "--intake"]
+        argv += ["-Q", "argo", "-n", "argo@%h", "-B", "--schedule", schedule, "--intake", "--mail"]
     app.worker_main(argv)
 
 

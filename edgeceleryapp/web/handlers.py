@@ -1,0 +1,295 @@
+"""Request handlers of the job browser: login, the job table, the job page, the JSON API.
+
+Every page and API call needs a logged-in user (a signed cookie); every change (POST, DELETE)
+also needs Tornado's XSRF token, from the form's hidden field or the ``X-XSRFToken`` header.
+Only users listed as editors may change or delete. Changes go through
+``edgeceleryapp.operations``, so they are compare-and-set, recorded as JobEvents and published
+like any other change. Database calls run on a thread so one slow query never stalls the loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import tornado.web
+from tornado.ioloop import IOLoop
+
+from edgeceleryapp import operations, states
+from edgeceleryapp.errors import InvalidState, NotFound, ValidationFailed
+from edgeceleryapp.settings import WebSettings
+from edgeceleryapp.web.auth import hash_password, verify_password
+from edgeceleryapp.web.queries import SORTS, JobQuery, job_page, site_names
+
+T = TypeVar("T")
+USER_COOKIE = "edgecelery_user"
+
+
+@functools.cache
+def _decoy_hash() -> str:
+    """Checked against when the user name is unknown, so a wrong name costs the same time as a
+    wrong password and does not reveal which names exist."""
+    return hash_password("decoy")
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    @property
+    def web(self) -> WebSettings:
+        return self.settings["web"]
+
+    def get_current_user(self) -> str | None:
+        raw = self.get_signed_cookie(USER_COOKIE, max_age_days=self.web.session_hours / 24)
+        name = raw.decode() if raw else None
+        return name if name in self.web.users else None
+
+    @property
+    def is_editor(self) -> bool:
+        return self.current_user in self.web.editors
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Frame-Options", "DENY")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", "default-src 'self'; form-action 'self'")
+        self.set_header("Referrer-Policy", "same-origin")
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await IOLoop.current().run_in_executor(None, fn, *args)
+
+    def error_text(self, status_code: int, kwargs: dict[str, Any]) -> str:
+        """What went wrong, for the user: our HTTPError's message, else the status's reason."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, tornado.web.HTTPError) and exc.log_message:
+            return exc.log_message
+        return self._reason
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.render("error.html", status=status_code, text=self.error_text(status_code, kwargs))
+
+    def require_editor(self) -> None:
+        if not self.is_editor:
+            raise tornado.web.HTTPError(403, log_message="only editors may change jobs")
+
+
+class LoginHandler(BaseHandler):
+    def get(self) -> None:
+        self.render("login.html", error="", next_url=self._next())
+
+    def _next(self) -> str:
+        target = self.get_argument("next", "/jobs")
+        # Only a path on this site: never redirect a login to another host.
+        return target if target.startswith("/") and not target.startswith("//") else "/jobs"
+
+    async def post(self) -> None:
+        name = self.get_argument("username", "")
+        password = self.get_argument("password", "")
+        stored = self.web.users.get(name) or _decoy_hash()
+        ok = await self.blocking(verify_password, password, stored)
+        if not ok or name not in self.web.users:
+            self.set_status(401)
+            self.render("login.html", error="Wrong user name or password.", next_url=self._next())
+            return
+        self.set_signed_cookie(
+            USER_COOKIE,
+            name,
+            expires_days=self.web.session_hours / 24,
+            httponly=True,
+            samesite="Strict",
+            secure=self.web.secure_cookies,
+        )
+        self.redirect(self._next())
+
+
+class LogoutHandler(BaseHandler):
+    def post(self) -> None:
+        self.clear_cookie(USER_COOKIE)
+        self.redirect("/login")
+
+
+def _query_from(handler: BaseHandler) -> JobQuery:
+    try:
+        page = int(handler.get_argument("page", "1"))
+    except ValueError:
+        raise ValidationFailed([("page", "must be a number")]) from None
+    return JobQuery(
+        group=handler.get_argument("group", ""),
+        state=handler.get_argument("state", ""),
+        site=handler.get_argument("site", ""),
+        sort=handler.get_argument("sort", "id"),
+        descending=handler.get_argument("order", "desc") != "asc",
+        page=page,
+        size=handler.web.page_size,
+    )
+
+
+class JobsPage(BaseHandler):
+    """The Argo job table (Figure 5)."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        try:
+            result = await self.blocking(job_page, _query_from(self))
+        except ValidationFailed as exc:
+            raise tornado.web.HTTPError(400, log_message=str(exc)) from None
+        q = result.query
+
+        def link(**changes: Any) -> str:
+            params = {
+                "group": q.group,
+                "state": q.state,
+                "site": q.site,
+                "sort": q.sort,
+                "order": "desc" if q.descending else "asc",
+                "page": q.page,
+                **changes,
+            }
+            return "/jobs?" + urlencode({k: v for k, v in params.items() if v not in ("", None)})
+
+        self.render(
+            "jobs.html",
+            result=result,
+            link=link,
+            sorts=SORTS,
+            argo_states=states.ARGO.states,
+            sites=site_names(),
+            message=self.get_argument("msg", ""),
+        )
+
+
+class JobPage(BaseHandler):
+    """One Argo job (Figure 6): every field, its subjobs, its timeline, and the changes."""
+
+    @tornado.web.authenticated
+    async def get(self, argo_id: str) -> None:
+        try:
+            job = await self.blocking(operations.show_argo, int(argo_id))
+        except NotFound:
+            raise tornado.web.HTTPError(404, log_message=f"no argo job {argo_id}") from None
+        self.render(
+            "job.html",
+            job=job,
+            fields=operations.ARGO_COLUMNS,
+            argo_states=states.ARGO.states,
+            message=self.get_argument("msg", ""),
+            error=self.get_argument("error", ""),
+        )
+
+
+class StateChange(BaseHandler):
+    """Change a job's state: first a confirmation page, then the change itself."""
+
+    @tornado.web.authenticated
+    async def post(self, argo_id: str) -> None:
+        self.require_editor()
+        target = self.get_argument("state")
+        if self.get_argument("confirm", "") != "yes":
+            job = await self.blocking(_summary, int(argo_id))
+            self.render("confirm.html", job=job, target=target)
+            return
+        try:
+            done = await self.blocking(
+                operations.set_argo_state, int(argo_id), target, f"{self.current_user} (browser)"
+            )
+        except (InvalidState, ValidationFailed, NotFound) as exc:
+            self.redirect(f"/jobs/{argo_id}?" + urlencode({"error": str(exc)}))
+            return
+        self.redirect(f"/jobs/{argo_id}?" + urlencode({"msg": f"state set to {done}"}))
+
+
+class DeleteJob(BaseHandler):
+    """Delete a job after the "Yes, I'm sure" box is ticked (Figure 6)."""
+
+    @tornado.web.authenticated
+    async def post(self, argo_id: str) -> None:
+        self.require_editor()
+        if self.get_argument("sure", "") != "yes":
+            self.redirect(
+                f"/jobs/{argo_id}?" + urlencode({"error": "tick 'Yes, I'm sure' to delete"})
+            )
+            return
+        try:
+            await self.blocking(operations.remove_argo, int(argo_id))
+        except (InvalidState, NotFound) as exc:
+            self.redirect(f"/jobs/{argo_id}?" + urlencode({"error": str(exc)}))
+            return
+        self.redirect("/jobs?" + urlencode({"msg": f"argo job {argo_id} deleted"}))
+
+
+def _summary(argo_id: int) -> dict[str, Any]:
+    job = operations.show_argo(argo_id)
+    return {k: job[k] for k in ("id", "name", "group_identifier", "state")}
+
+
+class Root(BaseHandler):
+    def get(self) -> None:
+        self.redirect("/jobs")
+
+
+# --- the JSON API ------------------------------------------------------------------------
+
+
+class ApiHandler(BaseHandler):
+    """JSON in and out; 401 (not a redirect to the login page) without a login."""
+
+    def prepare(self) -> None:
+        if self.current_user is None:
+            raise tornado.web.HTTPError(401, log_message="log in first")
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data, default=str))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": self.error_text(status_code, kwargs)}))
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run an operation, turning our error types into HTTP answers."""
+        try:
+            return await self.blocking(fn, *args)
+        except NotFound as exc:
+            raise tornado.web.HTTPError(404, log_message=str(exc)) from None
+        except InvalidState as exc:
+            raise tornado.web.HTTPError(409, log_message=str(exc)) from None
+        except ValidationFailed as exc:
+            raise tornado.web.HTTPError(400, log_message=str(exc)) from None
+
+
+class ApiJobs(ApiHandler):
+    async def get(self) -> None:
+        result = await self.run(job_page, _query_from(self))
+        self.write_json(
+            {
+                "jobs": result.rows,
+                "total": result.total,
+                "page": result.query.page,
+                "pages": result.pages,
+                "page_size": result.query.size,
+            }
+        )
+
+
+class ApiJob(ApiHandler):
+    async def get(self, argo_id: str) -> None:
+        self.write_json(await self.run(operations.show_argo, int(argo_id)))
+
+    async def delete(self, argo_id: str) -> None:
+        self.require_editor()
+        await self.run(operations.remove_argo, int(argo_id))
+        self.write_json({"deleted": int(argo_id)})
+
+
+class ApiJobState(ApiHandler):
+    async def post(self, argo_id: str) -> None:
+        self.require_editor()
+        try:
+            target = json.loads(self.request.body or b"{}")["state"]
+        except (ValueError, KeyError, TypeError):
+            raise tornado.web.HTTPError(400, log_message='body must be {"state": "..."}') from None
+        done = await self.run(
+            operations.set_argo_state, int(argo_id), str(target), f"{self.current_user} (api)"
+        )
+        self.write_json({"id": int(argo_id), "state": done})

@@ -1,0 +1,130 @@
+"""The job browser in a real headless Chromium (Debian's chromium and chromedriver, driven
+by selenium): log in, list, filter by group, open a job, read its timeline, change its state
+through the confirmation page. Screenshots go to tests/artifacts/ (ignored by git)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from tests.test_web import Browser, browser, state_of  # noqa: F401 - the fixture
+from tests.webserver import PASSWORDS
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+def chromium_driver(profile: Path) -> webdriver.Chrome:
+    """Headless Chromium as root, with nothing that reaches past loopback."""
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
+        pytest.fail("chromium and chromedriver are needed (scripts/setup.sh installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1000",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+@pytest.fixture
+def chrome(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    driver = chromium_driver(tmp_path / "chromium-profile")
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def shot(driver: webdriver.Chrome, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(ARTIFACTS / f"browser-{name}.png"))
+
+
+def login(driver: webdriver.Chrome, base: str, user: str) -> WebDriverWait:
+    wait = WebDriverWait(driver, 20)
+    driver.get(base + "/jobs")
+    wait.until(ec.presence_of_element_located((By.ID, "login")))
+    driver.find_element(By.ID, "username").send_keys(user)
+    driver.find_element(By.ID, "password").send_keys(PASSWORDS[user])
+    shot(driver, "1-login")
+    driver.find_element(By.ID, "login-button").click()
+    wait.until(ec.presence_of_element_located((By.ID, "jobs")))
+    return wait
+
+
+def column(driver: webdriver.Chrome, table: str, cls: str) -> list[str]:
+    return [td.text for td in driver.find_elements(By.CSS_SELECTOR, f"#{table} tbody td.{cls}")]
+
+
+def test_log_in_filter_open_read_timeline_change_state(browser: Browser, chrome) -> None:  # noqa: F811
+    wait = login(chrome, browser.base, "alice")
+    assert "12 jobs; page 1 of 3" in chrome.find_element(By.ID, "count").text
+    assert len(chrome.find_elements(By.CSS_SELECTOR, "#jobs tbody tr")) == 5
+    shot(chrome, "2-jobs")
+
+    group = chrome.find_element(By.ID, "group")
+    group.send_keys("fusion")
+    chrome.find_element(By.ID, "search").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "count"), "5 jobs"))
+    assert set(column(chrome, "jobs", "group")) == {"fusion.d3d"}
+    assert set(column(chrome, "jobs", "site")) == {"beta"}
+    shot(chrome, "3-filtered")
+
+    failed = browser.ids["fusion.d3d"][-1]
+    chrome.find_element(By.LINK_TEXT, str(failed)).click()
+    wait.until(ec.presence_of_element_located((By.ID, "timeline")))
+    assert chrome.find_element(By.ID, "field-state").text == "STAGED_IN_FAILED"
+    assert chrome.find_element(By.ID, "field-group_identifier").text == "fusion.d3d"
+    timeline = column(chrome, "timeline", "to")
+    assert timeline[0] == "CREATED" and timeline[-1] == "STAGED_IN_FAILED"
+    assert column(chrome, "subjobs", "state") == ["CREATED"]
+    shot(chrome, "4-job")
+
+    Select(chrome.find_element(By.ID, "new-state")).select_by_value("HISTORY")
+    chrome.find_element(By.ID, "change-state").click()
+    wait.until(ec.presence_of_element_located((By.ID, "confirm")))
+    assert "STAGED_IN_FAILED" in chrome.find_element(By.ID, "question").text
+    assert state_of(failed) == "STAGED_IN_FAILED"  # nothing changes before the confirmation
+    shot(chrome, "5-confirm")
+    chrome.find_element(By.ID, "confirm").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "message"), "state set to HISTORY"))
+    assert chrome.find_element(By.ID, "field-state").text == "HISTORY"
+    assert column(chrome, "timeline", "to") == [*timeline, "HISTORY"]
+    assert state_of(failed) == "HISTORY"
+    shot(chrome, "6-changed")
+
+    # Deleting needs the "Yes, I'm sure" box (Figure 6).
+    chrome.find_element(By.ID, "delete").click()
+    wait.until(ec.presence_of_element_located((By.ID, "error")))
+    assert state_of(failed) == "HISTORY"
+    chrome.find_element(By.ID, "sure").click()
+    chrome.find_element(By.ID, "delete").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "message"), f"argo job {failed} deleted"))
+    assert state_of(failed) is None
+    shot(chrome, "7-deleted")
+
+
+def test_a_reader_sees_no_change_controls(browser: Browser, chrome) -> None:  # noqa: F811
+    login(chrome, browser.base, "bob")
+    chrome.get(f"{browser.base}/jobs/{browser.ids['atlas.wjets'][0]}")
+    WebDriverWait(chrome, 20).until(ec.presence_of_element_located((By.ID, "timeline")))
+    assert not chrome.find_elements(By.ID, "state-form")
+    assert "Only editors" in chrome.page_source
