@@ -1,0 +1,246 @@
+"""Throughput: N Argo jobs x K subjobs over S sites through the real service, against the
+plain-Celery ceiling measured in the same run.
+
+The service: a private Redis, the Argo worker (with beat) and one worker per site, all real
+processes; every subjob runs ``/bin/true`` through the ``local`` scheduler (a detached process
+per batch job, its exit code read by the site poller). The ceiling: the same number of chains,
+each of the same number of no-op tasks routed to the same queues in the same order
+(``bench/ceiling_app.py``), through the same broker, workers of the same concurrency and
+settings. The ratio of the two rates is what the service's own work costs; CI fails below
+``--min-ratio``.
+
+    .venv/bin/python bench/throughput.py [--jobs 200] [--subjobs 2] [--sites 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, Figure, record
+
+TARGET_RATIO = 0.5
+
+
+def tasks_per_argo_job(subjobs: int) -> int:
+    """argo.stage_in, argo.advance; per subjob stage_in, preprocess, submit, then (resumed by
+    the poller) postprocess, stage_out, argo.advance; argo.stage_out, argo.finish."""
+    return 2 + 6 * subjobs + 2
+
+
+def queue_sequence(subjobs: int, sites: list[str]) -> list[str]:
+    """The queue of every task of one Argo job, in order (the ceiling chains follow it)."""
+    queues = ["argo", "argo"]
+    for k in range(subjobs):
+        site = f"site.{sites[k % len(sites)]}"
+        queues += [site] * 5 + ["argo"]
+    return [*queues, "argo", "argo"]
+
+
+def start_ceiling_worker(queue: str, name: str, env: dict[str, str], log: Path, c: int):
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.ceiling_app",
+            "worker",
+            "-Q",
+            queue,
+            "-n",
+            f"{name}@%h",
+            "-c",
+            str(c),
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "WARNING",
+        ],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+def run_ceiling(env: dict[str, str], root: Path, args, sites: list[str]) -> float:
+    """Seconds for N plain chains of the Argo job's shape, from the first send to the last
+    task, measured by the last task itself recording its end in Redis."""
+    import redis
+    from celery import chain
+
+    from bench.ceiling_app import app
+    from edgeceleryapp.localservice import wait_for, wait_for_workers
+
+    names = ["cargo", *(f"c{s}" for s in sites)]
+    queues = ["argo", *(f"site.{s}" for s in sites)]
+    workers = [
+        start_ceiling_worker(q, n, env, root / "logs" / f"{n}.log", args.concurrency)
+        for q, n in zip(queues, names, strict=True)
+    ]
+    client = redis.Redis.from_url(env["EDGECELERY_BROKER_URL"])
+    try:
+        wait_for_workers(env["EDGECELERY_BROKER_URL"], names)
+        client.delete("ceiling:done")
+        shape = queue_sequence(args.subjobs, sites)
+        start = time.perf_counter()
+        for i in range(args.jobs):
+            steps = [
+                app.signature("ceiling.noop", args=(i,), queue=q, immutable=True) for q in shape
+            ]
+            steps.append(app.signature("ceiling.done", args=(i,), queue="argo", immutable=True))
+            chain(*steps).apply_async()
+        wait_for(
+            lambda: int(client.get("ceiling:done") or 0) >= args.jobs,
+            600,
+            "the ceiling chains",
+            interval=0.05,
+        )
+        return time.perf_counter() - start
+    finally:
+        for w in workers:
+            stop(w)
+        app.close()
+
+
+def run_service(env: dict[str, str], root: Path, args, sites: list[str]) -> tuple[float, dict]:
+    """Seconds for N Argo jobs through the real service, from the first submission until the
+    last one reached HISTORY; and how the jobs ended."""
+    from sqlalchemy import func, select
+
+    from edgeceleryapp import operations
+    from edgeceleryapp.db import session_scope
+    from edgeceleryapp.localservice import Worker, wait_for, wait_for_workers
+    from edgeceleryapp.models import ArgoJob
+    from workflows.intake import submit_argo
+
+    for site in sites:
+        operations.add_app("true", site, "/bin/true")
+    workers = [
+        Worker(name, env, root / "logs" / f"{name}.log", concurrency=args.concurrency).start()
+        for name in ("argo", *sites)
+    ]
+    try:
+        wait_for_workers(env["EDGECELERY_BROKER_URL"], ["argo", *sites])
+        start = time.perf_counter()
+        for i in range(args.jobs):
+            submit_argo(
+                {
+                    "name": f"bench{i}",
+                    "group_identifier": "bench",
+                    "subjobs": [
+                        {"name": f"s{k}", "site": sites[k % len(sites)], "application": "true"}
+                        for k in range(args.subjobs)
+                    ],
+                }
+            )
+
+        def ended() -> dict[str, int] | None:
+            with session_scope() as s:
+                counts = dict(
+                    s.execute(select(ArgoJob.state, func.count()).group_by(ArgoJob.state)).all()
+                )
+            done = counts.get("HISTORY", 0) + sum(
+                n for state, n in counts.items() if state.endswith("_FAILED")
+            )
+            return counts if done >= args.jobs else None
+
+        counts = wait_for(ended, 900, "every Argo job to end", interval=0.1)
+        return time.perf_counter() - start, counts
+    finally:
+        for w in workers:
+            w.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--subjobs", type=int, default=2)
+    parser.add_argument("--sites", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--poll-interval", type=float, default=0.5)
+    parser.add_argument("--quick", action="store_true", help="fewer jobs (CI)")
+    parser.add_argument(
+        "--min-ratio",
+        type=float,
+        default=None,
+        help="exit 1 if lifecycles/s falls below this share of the ceiling",
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.jobs = min(args.jobs, 60)
+
+    root = Path(tempfile.mkdtemp(prefix="edgecelery-throughput-"))
+    (root / "logs").mkdir()
+    sites = [f"s{i}" for i in range(args.sites)]
+
+    from edgeceleryapp.cli.demo import write_config
+    from edgeceleryapp.localservice import RedisServer
+
+    redis_server = RedisServer(root / "redis").start()
+    config = write_config(
+        root, redis_server.url, tuple(sites), poll_interval=args.poll_interval, status_interval=30.0
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECELERY_")}
+    env.update(EDGECELERY_CONFIG=str(config), EDGECELERY_BROKER_URL=redis_server.url)
+    os.environ.update(env)
+
+    from edgeceleryapp.db import init_db
+
+    init_db()
+    try:
+        ceiling = run_ceiling(env, root, args, sites)
+        service, counts = run_service(env, root, args, sites)
+    finally:
+        redis_server.stop()
+
+    lifecycles = args.jobs * args.subjobs
+    tasks = args.jobs * tasks_per_argo_job(args.subjobs)
+    ratio = ceiling / service
+    failed = args.jobs - counts.get("HISTORY", 0)
+    shape = (
+        f"{args.jobs} Argo jobs x {args.subjobs} subjobs x {args.sites} sites, "
+        f"concurrency {args.concurrency}, poll_interval {args.poll_interval} s"
+    )
+    figures = [
+        Figure("subjob lifecycles/s (service)", lifecycles / service, "/s"),
+        Figure("Celery tasks/s (service)", tasks / service, "/s"),
+        Figure("subjob lifecycles/s (plain-Celery ceiling)", lifecycles / ceiling, "/s"),
+        Figure("Celery tasks/s (plain-Celery ceiling)", tasks / ceiling, "/s"),
+        Figure("service / ceiling", ratio, "", f">= {TARGET_RATIO}"),
+        Figure("Argo jobs that did not reach HISTORY", failed, "", "<= 0"),
+    ]
+    record(
+        "throughput",
+        f"Throughput: {shape}",
+        figures,
+        {"service_s": service, "ceiling_s": ceiling, "end_states": counts},
+    )
+    if failed:
+        return 1
+    if args.min_ratio is not None and ratio < args.min_ratio:
+        print(f"REGRESSION: service/ceiling {ratio:.2f} < {args.min_ratio}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
