@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, exists, func, select
 
 from edgeceleryapp import states
-from edgeceleryapp.db import session_scope
+from edgeceleryapp.db import read_scope, session_scope
 from edgeceleryapp.errors import InvalidState, NotFound, ValidationFailed
 from edgeceleryapp.models import Application, ArgoJob, JobEvent, SubJob
 from edgeceleryapp.status import publish_events
@@ -143,7 +143,7 @@ def add_app(name: str, site: str, executable: str, **fields: str | None) -> int:
 
 
 def list_apps(site: str | None = None) -> list[dict[str, Any]]:
-    with session_scope() as s:
+    with read_scope() as s:
         query = select(Application).order_by(Application.site, Application.name)
         if site:
             query = query.where(Application.site == site)
@@ -179,7 +179,7 @@ def remove_app(name: str, site: str) -> None:
 def list_argo(
     state: str | None = None, site: str | None = None, group: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
-    with session_scope() as s:
+    with read_scope() as s:
         query = select(ArgoJob).order_by(ArgoJob.id.desc()).limit(limit)
         if state:
             query = query.where(ArgoJob.state == _state(states.ARGO, state))
@@ -204,7 +204,7 @@ def list_argo(
 
 
 def show_argo(argo_id: int) -> dict[str, Any]:
-    with session_scope() as s:
+    with read_scope() as s:
         job = s.get(ArgoJob, argo_id)
         if job is None:
             raise NotFound(f"no argo job {argo_id}")
@@ -222,7 +222,7 @@ def show_argo(argo_id: int) -> dict[str, Any]:
 def list_subjobs(
     site: str | None = None, state: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
-    with session_scope() as s:
+    with read_scope() as s:
         query = select(SubJob).order_by(SubJob.id.desc()).limit(limit)
         if site:
             query = query.where(SubJob.site == site)
@@ -232,7 +232,7 @@ def list_subjobs(
 
 
 def show_subjob(subjob_id: int) -> dict[str, Any]:
-    with session_scope() as s:
+    with read_scope() as s:
         sj = s.get(SubJob, subjob_id)
         if sj is None:
             raise NotFound(f"no job {subjob_id}")
@@ -247,7 +247,7 @@ def show_subjob(subjob_id: int) -> dict[str, Any]:
 
 
 def state_counts() -> dict[str, dict[str, int]]:
-    with session_scope() as s:
+    with read_scope() as s:
         rows = s.execute(
             select(SubJob.site, SubJob.state, func.count()).group_by(SubJob.site, SubJob.state)
         )

@@ -14,9 +14,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from edgeceleryapp import states
-from edgeceleryapp.db import session_scope
+from edgeceleryapp.db import read_scope, session_scope
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob, utcnow
-from edgeceleryapp.status import publish_events
+from edgeceleryapp.status import body, routing_key, send
 
 
 class _LostRace(Exception):
@@ -78,13 +78,24 @@ def _mirror(session: Session, subjob: SubJob, frm: str, to: str, message: str) -
     return [_event(session, subjob.argo_job_id, None, expected, target, note)]
 
 
+def _argo_labels(session: Session, argo_id: int | None) -> tuple[str, str | None]:
+    """The Argo job's name and status routing key, for the status messages of this change."""
+    if argo_id is None:
+        return "", None
+    row = session.execute(
+        select(ArgoJob.name, ArgoJob.job_status_routing_key).where(ArgoJob.id == argo_id)
+    ).first()
+    return (row[0], row[1]) if row else ("", None)
+
+
 def move_subjob(
     subjob_id: int, expected: str, path: list[str], message: str = "", **values: Any
 ) -> bool:
     """Move a subjob from ``expected`` through each state of ``path``, as one transaction.
 
     ``values`` are written with the last state. Returns False, changing nothing, if the subjob
-    was not at ``expected`` (another worker moved it) or a move is not allowed.
+    was not at ``expected`` (another worker moved it) or a move is not allowed. The status
+    messages are built inside the transaction and sent after it commits.
     """
     frm = expected
     for to in path:
@@ -109,26 +120,55 @@ def move_subjob(
                 events += _mirror(s, subjob, frm, to, note)
                 frm = to
             s.flush()
-            ids = [e.id for e in events]
+            argo_name, key = _argo_labels(s, subjob.argo_job_id)
+            messages = [
+                (
+                    e.id,
+                    routing_key(key),
+                    body(e, subjob.name, subjob.site) if e.subjob_id else body(e, argo_name, None),
+                )
+                for e in events
+            ]
     except _LostRace:
         return False
-    publish_events(ids)
+    send(messages)
     return True
 
 
-def move_argo(argo_id: int, expected: str, to: str, message: str = "", **values: Any) -> bool:
-    """Compare-and-set an Argo job along its state machine (operators' moves: force_argo)."""
-    if not states.ARGO.can_move(expected, to):
-        raise ValueError(f"argo job {argo_id}: {expected} -> {to} is not allowed")
+def move_argo(
+    argo_id: int, expected: str, to: str | list[str], message: str = "", **values: Any
+) -> bool:
+    """Compare-and-set an Argo job along its state machine (operators' moves: force_argo).
+
+    ``to`` may be a path of states, walked in one transaction (``values`` and ``message`` go
+    with the last): one commit instead of one per state.
+    """
+    path = [to] if isinstance(to, str) else to
+    frm = expected
+    for step in path:
+        if not states.ARGO.can_move(frm, step):
+            raise ValueError(f"argo job {argo_id}: {frm} -> {step} is not allowed")
+        frm = step
     message = _storable(message)
-    with session_scope() as s:
-        values.setdefault("state_message", message if states.is_failed(to) else "")
-        if not _cas(s, ArgoJob, argo_id, expected, to, values):
-            return False
-        event = _event(s, argo_id, None, expected, to, message)
-        s.flush()
-        ids = [event.id]
-    publish_events(ids)
+    try:
+        with session_scope() as s:
+            events: list[JobEvent] = []
+            frm = expected
+            for i, step in enumerate(path):
+                last = i == len(path) - 1
+                note = message if last else ""
+                fields = dict(values) if last else {}
+                fields.setdefault("state_message", note if states.is_failed(step) else "")
+                if not _cas(s, ArgoJob, argo_id, frm, step, fields):
+                    raise _LostRace
+                events.append(_event(s, argo_id, None, frm, step, note))
+                frm = step
+            s.flush()
+            name, key = _argo_labels(s, argo_id)
+            messages = [(e.id, routing_key(key), body(e, name, None)) for e in events]
+    except _LostRace:
+        return False
+    send(messages)
     return True
 
 
@@ -150,5 +190,5 @@ def force_argo(
 
 
 def load_subjob(subjob_id: int) -> SubJob | None:
-    with session_scope() as s:
+    with read_scope() as s:
         return s.scalars(select(SubJob).where(SubJob.id == subjob_id)).first()

@@ -19,7 +19,7 @@ from backends.schedulers import BatchStatus, scheduler_for
 from backends.schedulers.base import FAILED, FINISHED
 from edgeceleryapp import states
 from edgeceleryapp.celery import app
-from edgeceleryapp.db import session_scope
+from edgeceleryapp.db import read_scope, session_scope
 from edgeceleryapp.errors import EdgeCeleryError
 from edgeceleryapp.models import SubJob, utcnow
 from edgeceleryapp.settings import get_settings
@@ -100,7 +100,7 @@ def poll_site(site_name: str) -> PollReport:
     site = get_settings().site(site_name)
     if not take_lease(site_name, "tick_until", site.poll_interval * 0.8):
         return report
-    with session_scope() as s:
+    with read_scope() as s:
         jobs = list(
             s.scalars(
                 select(SubJob)

@@ -18,7 +18,7 @@ from backends.batchscript import CONTROL_DIR, SCRIPT_FILE
 from backends.runners import runner_for
 from backends.schedulers import BatchRequest, scheduler_for
 from backends.transfers import TransferContext, transfer_for
-from edgeceleryapp.db import session_scope
+from edgeceleryapp.db import read_scope, session_scope
 from edgeceleryapp.errors import (
     ApplicationNotAllowed,
     PermanentError,
@@ -85,7 +85,7 @@ def inside(workdir: Path, relative: str) -> Path:
 
 def application_for(subjob: SubJob) -> Application:
     """The whitelist (seed 000 2.6): only applications registered for this site run."""
-    with session_scope() as s:
+    with read_scope() as s:
         app = s.scalars(
             select(Application).where(
                 Application.name == subjob.application, Application.site == subjob.site

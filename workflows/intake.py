@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from edgeceleryapp.db import session_scope
+from edgeceleryapp.db import read_scope, session_scope
 from edgeceleryapp.errors import TransientError, ValidationFailed
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
 from edgeceleryapp.settings import get_settings
@@ -179,7 +179,7 @@ def _send(signature: Any, what: str, on_failure: Any) -> None:
 
 
 def existing_argo(intake_key: str) -> tuple[int, str] | None:
-    with session_scope() as s:
+    with read_scope() as s:
         row = s.execute(
             select(ArgoJob.id, ArgoJob.state).where(ArgoJob.intake_key == intake_key)
         ).first()
