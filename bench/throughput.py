@@ -43,14 +43,29 @@ def queue_sequence(subjobs: int, sites: list[str]) -> list[str]:
     return [*queues, "argo", "argo"]
 
 
-def start_ceiling_worker(queue: str, name: str, env: dict[str, str], log: Path, c: int):
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of every live process in the sessions led by ``pids`` (a worker and
+    its pool children), plus what their reaped children used."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) in pids:  # the session id (field 6 of stat)
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / tick
+
+
+def start_celery_worker(app: str, queue: str, name: str, env: dict[str, str], log: Path, c: int):
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "celery",
             "-A",
-            "bench.ceiling_app",
+            app,
             "worker",
             "-Q",
             queue,
@@ -61,7 +76,7 @@ def start_ceiling_worker(queue: str, name: str, env: dict[str, str], log: Path, 
             "--without-gossip",
             "--without-mingle",
             "--loglevel",
-            "WARNING",
+            "INFO",
         ],
         env={**env, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
@@ -81,9 +96,9 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(10)
 
 
-def run_ceiling(env: dict[str, str], root: Path, args, sites: list[str]) -> float:
-    """Seconds for N plain chains of the Argo job's shape, from the first send to the last
-    task, measured by the last task itself recording its end in Redis."""
+def run_ceiling(env: dict[str, str], root: Path, args, sites: list[str]) -> tuple[float, float]:
+    """Seconds for N plain chains of the Argo job's shape, from the first send until the last
+    chain's last task counted itself in Redis; and the CPU seconds its workers used."""
     import redis
     from celery import chain
 
@@ -93,7 +108,9 @@ def run_ceiling(env: dict[str, str], root: Path, args, sites: list[str]) -> floa
     names = ["cargo", *(f"c{s}" for s in sites)]
     queues = ["argo", *(f"site.{s}" for s in sites)]
     workers = [
-        start_ceiling_worker(q, n, env, root / "logs" / f"{n}.log", args.concurrency)
+        start_celery_worker(
+            "bench.ceiling_app", q, n, env, root / "logs" / f"{n}.log", args.concurrency
+        )
         for q, n in zip(queues, names, strict=True)
     ]
     client = redis.Redis.from_url(env["EDGECELERY_BROKER_URL"])
@@ -114,16 +131,18 @@ def run_ceiling(env: dict[str, str], root: Path, args, sites: list[str]) -> floa
             "the ceiling chains",
             interval=0.05,
         )
-        return time.perf_counter() - start
+        return time.perf_counter() - start, cpu_seconds([w.pid for w in workers])
     finally:
         for w in workers:
             stop(w)
         app.close()
 
 
-def run_service(env: dict[str, str], root: Path, args, sites: list[str]) -> tuple[float, dict]:
+def run_service(
+    env: dict[str, str], root: Path, args, sites: list[str]
+) -> tuple[float, float, dict]:
     """Seconds for N Argo jobs through the real service, from the first submission until the
-    last one reached HISTORY; and how the jobs ended."""
+    last one ended; the CPU seconds its workers used; and how the jobs ended."""
     from sqlalchemy import func, select
 
     from edgeceleryapp import operations
@@ -134,10 +153,18 @@ def run_service(env: dict[str, str], root: Path, args, sites: list[str]) -> tupl
 
     for site in sites:
         operations.add_app("true", site, "/bin/true")
-    workers = [
-        Worker(name, env, root / "logs" / f"{name}.log", concurrency=args.concurrency).start()
-        for name in ("argo", *sites)
-    ]
+    argo = Worker("argo", env, root / "logs" / "argo.log", concurrency=args.concurrency).start()
+    workers = [argo.process]
+    for site in sites:
+        log = root / "logs" / f"{site}.log"
+        if args.scheduler == "instant":
+            workers.append(
+                start_celery_worker(
+                    "bench.instant_app", f"site.{site}", site, env, log, args.concurrency
+                )
+            )
+        else:
+            workers.append(Worker(site, env, log, concurrency=args.concurrency).start().process)
     try:
         wait_for_workers(env["EDGECELERY_BROKER_URL"], ["argo", *sites])
         start = time.perf_counter()
@@ -164,10 +191,10 @@ def run_service(env: dict[str, str], root: Path, args, sites: list[str]) -> tupl
             return counts if done >= args.jobs else None
 
         counts = wait_for(ended, 900, "every Argo job to end", interval=0.1)
-        return time.perf_counter() - start, counts
+        return time.perf_counter() - start, cpu_seconds([w.pid for w in workers]), counts
     finally:
         for w in workers:
-            w.stop()
+            stop(w)
 
 
 def main() -> int:
@@ -177,6 +204,12 @@ def main() -> int:
     parser.add_argument("--sites", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--poll-interval", type=float, default=0.5)
+    parser.add_argument(
+        "--scheduler",
+        choices=("local", "instant"),
+        default="local",
+        help="local: each batch job runs /bin/true as a process; instant: finished at submission",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer jobs (CI)")
     parser.add_argument(
         "--min-ratio",
@@ -207,8 +240,8 @@ def main() -> int:
 
     init_db()
     try:
-        ceiling = run_ceiling(env, root, args, sites)
-        service, counts = run_service(env, root, args, sites)
+        ceiling, ceiling_cpu = run_ceiling(env, root, args, sites)
+        service, service_cpu, counts = run_service(env, root, args, sites)
     finally:
         redis_server.stop()
 
@@ -218,7 +251,8 @@ def main() -> int:
     failed = args.jobs - counts.get("HISTORY", 0)
     shape = (
         f"{args.jobs} Argo jobs x {args.subjobs} subjobs x {args.sites} sites, "
-        f"concurrency {args.concurrency}, poll_interval {args.poll_interval} s"
+        f"scheduler {args.scheduler}, concurrency {args.concurrency}, "
+        f"poll_interval {args.poll_interval} s"
     )
     figures = [
         Figure("subjob lifecycles/s (service)", lifecycles / service, "/s"),
@@ -226,13 +260,21 @@ def main() -> int:
         Figure("subjob lifecycles/s (plain-Celery ceiling)", lifecycles / ceiling, "/s"),
         Figure("Celery tasks/s (plain-Celery ceiling)", tasks / ceiling, "/s"),
         Figure("service / ceiling", ratio, "", f">= {TARGET_RATIO}"),
+        Figure("worker CPU per subjob (service)", 1000 * service_cpu / lifecycles, "ms"),
+        Figure("worker CPU per subjob (ceiling)", 1000 * ceiling_cpu / lifecycles, "ms"),
         Figure("Argo jobs that did not reach HISTORY", failed, "", "<= 0"),
     ]
     record(
         "throughput",
         f"Throughput: {shape}",
         figures,
-        {"service_s": service, "ceiling_s": ceiling, "end_states": counts},
+        {
+            "service_s": service,
+            "ceiling_s": ceiling,
+            "service_cpu_s": service_cpu,
+            "ceiling_cpu_s": ceiling_cpu,
+            "end_states": counts,
+        },
     )
     if failed:
         return 1

@@ -13,7 +13,7 @@ from typing import Any
 
 from kombu import Connection, Exchange
 from kombu.pools import producers
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from edgeceleryapp.db import read_scope, session_scope
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
@@ -97,9 +97,16 @@ def send(messages: list[tuple[int, str, dict[str, Any]]]) -> None:
         _mark_published([event_id for event_id, _, _ in messages])
 
 
+_MARK = (
+    update(JobEvent.__table__)
+    .where(JobEvent.__table__.c.id.in_(bindparam("ids", expanding=True)))
+    .values(published=True)
+)
+
+
 def _mark_published(event_ids: list[int]) -> None:
     with session_scope() as s:
-        s.execute(update(JobEvent).where(JobEvent.id.in_(event_ids)).values(published=True))
+        s.execute(_MARK, {"ids": event_ids})
 
 
 def publish_events(event_ids: list[int]) -> None:

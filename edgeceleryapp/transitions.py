@@ -8,9 +8,10 @@ disagree. Status messages go out after the commit.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from edgeceleryapp import states
@@ -48,9 +49,84 @@ def _event(
     return event
 
 
-def _mirror(session: Session, subjob: SubJob, frm: str, to: str, message: str) -> list[JobEvent]:
+# The hot path (every step of every subjob) in Core statements built once: building ORM
+# statements and flushing ORM events cost more CPU than the database work itself (profiled
+# with bench/throughput.py). Operators' moves (force_*) keep the ORM path above.
+_SUB = SubJob.__table__
+_ARGO = ArgoJob.__table__
+_EVENTS = JobEvent.__table__
+_CAS = {
+    table.name: update(table).where(
+        table.c.id == bindparam("cas_id"), table.c.state == bindparam("cas_expected")
+    )
+    for table in (_SUB, _ARGO)
+}
+_MIRROR = update(_ARGO).where(
+    _ARGO.c.id == bindparam("cas_id"),
+    _ARGO.c.state == bindparam("cas_expected"),
+    _ARGO.c.current_subjob == bindparam("cas_position"),
+)
+_INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
+_SUBJOB_LABELS = (
+    select(
+        _SUB.c.argo_job_id,
+        _SUB.c.position,
+        _SUB.c.name,
+        _SUB.c.site,
+        _ARGO.c.name,
+        _ARGO.c.job_status_routing_key,
+    )
+    .select_from(_SUB.outerjoin(_ARGO, _ARGO.c.id == _SUB.c.argo_job_id))
+    .where(_SUB.c.id == bindparam("subjob_id"))
+)
+_ARGO_LABELS = select(_ARGO.c.name, _ARGO.c.job_status_routing_key).where(
+    _ARGO.c.id == bindparam("argo_id")
+)
+
+
+class Recorded(NamedTuple):
+    """A JobEvent as inserted (the fields a status message carries)."""
+
+    id: int
+    argo_job_id: int | None
+    subjob_id: int | None
+    from_state: str
+    to_state: str
+    time: datetime
+    message: str
+
+
+def _set(session: Session, table: Table, ident: int, expected: str, values: dict) -> bool:
+    params = {"cas_id": ident, "cas_expected": expected, "updated_at": utcnow(), **values}
+    return session.execute(_CAS[table.name], params).rowcount == 1
+
+
+def _record(
+    session: Session, argo_id: int | None, subjob_id: int | None, frm: str, to: str, message: str
+) -> Recorded:
+    row = {
+        "argo_job_id": argo_id,
+        "subjob_id": subjob_id,
+        "from_state": frm,
+        "to_state": to,
+        "time": utcnow(),
+        "message": message,
+    }
+    return Recorded(session.execute(_INSERT_EVENT, row).scalar_one(), **row)
+
+
+def _follow(
+    session: Session,
+    argo_id: int | None,
+    position: int,
+    subjob_id: int,
+    site: str,
+    frm: str,
+    to: str,
+    message: str,
+) -> list[Recorded]:
     """Move the Argo job to the state that reflects its current subjob's change."""
-    if subjob.argo_job_id is None:
+    if argo_id is None:
         return []
     expected = states.argo_state_for_subjob(frm)
     if states.is_failed(to):
@@ -59,33 +135,18 @@ def _mirror(session: Session, subjob: SubJob, frm: str, to: str, message: str) -
         target = states.ARGO_MIRROR[to]
     else:
         return []
-    result = session.execute(
-        update(ArgoJob)
-        .where(
-            ArgoJob.id == subjob.argo_job_id,
-            ArgoJob.state == expected,
-            ArgoJob.current_subjob == subjob.position,
-        )
-        .values(
-            state=target,
-            updated_at=utcnow(),
-            state_message=message if states.is_failed(target) else "",
-        )
-    )
-    if result.rowcount != 1:
+    params = {
+        "cas_id": argo_id,
+        "cas_expected": expected,
+        "cas_position": position,
+        "state": target,
+        "updated_at": utcnow(),
+        "state_message": message if states.is_failed(target) else "",
+    }
+    if session.execute(_MIRROR, params).rowcount != 1:
         return []
-    note = f"subjob {subjob.id} at {subjob.site}: {to}" + (f": {message}" if message else "")
-    return [_event(session, subjob.argo_job_id, None, expected, target, note)]
-
-
-def _argo_labels(session: Session, argo_id: int | None) -> tuple[str, str | None]:
-    """The Argo job's name and status routing key, for the status messages of this change."""
-    if argo_id is None:
-        return "", None
-    row = session.execute(
-        select(ArgoJob.name, ArgoJob.job_status_routing_key).where(ArgoJob.id == argo_id)
-    ).first()
-    return (row[0], row[1]) if row else ("", None)
+    note = f"subjob {subjob_id} at {site}: {to}" + (f": {message}" if message else "")
+    return [_record(session, argo_id, None, expected, target, note)]
 
 
 def move_subjob(
@@ -105,33 +166,33 @@ def move_subjob(
     message = _storable(message)
     try:
         with session_scope() as s:
-            subjob = s.get(SubJob, subjob_id)
-            if subjob is None:
+            row = s.execute(_SUBJOB_LABELS, {"subjob_id": subjob_id}).first()
+            if row is None:
                 return False
-            events: list[JobEvent] = []
+            argo_id, position, name, site, argo_name, key = row
+            events: list[Recorded] = []
             frm = expected
             for i, to in enumerate(path):
                 last = i == len(path) - 1
                 note = message if last else ""
-                fields = {"state_message": note, **(values if last else {})}
-                if not _cas(s, SubJob, subjob_id, frm, to, fields):
+                fields = {"state": to, "state_message": note, **(values if last else {})}
+                if not _set(s, _SUB, subjob_id, frm, fields):
                     raise _LostRace
-                events.append(_event(s, subjob.argo_job_id, subjob_id, frm, to, note))
-                events += _mirror(s, subjob, frm, to, note)
+                events.append(_record(s, argo_id, subjob_id, frm, to, note))
+                events += _follow(s, argo_id, position, subjob_id, site, frm, to, note)
                 frm = to
-            s.flush()
-            argo_name, key = _argo_labels(s, subjob.argo_job_id)
-            messages = [
-                (
-                    e.id,
-                    routing_key(key),
-                    body(e, subjob.name, subjob.site) if e.subjob_id else body(e, argo_name, None),
-                )
-                for e in events
-            ]
     except _LostRace:
         return False
-    send(messages)
+    send(
+        [
+            (
+                e.id,
+                routing_key(key),
+                body(e, name, site) if e.subjob_id else body(e, argo_name or "", None),
+            )
+            for e in events
+        ]
+    )
     return True
 
 
@@ -152,23 +213,21 @@ def move_argo(
     message = _storable(message)
     try:
         with session_scope() as s:
-            events: list[JobEvent] = []
+            events: list[Recorded] = []
             frm = expected
             for i, step in enumerate(path):
                 last = i == len(path) - 1
                 note = message if last else ""
-                fields = dict(values) if last else {}
+                fields = {"state": step, **(values if last else {})}
                 fields.setdefault("state_message", note if states.is_failed(step) else "")
-                if not _cas(s, ArgoJob, argo_id, frm, step, fields):
+                if not _set(s, _ARGO, argo_id, frm, fields):
                     raise _LostRace
-                events.append(_event(s, argo_id, None, frm, step, note))
+                events.append(_record(s, argo_id, None, frm, step, note))
                 frm = step
-            s.flush()
-            name, key = _argo_labels(s, argo_id)
-            messages = [(e.id, routing_key(key), body(e, name, None)) for e in events]
+            name, key = s.execute(_ARGO_LABELS, {"argo_id": argo_id}).one()
     except _LostRace:
         return False
-    send(messages)
+    send([(e.id, routing_key(key), body(e, name, None)) for e in events])
     return True
 
 
