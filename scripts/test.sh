@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# The README's second command: install what is needed, lint, then run every test.
+# The README's second command: install what is needed, lint, then run every test, then the
+# throughput regression check (bench/throughput.py --quick: the service against plain Celery
+# chains of the same shape on the same machine; fails below 0.4 of that ceiling).
 # The tests start their own servers (a private Redis per session, worker processes).
+# EDGECELERY_SKIP_BENCH=1 skips the regression check (e.g. when running a single test file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"
+if [ "${EDGECELERY_SKIP_BENCH:-0}" != 1 ]; then
+  .venv/bin/python bench/throughput.py --quick --scheduler instant --min-ratio 0.4 --rounds 3
+fi
