@@ -82,10 +82,10 @@ def command_line() -> str:
 
 
 def record(bench: str, title: str, figures: list[Figure], details: dict | None = None) -> None:
-    """Print the table and, when ``EDGECELERY_BENCH_RESULTS`` names a directory, keep the
+    """Print the table and, when ``BENCH_RESULTS`` names a directory, keep the
     figures there as ``<bench>.json`` for the report."""
     print_table(title, figures)
-    out = os.environ.get("EDGECELERY_BENCH_RESULTS")
+    out = os.environ.get("BENCH_RESULTS")
     if not out:
         return
     path = Path(out) / f"{bench}.json"
