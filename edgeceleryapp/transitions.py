@@ -101,9 +101,10 @@ def _set(session: Session, table: Table, ident: int, expected: str, values: dict
     return session.execute(_CAS[table.name], params).rowcount == 1
 
 
-def _record(
+def record_event(
     session: Session, argo_id: int | None, subjob_id: int | None, frm: str, to: str, message: str
 ) -> Recorded:
+    """Insert one JobEvent (Core, no ORM flush); what its status message needs."""
     row = {
         "argo_job_id": argo_id,
         "subjob_id": subjob_id,
@@ -146,7 +147,7 @@ def _follow(
     if session.execute(_MIRROR, params).rowcount != 1:
         return []
     note = f"subjob {subjob_id} at {site}: {to}" + (f": {message}" if message else "")
-    return [_record(session, argo_id, None, expected, target, note)]
+    return [record_event(session, argo_id, None, expected, target, note)]
 
 
 def move_subjob(
@@ -178,7 +179,7 @@ def move_subjob(
                 fields = {"state": to, "state_message": note, **(values if last else {})}
                 if not _set(s, _SUB, subjob_id, frm, fields):
                     raise _LostRace
-                events.append(_record(s, argo_id, subjob_id, frm, to, note))
+                events.append(record_event(s, argo_id, subjob_id, frm, to, note))
                 events += _follow(s, argo_id, position, subjob_id, site, frm, to, note)
                 frm = to
     except _LostRace:
@@ -222,7 +223,7 @@ def move_argo(
                 fields.setdefault("state_message", note if states.is_failed(step) else "")
                 if not _set(s, _ARGO, argo_id, frm, fields):
                     raise _LostRace
-                events.append(_record(s, argo_id, None, frm, step, note))
+                events.append(record_event(s, argo_id, None, frm, step, note))
                 frm = step
             name, key = s.execute(_ARGO_LABELS, {"argo_id": argo_id}).one()
     except _LostRace:
