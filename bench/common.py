@@ -8,6 +8,7 @@ figures within one run (ratios), not across runs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import operator
 import os
@@ -102,3 +103,27 @@ def record(bench: str, title: str, figures: list[Figure], details: dict | None =
             indent=2,
         )
     )
+
+
+def status_command_figures(times: list[float], elapsed: float, interval: float) -> list[Figure]:
+    """How often a site's scheduler was asked: the rate, and the shortest gap between two
+    status commands, held to the status lease (0.95 of ``status_interval``). A per-minute
+    target is judged only over a window of several intervals; over a short run one command
+    more or less swings the rate."""
+    times = sorted(times)
+    rate = len(times) / elapsed * 60
+    figures = [
+        Figure(
+            "status commands per site per minute",
+            rate,
+            "",
+            f"<= {60 / interval:g}" if elapsed >= 2 * interval else "",
+            "" if elapsed >= 2 * interval else f"only {elapsed:.0f} s observed: not judged",
+        )
+    ]
+    if len(times) >= 2:
+        gap = min(b - a for a, b in itertools.pairwise(times))
+        figures.append(
+            Figure("shortest gap between status commands", gap, "s", f">= {0.95 * interval:g}")
+        )
+    return figures

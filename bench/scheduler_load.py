@@ -1,10 +1,12 @@
-"""Scheduler load: status commands per site per minute while 1,000 subjobs wait in the queue.
+"""Scheduler load: status commands per site per minute while 1,000 subjobs wait in the queue;
+and the site worker's memory (run with ``--subjobs 10000`` for the memory target).
 
 The real service (Redis, the Argo worker with beat sending one poll per ``poll_interval``, one
 site worker of concurrency 2) follows 1,000 subjobs whose batch jobs stay queued (the ``held``
 scheduler of ``bench/instant_app.py`` logs each status command). ``poll_interval`` 1 s,
 ``status_interval`` 30 s, as in production. Also prints the site worker's CPU share: the cost
-of following 1,000 jobs.
+of following 1,000 jobs, and the peak resident memory (VmHWM) of the site worker's processes
+(the Celery parent and its pool children), summed.
 
     .venv/bin/python bench/scheduler_load.py [--subjobs 1000] [--minutes 2]
 """
@@ -18,8 +20,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Figure, record
+from common import Figure, record, status_command_figures
 from throughput import cpu_seconds, start_celery_worker, stop
+
+
+def peak_rss_mib(leader: int) -> float:
+    """The summed peak resident memory of every process in the session led by ``leader``
+    (shared pages are counted once per process, so this over-states the worker's use)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if os.getsid(int(status.parent.name)) != leader:
+                continue
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+        except (OSError, ValueError):
+            continue
+        total += int(fields["VmHWM"].split()[0])
+    return total / 1024
 
 
 def main() -> None:
@@ -87,18 +104,25 @@ def main() -> None:
         elapsed = time.monotonic() - start
         commands = status_log.read_text().splitlines()[first:]
         cpu = cpu_seconds([site.pid]) - cpu0
+        rss = peak_rss_mib(site.pid)
     finally:
         stop(site)
         argo.stop()
         redis_server.stop()
     asked = max((int(line.split()[1]) for line in commands), default=0)
     figures = [
-        Figure("status commands per site per minute", len(commands) / elapsed * 60, "", "<= 2"),
+        *status_command_figures([float(c.split()[0]) for c in commands], elapsed, 30.0),
         Figure("jobs asked about per command (max)", asked, ""),
         Figure("site worker CPU while following them", 100 * cpu / elapsed, "%"),
+        Figure(
+            f"site worker peak RSS with {args.subjobs:,} in flight (parent + pool)",
+            rss,
+            "MiB",
+            "< 300" if args.subjobs >= 10_000 else "",
+        ),
     ]
     record(
-        "scheduler_load",
+        f"scheduler_load-{args.subjobs}",
         f"Scheduler load: {args.subjobs:,} subjobs queued at one site for "
         f"{elapsed:.0f} s (poll_interval 1 s, status_interval 30 s)",
         figures,
