@@ -19,7 +19,7 @@ from backends.schedulers import BatchStatus, scheduler_for
 from backends.schedulers.base import FAILED, FINISHED
 from edgeceleryapp import states
 from edgeceleryapp.celery import app
-from edgeceleryapp.db import read_scope, session_scope
+from edgeceleryapp.db import read_scope
 from edgeceleryapp.errors import EdgeCeleryError
 from edgeceleryapp.models import SubJob, utcnow
 from edgeceleryapp.settings import get_settings
@@ -193,7 +193,7 @@ def redispatch_resubmissions(site_name: str, after: float) -> None:
     """A resubmission whose message was lost in a crash (after the state moved, before the
     send) is sent again once it has waited ``after`` seconds unclaimed."""
     cutoff = utcnow() - timedelta(seconds=2 * after)
-    with session_scope() as s:
+    with read_scope() as s:
         stuck = list(
             s.scalars(
                 select(SubJob).where(
