@@ -27,6 +27,9 @@ from throughput import cpu_seconds, stop
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument(
+        "--consumers", type=int, default=1, help="intake consumer processes (argo workers)"
+    )
     parser.add_argument("--quick", action="store_true", help="2,000 messages")
     args = parser.parse_args()
     if args.quick:
@@ -51,18 +54,21 @@ def main() -> None:
     from workflows.receiver import intake_queue
 
     init_db()
-    log = (root / "intake-worker.log").open("w")
-    worker = subprocess.Popen(
-        [
-            sys.executable, "-m", "celery", "-A", "edgeceleryapp", "worker",
-            "-Q", "bench.nothing", "-n", "intake@%h", "-c", "1", "--intake",
-            "--without-gossip", "--without-mingle", "--loglevel", "WARNING",
-        ],
-        env={**env, "PYTHONPATH": str(ROOT)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+    names = [f"intake{n}" for n in range(args.consumers)]
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "edgeceleryapp", "worker",
+                "-Q", "bench.nothing", "-n", f"{name}@%h", "-c", "1", "--intake",
+                "--without-gossip", "--without-mingle", "--loglevel", "WARNING",
+            ],
+            env={**env, "PYTHONPATH": str(ROOT)},
+            stdout=(root / f"{name}.log").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for name in names
+    ]  # fmt: skip
     client = redis.Redis.from_url(redis_server.url)
 
     def message(i: int) -> dict:
@@ -80,8 +86,8 @@ def main() -> None:
         }  # fmt: skip
 
     try:
-        wait_for_workers(redis_server.url, ["intake"])
-        cpu0 = cpu_seconds([worker.pid])
+        wait_for_workers(redis_server.url, names)
+        cpu0 = cpu_seconds([w.pid for w in workers])
         queue = intake_queue()
         start = time.perf_counter()
         with Connection(redis_server.url) as conn:
@@ -103,9 +109,10 @@ def main() -> None:
 
         wait_for(accepted, 900, "every message to be accepted", interval=0.2)
         elapsed = time.perf_counter() - start
-        cpu = cpu_seconds([worker.pid]) - cpu0
+        cpu = cpu_seconds([w.pid for w in workers]) - cpu0
     finally:
-        stop(worker)
+        for w in workers:
+            stop(w)
         redis_server.stop()
     figures = [
         Figure(f"{args.messages:,} messages accepted", elapsed, "s",
@@ -115,8 +122,9 @@ def main() -> None:
         Figure("intake worker CPU per message", 1000 * cpu / args.messages, "ms"),
     ]  # fmt: skip
     record(
-        "intake",
-        f"Intake: {args.messages:,} Argo job messages (2 subjobs each) from the intake queue",
+        f"intake-{args.consumers}",
+        f"Intake: {args.messages:,} Argo job messages (2 subjobs each) from the intake queue, "
+        f"{args.consumers} consumer process(es)",
         figures,
     )
 

@@ -28,7 +28,8 @@ ORDER = (
     "latency",
     "scheduler_load-1000",
     "db_scale",
-    "intake",
+    "intake-1",
+    "intake-2",
     "scheduler_load-10000",
     "slurm",
 )

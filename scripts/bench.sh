@@ -27,7 +27,8 @@ run bench/latency.py
 run bench/scheduler_load.py --subjobs 1000
 run bench/scheduler_load.py --subjobs 10000 --minutes 1.1
 run bench/db_scale.py
-run bench/intake.py
+run bench/intake.py --consumers 1
+run bench/intake.py --consumers 2
 run bench/slurm.py
 missing=$(IFS=,; echo "${failed[*]:-}")
 "$py" bench/report.py "$BENCH_RESULTS" --command "scripts/bench.sh ${quick[*]:-}" \

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from edgeceleryapp.db import read_scope, session_scope
@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 _INSERT_ARGO = insert(ArgoJob.__table__).returning(ArgoJob.__table__.c.id)
 _INSERT_SUBJOB = insert(SubJob.__table__).returning(SubJob.__table__.c.id)
+_BY_INTAKE_KEY = select(ArgoJob.__table__.c.id, ArgoJob.__table__.c.state).where(
+    ArgoJob.__table__.c.intake_key == bindparam("intake_key")
+)
 
 SUBJOB_FIELDS = (
     "name",
@@ -177,10 +180,9 @@ def _send(signature: Any, what: str, on_failure: Any) -> None:
 
 
 def existing_argo(intake_key: str) -> tuple[int, str] | None:
+    """The job a message with this id already made (asked once per intake message)."""
     with read_scope() as s:
-        row = s.execute(
-            select(ArgoJob.id, ArgoJob.state).where(ArgoJob.intake_key == intake_key)
-        ).first()
+        row = s.execute(_BY_INTAKE_KEY, {"intake_key": intake_key}).first()
     return (row[0], row[1]) if row else None
 
 
