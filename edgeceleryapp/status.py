@@ -15,7 +15,7 @@ from kombu import Connection, Exchange
 from kombu.pools import producers
 from sqlalchemy import bindparam, select, update
 
-from edgeceleryapp.db import read_scope, session_scope
+from edgeceleryapp.db import engine, read_scope
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
 from edgeceleryapp.settings import get_settings
 
@@ -105,8 +105,10 @@ _MARK = (
 
 
 def _mark_published(event_ids: list[int]) -> None:
-    with session_scope() as s:
-        s.execute(_MARK, {"ids": event_ids})
+    """One UPDATE on a plain connection: half of all write transactions are this mark, and an
+    ORM session around it cost more than the statement."""
+    with engine().begin() as conn:
+        conn.execute(_MARK, {"ids": event_ids})
 
 
 def publish_events(event_ids: list[int]) -> None:

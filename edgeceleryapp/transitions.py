@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from edgeceleryapp import states
-from edgeceleryapp.db import read_scope, session_scope
+from edgeceleryapp.db import engine, read_scope
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob, utcnow
 from edgeceleryapp.status import body, routing_key, send
 
@@ -49,9 +49,11 @@ def _event(
     return event
 
 
-# The hot path (every step of every subjob) in Core statements built once: building ORM
-# statements and flushing ORM events cost more CPU than the database work itself (profiled
-# with bench/throughput.py). Operators' moves (force_*) keep the ORM path above.
+# The hot path (every step of every subjob) in Core statements built once, on a plain
+# connection: building ORM statements, flushing ORM events and the ORM session itself cost
+# more CPU than the database work (profiled with bench/throughput.py). Operators' moves
+# (force_*) keep the ORM path above.
+Executor = Session | Connection
 _SUB = SubJob.__table__
 _ARGO = ArgoJob.__table__
 _EVENTS = JobEvent.__table__
@@ -96,13 +98,13 @@ class Recorded(NamedTuple):
     message: str
 
 
-def _set(session: Session, table: Table, ident: int, expected: str, values: dict) -> bool:
+def _set(session: Executor, table: Table, ident: int, expected: str, values: dict) -> bool:
     params = {"cas_id": ident, "cas_expected": expected, "updated_at": utcnow(), **values}
     return session.execute(_CAS[table.name], params).rowcount == 1
 
 
 def record_event(
-    session: Session, argo_id: int | None, subjob_id: int | None, frm: str, to: str, message: str
+    session: Executor, argo_id: int | None, subjob_id: int | None, frm: str, to: str, message: str
 ) -> Recorded:
     """Insert one JobEvent (Core, no ORM flush); what its status message needs."""
     row = {
@@ -117,7 +119,7 @@ def record_event(
 
 
 def _follow(
-    session: Session,
+    session: Executor,
     argo_id: int | None,
     position: int,
     subjob_id: int,
@@ -166,7 +168,7 @@ def move_subjob(
         frm = to
     message = _storable(message)
     try:
-        with session_scope() as s:
+        with engine().begin() as s:
             row = s.execute(_SUBJOB_LABELS, {"subjob_id": subjob_id}).first()
             if row is None:
                 return False
@@ -213,7 +215,7 @@ def move_argo(
         frm = step
     message = _storable(message)
     try:
-        with session_scope() as s:
+        with engine().begin() as s:
             events: list[Recorded] = []
             frm = expected
             for i, step in enumerate(path):
