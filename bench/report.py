@@ -37,14 +37,16 @@ ORDER = (
 )
 
 
-def _run(argv: list[str]) -> str:
+def _run(argv: list[str], pattern: str = r".+") -> str:
+    """The first match of ``pattern`` in what a version command prints."""
     if shutil.which(argv[0]) is None and not Path(argv[0]).exists():
         return "not installed"
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else ""
+    found = re.search(pattern, out.stdout + out.stderr)
+    return found.group(0).strip() if found else "unknown"
 
 
 def machine() -> list[str]:
@@ -60,14 +62,15 @@ def machine() -> list[str]:
         mem = f"{kib / 1024 / 1024:.1f} GiB"
     pg = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
     commit = _run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    redis = _run(["redis-server", "--version"], r"(?<=v=)[0-9.]+")
+    slurm = _run(["slurmctld", "-V"], r"slurm[-\w]* [0-9.]+")
     return [
         f"- CPU: {cpu}, {os.cpu_count()} cores (shared with other work: compare figures within "
         "one table, as ratios)",
         f"- Memory: {mem}; {platform.system()} {platform.release()}",
-        f"- Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
-        f"{_run(['redis-server', '--version'])}",
+        f"- Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, Redis {redis}",
         f"- PostgreSQL: {_run([str(pg[-1]), '--version']) if pg else 'not installed'}; "
-        f"Slurm: {_run(['sinfo', '--version'])}",
+        f"Slurm: {slurm}",
         f"- Commit {commit}, run finished {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
     ]
 
