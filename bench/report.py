@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
     parser.add_argument("--command", default="scripts/bench.sh")
     parser.add_argument("--missing", default="", help="benchmarks that failed to run")
+    parser.add_argument("--note", default="", help="a remark on this run, printed at the top")
     args = parser.parse_args()
 
     results = {p.stem: json.loads(p.read_text()) for p in args.results.glob("*.json")}
@@ -127,6 +128,7 @@ def main() -> None:
         "",
         "Each benchmark also runs on its own; its command is printed beside its table.",
         "",
+        *([args.note, ""] if args.note else []),
         "## Machine",
         "",
         *machine(),
