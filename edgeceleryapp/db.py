@@ -1,5 +1,9 @@
 """Engine and sessions. SQLite runs in WAL mode with immediate write transactions so that
 worker processes queue for the write lock instead of failing; PostgreSQL needs nothing special.
+
+Reads that write nothing use ``read_scope``: on SQLite they begin DEFERRED, so in WAL mode they
+never wait for (or hold) the one write lock that every worker process shares. Taking that lock
+for every lookup made readers queue behind writers under load (bench/throughput.py).
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from edgeceleryapp.settings import get_settings
 _engine: Engine | None = None
 _engine_pid: int | None = None
 _factory: sessionmaker[Session] | None = None
+_read_factory: sessionmaker[Session] | None = None
+# An execution option that marks a connection's transaction as read-only (see ``_on_begin``).
+READ_ONLY = "edgecelery_read_only"
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -34,7 +41,8 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -50,19 +58,22 @@ def make_engine(url: str) -> Engine:
 
 def engine() -> Engine:
     """This process's engine; a forked worker child gets a fresh one, never its parent's."""
-    global _engine, _engine_pid, _factory
+    global _engine, _engine_pid, _factory, _read_factory
     if _engine is None or _engine_pid != os.getpid():
         _engine = make_engine(get_settings().database_url)
         _engine_pid = os.getpid()
         _factory = sessionmaker(_engine, expire_on_commit=False)
+        _read_factory = sessionmaker(
+            _engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
     return _engine
 
 
 def reset_engine() -> None:
-    global _engine, _engine_pid, _factory
+    global _engine, _engine_pid, _factory, _read_factory
     if _engine is not None and _engine_pid == os.getpid():
         _engine.dispose()
-    _engine = _engine_pid = _factory = None
+    _engine = _engine_pid = _factory = _read_factory = None
 
 
 @contextmanager
@@ -71,6 +82,16 @@ def session_scope() -> Iterator[Session]:
     engine()
     assert _factory is not None
     with _factory() as session, session.begin():
+        yield session
+
+
+@contextmanager
+def read_scope() -> Iterator[Session]:
+    """One transaction that only reads: it takes no write lock on SQLite. Writing in it is a
+    mistake (SQLite would refuse the upgrade at once instead of waiting for the lock)."""
+    engine()
+    assert _read_factory is not None
+    with _read_factory() as session, session.begin():
         yield session
 
 

@@ -13,11 +13,9 @@ from typing import Any
 from sqlalchemy import delete, exists, func, select
 
 from edgeceleryapp import states
-from edgeceleryapp.db import session_scope
+from edgeceleryapp.db import read_scope, session_scope
 from edgeceleryapp.errors import InvalidState, NotFound, ValidationFailed
 from edgeceleryapp.models import Application, ArgoJob, JobEvent, SubJob
-from edgeceleryapp.status import publish_events
-from edgeceleryapp.transitions import force_argo, force_subjob
 
 IN_FLIGHT = ("SUBMITTED", "QUEUED", "RUNNING")
 APP_FIELDS = ("description", "executable", "config_script", "preprocess", "postprocess")
@@ -143,7 +141,7 @@ def add_app(name: str, site: str, executable: str, **fields: str | None) -> int:
 
 
 def list_apps(site: str | None = None) -> list[dict[str, Any]]:
-    with session_scope() as s:
+    with read_scope() as s:
         query = select(Application).order_by(Application.site, Application.name)
         if site:
             query = query.where(Application.site == site)
@@ -179,7 +177,7 @@ def remove_app(name: str, site: str) -> None:
 def list_argo(
     state: str | None = None, site: str | None = None, group: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
-    with session_scope() as s:
+    with read_scope() as s:
         query = select(ArgoJob).order_by(ArgoJob.id.desc()).limit(limit)
         if state:
             query = query.where(ArgoJob.state == _state(states.ARGO, state))
@@ -204,7 +202,7 @@ def list_argo(
 
 
 def show_argo(argo_id: int) -> dict[str, Any]:
-    with session_scope() as s:
+    with read_scope() as s:
         job = s.get(ArgoJob, argo_id)
         if job is None:
             raise NotFound(f"no argo job {argo_id}")
@@ -222,7 +220,7 @@ def show_argo(argo_id: int) -> dict[str, Any]:
 def list_subjobs(
     site: str | None = None, state: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
-    with session_scope() as s:
+    with read_scope() as s:
         query = select(SubJob).order_by(SubJob.id.desc()).limit(limit)
         if site:
             query = query.where(SubJob.site == site)
@@ -232,7 +230,7 @@ def list_subjobs(
 
 
 def show_subjob(subjob_id: int) -> dict[str, Any]:
-    with session_scope() as s:
+    with read_scope() as s:
         sj = s.get(SubJob, subjob_id)
         if sj is None:
             raise NotFound(f"no job {subjob_id}")
@@ -247,7 +245,7 @@ def show_subjob(subjob_id: int) -> dict[str, Any]:
 
 
 def state_counts() -> dict[str, dict[str, int]]:
-    with session_scope() as s:
+    with read_scope() as s:
         rows = s.execute(
             select(SubJob.site, SubJob.state, func.count()).group_by(SubJob.site, SubJob.state)
         )
@@ -317,12 +315,21 @@ def remove_argo(argo_id: int, force: bool = False) -> None:
         s.delete(job)
 
 
+def _publish(event_ids: list[int]) -> None:
+    """Status messages need kombu, imported here only: listing commands start without it."""
+    from edgeceleryapp.status import publish_events
+
+    publish_events(event_ids)
+
+
 def _retry_subjob_record(s: Any, sj: SubJob) -> tuple[str, list[JobEvent]]:
+    from edgeceleryapp import transitions
+
     to = states.subjob_retry_state(sj.state)
     values: dict[str, Any] = {"submit_claim": None}
     if states.failed_target(sj.state) in states.BATCH_STATES:
         values.update(attempt=sj.attempt + 1, batch_job_id=None, exit_code=None, submitted_at=None)
-    event = force_subjob(s, sj, to, f"retry requested (from {sj.state})", **values)
+    event = transitions.force_subjob(s, sj, to, f"retry requested (from {sj.state})", **values)
     if event is None:
         raise InvalidState(f"job {sj.id} changed while retrying; try again")
     return to, [event]
@@ -343,6 +350,7 @@ def _last_failure_origin(s: Any, argo_id: int, failed_state: str) -> str:
 
 def retry_argo(argo_id: int) -> str:
     """Put a failed Argo job back where its failed step starts, and run that step again."""
+    from edgeceleryapp import transitions
     from workflows import chains
 
     with session_scope() as s:
@@ -362,14 +370,14 @@ def retry_argo(argo_id: int) -> str:
                 argo.state
             )
             follow = argo_to
-        event = force_argo(s, argo, argo_to, f"retry requested (from {argo.state})")
+        event = transitions.force_argo(s, argo, argo_to, f"retry requested (from {argo.state})")
         if event is None:
             raise InvalidState(f"argo job {argo_id} changed while retrying; try again")
         events.append(event)
         s.flush()
         ids = [e.id for e in events]
         s.refresh(subjob)
-    publish_events(ids)
+    _publish(ids)
     if follow == "subjob":
         chains.retry_subjob_from(subjob).apply_async()
     elif follow == "CREATED":
@@ -397,21 +405,23 @@ def retry_subjob(subjob_id: int) -> str:
         s.flush()
         ids = [e.id for e in events]
         s.refresh(sj)
-    publish_events(ids)
+    _publish(ids)
     chains.retry_subjob_from(sj).apply_async()
     return to
 
 
 def _kill(s: Any, argo: ArgoJob | None, subjobs: list[SubJob], why: str) -> list[JobEvent]:
+    from edgeceleryapp import transitions
+
     events = []
     for sj in subjobs:
         if sj.state not in states.BALSAM.terminal:
-            event = force_subjob(s, sj, states.KILLED, why)
+            event = transitions.force_subjob(s, sj, states.KILLED, why)
             if event is None:
                 raise InvalidState(f"job {sj.id} changed while cancelling; try again")
             events.append(event)
     if argo is not None and argo.state not in states.ARGO.terminal:
-        event = force_argo(s, argo, states.KILLED, why)
+        event = transitions.force_argo(s, argo, states.KILLED, why)
         if event is None:
             raise InvalidState(f"argo job {argo.id} changed while cancelling; try again")
         events.append(event)
@@ -443,7 +453,7 @@ def cancel_argo(argo_id: int, why: str = "cancelled by an operator") -> int:
         events = _kill(s, argo, subjobs, why)
         s.flush()
         ids = [e.id for e in events]
-    publish_events(ids)
+    _publish(ids)
     _cancel_batch_jobs(in_flight)
     return len(in_flight)
 
@@ -461,7 +471,7 @@ def kill_subjob(subjob_id: int, why: str = "killed by an operator") -> int:
         events = _kill(s, argo, [sj], why)
         s.flush()
         ids = [e.id for e in events]
-    publish_events(ids)
+    _publish(ids)
     _cancel_batch_jobs(in_flight)
     return len(in_flight)
 

@@ -4,27 +4,36 @@ submissions hold while they check the queue limit."""
 
 from __future__ import annotations
 
+import weakref
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from edgeceleryapp.db import session_scope
+from edgeceleryapp.db import engine, read_scope, session_scope
 from edgeceleryapp.models import SiteMonitor, utcnow
 from edgeceleryapp.throttle import Breaker
+
+# Per database engine, the sites whose row this process has seen: rows are never removed, so
+# once is enough (a look-up per submission and per poll tick was a transaction each).
+_known: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
 
 
 def ensure_monitor(site: str) -> None:
     """Create the site's row once; concurrent creators race harmlessly."""
-    with session_scope() as s:
-        if s.get(SiteMonitor, site) is not None:
-            return
-    try:
-        with session_scope() as s:
-            s.add(SiteMonitor(site=site, tick_until=datetime.min, status_until=datetime.min))
-    except IntegrityError:
-        pass
+    known = _known.setdefault(engine(), set())
+    if site in known:
+        return
+    with read_scope() as s:
+        exists = s.get(SiteMonitor, site) is not None
+    if not exists:
+        try:
+            with session_scope() as s:
+                s.add(SiteMonitor(site=site, tick_until=datetime.min, status_until=datetime.min))
+        except IntegrityError:
+            pass
+    known.add(site)
 
 
 def locked_monitor(session: Session, site: str) -> SiteMonitor:
@@ -51,6 +60,12 @@ def take_lease(site: str, column: str, period: float) -> bool:
 
 
 def submission_succeeded(site: str) -> None:
+    """Close the breaker. Nearly every submission finds it closed with no failures counted: a
+    read decides that, so those take no write lock (one write transaction fewer per subjob)."""
+    with read_scope() as s:
+        row = s.get(SiteMonitor, site)
+        if row is None or (row.submit_failures == 0 and row.breaker_until is None):
+            return
     with session_scope() as s:
         s.execute(
             update(SiteMonitor)

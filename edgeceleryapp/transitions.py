@@ -8,15 +8,16 @@ disagree. Status messages go out after the commit.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from edgeceleryapp import states
-from edgeceleryapp.db import session_scope
+from edgeceleryapp.db import engine, read_scope
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob, utcnow
-from edgeceleryapp.status import publish_events
+from edgeceleryapp.status import body, routing_key, send
 
 
 class _LostRace(Exception):
@@ -48,9 +49,87 @@ def _event(
     return event
 
 
-def _mirror(session: Session, subjob: SubJob, frm: str, to: str, message: str) -> list[JobEvent]:
+# The hot path (every step of every subjob) in Core statements built once, on a plain
+# connection: building ORM statements, flushing ORM events and the ORM session itself cost
+# more CPU than the database work (profiled with bench/throughput.py). Operators' moves
+# (force_*) keep the ORM path above.
+Executor = Session | Connection
+_SUB = SubJob.__table__
+_ARGO = ArgoJob.__table__
+_EVENTS = JobEvent.__table__
+_CAS = {
+    table.name: update(table).where(
+        table.c.id == bindparam("cas_id"), table.c.state == bindparam("cas_expected")
+    )
+    for table in (_SUB, _ARGO)
+}
+_MIRROR = update(_ARGO).where(
+    _ARGO.c.id == bindparam("cas_id"),
+    _ARGO.c.state == bindparam("cas_expected"),
+    _ARGO.c.current_subjob == bindparam("cas_position"),
+)
+_INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
+_SUBJOB_LABELS = (
+    select(
+        _SUB.c.argo_job_id,
+        _SUB.c.position,
+        _SUB.c.name,
+        _SUB.c.site,
+        _ARGO.c.name,
+        _ARGO.c.job_status_routing_key,
+    )
+    .select_from(_SUB.outerjoin(_ARGO, _ARGO.c.id == _SUB.c.argo_job_id))
+    .where(_SUB.c.id == bindparam("subjob_id"))
+)
+_ARGO_LABELS = select(_ARGO.c.name, _ARGO.c.job_status_routing_key).where(
+    _ARGO.c.id == bindparam("argo_id")
+)
+
+
+class Recorded(NamedTuple):
+    """A JobEvent as inserted (the fields a status message carries)."""
+
+    id: int
+    argo_job_id: int | None
+    subjob_id: int | None
+    from_state: str
+    to_state: str
+    time: datetime
+    message: str
+
+
+def _set(session: Executor, table: Table, ident: int, expected: str, values: dict) -> bool:
+    params = {"cas_id": ident, "cas_expected": expected, "updated_at": utcnow(), **values}
+    return session.execute(_CAS[table.name], params).rowcount == 1
+
+
+def record_event(
+    session: Executor, argo_id: int | None, subjob_id: int | None, frm: str, to: str, message: str
+) -> Recorded:
+    """Insert one JobEvent (Core, no ORM flush); what its status message needs."""
+    row = {
+        "argo_job_id": argo_id,
+        "subjob_id": subjob_id,
+        "from_state": frm,
+        "to_state": to,
+        "time": utcnow(),
+        "message": message,
+    }
+    return Recorded(session.execute(_INSERT_EVENT, row).scalar_one(), **row)
+
+
+def _follow(
+    session: Executor,
+    argo_id: int | None,
+    position: int,
+    subjob_id: int,
+    site: str,
+    frm: str,
+    to: str,
+    message: str,
+) -> list[Recorded]:
     """Move the Argo job to the state that reflects its current subjob's change."""
-    if subjob.argo_job_id is None:
+    if argo_id is None:
         return []
     expected = states.argo_state_for_subjob(frm)
     if states.is_failed(to):
@@ -59,23 +138,18 @@ def _mirror(session: Session, subjob: SubJob, frm: str, to: str, message: str) -
         target = states.ARGO_MIRROR[to]
     else:
         return []
-    result = session.execute(
-        update(ArgoJob)
-        .where(
-            ArgoJob.id == subjob.argo_job_id,
-            ArgoJob.state == expected,
-            ArgoJob.current_subjob == subjob.position,
-        )
-        .values(
-            state=target,
-            updated_at=utcnow(),
-            state_message=message if states.is_failed(target) else "",
-        )
-    )
-    if result.rowcount != 1:
+    params = {
+        "cas_id": argo_id,
+        "cas_expected": expected,
+        "cas_position": position,
+        "state": target,
+        "updated_at": utcnow(),
+        "state_message": message if states.is_failed(target) else "",
+    }
+    if session.execute(_MIRROR, params).rowcount != 1:
         return []
-    note = f"subjob {subjob.id} at {subjob.site}: {to}" + (f": {message}" if message else "")
-    return [_event(session, subjob.argo_job_id, None, expected, target, note)]
+    note = f"subjob {subjob_id} at {site}: {to}" + (f": {message}" if message else "")
+    return [record_event(session, argo_id, None, expected, target, note)]
 
 
 def move_subjob(
@@ -84,7 +158,8 @@ def move_subjob(
     """Move a subjob from ``expected`` through each state of ``path``, as one transaction.
 
     ``values`` are written with the last state. Returns False, changing nothing, if the subjob
-    was not at ``expected`` (another worker moved it) or a move is not allowed.
+    was not at ``expected`` (another worker moved it) or a move is not allowed. The status
+    messages are built inside the transaction and sent after it commits.
     """
     frm = expected
     for to in path:
@@ -93,42 +168,69 @@ def move_subjob(
         frm = to
     message = _storable(message)
     try:
-        with session_scope() as s:
-            subjob = s.get(SubJob, subjob_id)
-            if subjob is None:
+        with engine().begin() as s:
+            row = s.execute(_SUBJOB_LABELS, {"subjob_id": subjob_id}).first()
+            if row is None:
                 return False
-            events: list[JobEvent] = []
+            argo_id, position, name, site, argo_name, key = row
+            events: list[Recorded] = []
             frm = expected
             for i, to in enumerate(path):
                 last = i == len(path) - 1
                 note = message if last else ""
-                fields = {"state_message": note, **(values if last else {})}
-                if not _cas(s, SubJob, subjob_id, frm, to, fields):
+                fields = {"state": to, "state_message": note, **(values if last else {})}
+                if not _set(s, _SUB, subjob_id, frm, fields):
                     raise _LostRace
-                events.append(_event(s, subjob.argo_job_id, subjob_id, frm, to, note))
-                events += _mirror(s, subjob, frm, to, note)
+                events.append(record_event(s, argo_id, subjob_id, frm, to, note))
+                events += _follow(s, argo_id, position, subjob_id, site, frm, to, note)
                 frm = to
-            s.flush()
-            ids = [e.id for e in events]
     except _LostRace:
         return False
-    publish_events(ids)
+    send(
+        [
+            (
+                e.id,
+                routing_key(key),
+                body(e, name, site) if e.subjob_id else body(e, argo_name or "", None),
+            )
+            for e in events
+        ]
+    )
     return True
 
 
-def move_argo(argo_id: int, expected: str, to: str, message: str = "", **values: Any) -> bool:
-    """Compare-and-set an Argo job along its state machine (operators' moves: force_argo)."""
-    if not states.ARGO.can_move(expected, to):
-        raise ValueError(f"argo job {argo_id}: {expected} -> {to} is not allowed")
+def move_argo(
+    argo_id: int, expected: str, to: str | list[str], message: str = "", **values: Any
+) -> bool:
+    """Compare-and-set an Argo job along its state machine (operators' moves: force_argo).
+
+    ``to`` may be a path of states, walked in one transaction (``values`` and ``message`` go
+    with the last): one commit instead of one per state.
+    """
+    path = [to] if isinstance(to, str) else to
+    frm = expected
+    for step in path:
+        if not states.ARGO.can_move(frm, step):
+            raise ValueError(f"argo job {argo_id}: {frm} -> {step} is not allowed")
+        frm = step
     message = _storable(message)
-    with session_scope() as s:
-        values.setdefault("state_message", message if states.is_failed(to) else "")
-        if not _cas(s, ArgoJob, argo_id, expected, to, values):
-            return False
-        event = _event(s, argo_id, None, expected, to, message)
-        s.flush()
-        ids = [event.id]
-    publish_events(ids)
+    try:
+        with engine().begin() as s:
+            events: list[Recorded] = []
+            frm = expected
+            for i, step in enumerate(path):
+                last = i == len(path) - 1
+                note = message if last else ""
+                fields = {"state": step, **(values if last else {})}
+                fields.setdefault("state_message", note if states.is_failed(step) else "")
+                if not _set(s, _ARGO, argo_id, frm, fields):
+                    raise _LostRace
+                events.append(record_event(s, argo_id, None, frm, step, note))
+                frm = step
+            name, key = s.execute(_ARGO_LABELS, {"argo_id": argo_id}).one()
+    except _LostRace:
+        return False
+    send([(e.id, routing_key(key), body(e, name, None)) for e in events])
     return True
 
 
@@ -154,5 +256,5 @@ def force_argo(
 
 
 def load_subjob(subjob_id: int) -> SubJob | None:
-    with session_scope() as s:
+    with read_scope() as s:
         return s.scalars(select(SubJob).where(SubJob.id == subjob_id)).first()

@@ -12,7 +12,7 @@ from pathlib import Path
 from backends.transfers import TransferContext, transfer_for
 from edgeceleryapp import states
 from edgeceleryapp.celery import app
-from edgeceleryapp.db import session_scope
+from edgeceleryapp.db import read_scope
 from edgeceleryapp.errors import TransientError
 from edgeceleryapp.models import ArgoJob, SubJob
 from edgeceleryapp.settings import get_settings
@@ -36,7 +36,7 @@ def transfer_context(argo_id: int, step: str) -> TransferContext:
 
 
 def load(argo_id: int) -> tuple[ArgoJob, list[SubJob]]:
-    with session_scope() as s:
+    with read_scope() as s:
         argo = s.get(ArgoJob, argo_id)
         if argo is None:
             raise Stop
@@ -83,8 +83,10 @@ def _stage_out(argo: ArgoJob, subjobs: list[SubJob]) -> None:
 def advance(argo_id: int) -> None:
     """Hand the next subjob to its site, or close the loop when none is left.
 
-    Each move is a compare-and-set; a re-run after a crash finds where the last one stopped
-    and sends the chain it owes again (the receiving steps are idempotent).
+    Each move is a compare-and-set; the moves Argo makes in a row (SUBJOB_COMPLETED ->
+    SUBJOB_INCREMENTED -> SUBJOB_SUBMITTED) are one transaction. A re-run after a crash finds
+    where the last one stopped and sends the chain it owes again (the receiving steps are
+    idempotent).
     """
     for _ in range(4):
         argo, subjobs = load(argo_id)
@@ -92,7 +94,8 @@ def advance(argo_id: int) -> None:
         if state == "STAGED_IN":
             move_argo(argo_id, "STAGED_IN", "SUBJOB_SUBMITTED", current_subjob=0)
         elif state == "SUBJOB_COMPLETED":
-            move_argo(argo_id, state, "SUBJOB_INCREMENTED", current_subjob=current + 1)
+            following = "SUBJOB_SUBMITTED" if current + 1 < len(subjobs) else "SUBJOBS_COMPLETED"
+            move_argo(argo_id, state, ["SUBJOB_INCREMENTED", following], current_subjob=current + 1)
         elif state == "SUBJOB_INCREMENTED":
             if current < len(subjobs):
                 move_argo(argo_id, state, "SUBJOB_SUBMITTED")
@@ -111,7 +114,7 @@ def advance(argo_id: int) -> None:
 
 
 def _fail_argo(argo_id: int, start: str, reason: str) -> None:
-    with session_scope() as s:
+    with read_scope() as s:
         argo = s.get(ArgoJob, argo_id)
         state = argo.state if argo else None
     if state is None or states.is_failed(state) or state in states.ARGO.terminal:

@@ -14,11 +14,11 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from backends.batchscript import CONTROL_DIR, SCRIPT_FILE
+from backends.batchscript import CONTROL_DIR, EXIT_CODE_FILE, SCRIPT_FILE
 from backends.runners import runner_for
 from backends.schedulers import BatchRequest, scheduler_for
 from backends.transfers import TransferContext, transfer_for
-from edgeceleryapp.db import session_scope
+from edgeceleryapp.db import read_scope, session_scope
 from edgeceleryapp.errors import (
     ApplicationNotAllowed,
     PermanentError,
@@ -85,7 +85,7 @@ def inside(workdir: Path, relative: str) -> Path:
 
 def application_for(subjob: SubJob) -> Application:
     """The whitelist (seed 000 2.6): only applications registered for this site run."""
-    with session_scope() as s:
+    with read_scope() as s:
         app = s.scalars(
             select(Application).where(
                 Application.name == subjob.application, Application.site == subjob.site
@@ -290,6 +290,9 @@ def submit(subjob: SubJob, token: str) -> dict:
             part = script.with_suffix(".part")
             part.write_text(scheduler.render(request))
             part.replace(script)
+            # A retried or resubmitted subjob runs in the same work directory: the exit code
+            # an earlier attempt left there must not be read as this attempt's.
+            (request.workdir / EXIT_CODE_FILE).unlink(missing_ok=True)
             batch_id = scheduler.submit(script, request)
     except (TransientError, PermanentError):
         submission_failed(subjob.site, Breaker(site.breaker_threshold, site.breaker_cooldown))

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
+from backends.batchscript import read_exit_code
+from backends.schedulers.local import LocalScheduler
+from edgeceleryapp import operations
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import TransientError
 from edgeceleryapp.models import JobEvent, SubJob
@@ -244,6 +247,29 @@ def test_failing_application_fails_the_subjob_with_the_exit_code(env):
     assert "exited with code 3" in final.state_message
     site.postprocess.apply(args=(job_id,))
     assert subjob(job_id).state == "EXECUTION_FINISHED_FAILED", "the chain stopped"
+
+
+def test_a_new_attempt_never_reads_the_exit_code_an_earlier_one_left(env, monkeypatch):
+    """A retried subjob runs in the same work directory: the earlier attempt's exit code must
+    be gone before the new batch job is submitted, or the poller ends the new attempt with
+    it before it ran."""
+    echo_app(env.root, "alpha", exit_code=3)
+    job_id = submit_balsam(balsam_message(), start=False)
+    run_to_submitted(job_id)
+    poll_until_ended(job_id)
+    assert read_exit_code(workdir_of(subjob(job_id))) == 3
+    operations.retry_subjob(job_id)
+    assert subjob(job_id).state == "PREPROCESSED" and subjob(job_id).attempt == 2
+    seen: list[int | None] = []
+
+    def submit(self, script, job):
+        seen.append(read_exit_code(job.workdir))
+        return job.name
+
+    monkeypatch.setattr(LocalScheduler, "submit", submit)
+    site.submit.apply(args=(job_id,))
+    assert seen == [None]
+    assert subjob(job_id).state == "SUBMITTED"
 
 
 def test_missing_input_is_a_permanent_failure_with_the_path(env):

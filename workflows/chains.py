@@ -11,18 +11,31 @@ site's poller sees the job end, so 10,000 waiting subjobs cost no broker traffic
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Protocol
+
 from celery import chain
 from celery.canvas import Signature
 
 from edgeceleryapp.celery import app
-from edgeceleryapp.models import SubJob
+
+if TYPE_CHECKING:
+    from edgeceleryapp.models import SubJob
+
+
+class SubjobRef(Protocol):
+    """What a chain needs of a subjob: a SubJob record, or a row of these columns (the poller
+    reads rows, not records)."""
+
+    id: int
+    site: str
+    argo_job_id: int | None
 
 
 def site_queue(site: str) -> str:
     return f"site.{site}"
 
 
-def _site_step(step: str, subjob: SubJob) -> Signature:
+def _site_step(step: str, subjob: SubjobRef) -> Signature:
     return app.signature(
         f"site.{step}",
         args=(subjob.id,),
@@ -43,21 +56,21 @@ def start_argo(argo_id: int) -> Signature:
     return chain(_argo_step("stage_in", argo_id), _argo_step("advance", argo_id))
 
 
-def start_subjob(subjob: SubJob) -> Signature:
+def start_subjob(subjob: SubjobRef) -> Signature:
     return chain(*(_site_step(s, subjob) for s in ("stage_in", "preprocess", "submit")))
 
 
-def submit_again(subjob: SubJob) -> Signature:
+def submit_again(subjob: SubjobRef) -> Signature:
     """A new attempt after a resource-side failure; the poller resumes it when it ends."""
     return _site_step("submit", subjob)
 
 
-def cancel_batch(subjob: SubJob) -> Signature:
+def cancel_batch(subjob: SubjobRef) -> Signature:
     """Ask the site's scheduler to remove a killed subjob's batch job."""
     return _site_step("cancel", subjob)
 
 
-def resume_subjob(subjob: SubJob) -> Signature:
+def resume_subjob(subjob: SubjobRef) -> Signature:
     steps = [_site_step("postprocess", subjob), _site_step("stage_out", subjob)]
     if subjob.argo_job_id is not None:
         steps.append(_argo_step("advance", subjob.argo_job_id))

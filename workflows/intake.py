@@ -9,20 +9,26 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from edgeceleryapp.db import session_scope
+from edgeceleryapp.db import read_scope, session_scope
 from edgeceleryapp.errors import TransientError, ValidationFailed
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
 from edgeceleryapp.settings import get_settings
-from edgeceleryapp.status import publish_events
-from edgeceleryapp.transitions import move_argo, move_subjob
+from edgeceleryapp.status import body, publish_events, routing_key, send
+from edgeceleryapp.transitions import move_argo, move_subjob, record_event
 from workflows import chains
 from workflows.schemas import ArgoJobMessage, BalsamJobMessage
 from workflows.validation import parse_json, validate_argo, validate_balsam
 
 log = logging.getLogger(__name__)
+
+_INSERT_ARGO = insert(ArgoJob.__table__).returning(ArgoJob.__table__.c.id)
+_INSERT_SUBJOB = insert(SubJob.__table__).returning(SubJob.__table__.c.id)
+_BY_INTAKE_KEY = select(ArgoJob.__table__.c.id, ArgoJob.__table__.c.state).where(
+    ArgoJob.__table__.c.intake_key == bindparam("intake_key")
+)
 
 SUBJOB_FIELDS = (
     "name",
@@ -98,55 +104,50 @@ def store_argo(message: ArgoJobMessage, intake_key: str | None = None) -> int:
 
     A subjob without URLs reads where the previous step left its data and writes to the
     staging area; explicit URLs in the message win (seed 000: Argo sets these values).
+
+    Core inserts, and status messages built in the same transaction: intake is one process
+    taking every job of a production system (bench/intake.py), and ORM flushes and reading the
+    events back were most of its time.
     """
     staging = get_settings().argo.staging_url_for
+    key = routing_key(message.job_status_routing_key)
     with session_scope() as s:
-        argo = ArgoJob(
-            user_id=message.user_id,
-            name=message.name,
-            description=message.description,
-            group_identifier=message.group_identifier,
-            username=message.username,
-            email=message.email,
-            input_url=message.input_url,
-            output_url=message.output_url,
-            job_status_routing_key=message.job_status_routing_key or "",
-            num_subjobs=len(message.subjobs),
-            intake_key=intake_key,
-        )
-        s.add(argo)
-        s.flush()
-        events = [
-            JobEvent(argo_job_id=argo.id, from_state="", to_state="CREATED", message="received")
-        ]
-        previous = staging(str(argo.id), "input") if message.input_url else None
+        argo_id = s.execute(
+            _INSERT_ARGO,
+            {
+                "user_id": message.user_id,
+                "name": message.name,
+                "description": message.description,
+                "group_identifier": message.group_identifier,
+                "username": message.username,
+                "email": message.email,
+                "input_url": message.input_url,
+                "output_url": message.output_url,
+                "job_status_routing_key": message.job_status_routing_key or "",
+                "num_subjobs": len(message.subjobs),
+                "intake_key": intake_key,
+            },
+        ).scalar_one()
+        event = record_event(s, argo_id, None, "", "CREATED", "received")
+        messages = [(event.id, key, body(event, message.name, None))]
+        previous = staging(str(argo_id), "input") if message.input_url else None
         last = len(message.subjobs) - 1
         for i, sj in enumerate(message.subjobs):
-            output = sj.output_url or staging(str(argo.id), "output" if i == last else f"sub{i}")
-            subjob = _subjob(
-                sj,
-                argo_job_id=argo.id,
-                position=i,
-                input_url=sj.input_url or previous,
-                output_url=output,
-            )
-            s.add(subjob)
-            s.flush()
-            events.append(
-                JobEvent(
-                    argo_job_id=argo.id,
-                    subjob_id=subjob.id,
-                    from_state="",
-                    to_state="CREATED",
-                    message="received",
-                )
-            )
+            output = sj.output_url or staging(str(argo_id), "output" if i == last else f"sub{i}")
+            subjob_id = s.execute(
+                _INSERT_SUBJOB,
+                {
+                    **{f: getattr(sj, f) for f in SUBJOB_FIELDS},
+                    "argo_job_id": argo_id,
+                    "position": i,
+                    "input_url": sj.input_url or previous,
+                    "output_url": output,
+                },
+            ).scalar_one()
+            event = record_event(s, argo_id, subjob_id, "", "CREATED", "received")
+            messages.append((event.id, key, body(event, sj.name, sj.site)))
             previous = output
-        s.add_all(events)
-        s.flush()
-        ids = [e.id for e in events]
-        argo_id = argo.id
-    publish_events(ids)
+    send(messages)
     return argo_id
 
 
@@ -179,10 +180,9 @@ def _send(signature: Any, what: str, on_failure: Any) -> None:
 
 
 def existing_argo(intake_key: str) -> tuple[int, str] | None:
-    with session_scope() as s:
-        row = s.execute(
-            select(ArgoJob.id, ArgoJob.state).where(ArgoJob.intake_key == intake_key)
-        ).first()
+    """The job a message with this id already made (asked once per intake message)."""
+    with read_scope() as s:
+        row = s.execute(_BY_INTAKE_KEY, {"intake_key": intake_key}).first()
     return (row[0], row[1]) if row else None
 
 

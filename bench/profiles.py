@@ -1,0 +1,188 @@
+"""Where the time goes: py-spy samples of every worker process during a throughput run, and a
+cProfile of intake in one process. The tables behind the analysis in docs/performance.md.
+
+1. Workers: ``bench/throughput.py --scheduler instant`` runs in the background; once its
+   service workers are up, py-spy (a dev dependency) samples each worker process for a few
+   seconds. Each sample is put in one bucket by what its stack is doing.
+2. Intake: ``workflows.receiver.receive`` for N messages against a private Redis, under
+   cProfile; the cumulative share of the functions that matter.
+
+    .venv/bin/python bench/profiles.py [--seconds 8] [--messages 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from common import ROOT, Figure, record
+
+OURS = (
+    "(tasks/",
+    "(workflows/",
+    "(backends/",
+    "(edgeceleryapp/transitions",
+    "(edgeceleryapp/status",
+    "(edgeceleryapp/db",
+    "(edgeceleryapp/sites",
+)
+BUCKETS = (
+    "status messages (kombu publish, mark published)",
+    "our database work (SQLAlchemy, sqlite3)",
+    "chains our code sends (advance, poller)",
+    "our other step work (files, transfers)",
+    "celery beat",
+    "Celery/kombu per-task machinery (receive, ack, events, chain continuation, idle loop)",
+)
+
+
+def bucket(stack: str) -> str:
+    ours = any(marker in stack for marker in OURS)
+    if "(edgeceleryapp/status" in stack:
+        return BUCKETS[0]
+    if ours and "apply_async" in stack:
+        return BUCKETS[2]
+    if ours and "(sqlalchemy/" in stack:
+        return BUCKETS[1]
+    if ours and "(celery/app/trace" in stack:
+        return BUCKETS[3]
+    if "(celery/beat" in stack:
+        return BUCKETS[4]
+    return BUCKETS[5]
+
+
+def worker_profile(seconds: float, out: Path) -> Counter:
+    bench = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "throughput.py"), "--scheduler", "instant",
+         "--jobs", "300"],
+        stdout=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if k != "BENCH_RESULTS"},
+    )  # fmt: skip
+    pattern = "edgeceleryapp.cli worker|instant_app worker"
+    deadline = time.monotonic() + 300
+    pids: list[str] = []
+    while time.monotonic() < deadline and len(pids) < 9:  # 3 workers x (parent + 2 children)
+        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+        pids = found.stdout.split()
+        time.sleep(0.2)
+    time.sleep(3)  # into the steady state, past the first submissions
+    spy = str(Path(sys.executable).parent / "py-spy")
+    recorders = [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "-p",
+                pid,
+                "-d",
+                str(seconds),
+                "-r",
+                "100",
+                "-f",
+                "raw",
+                "-o",
+                str(out / f"{pid}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
+    for r in recorders:
+        r.wait()
+    bench.wait()
+    samples: Counter = Counter()
+    for raw in out.glob("*.txt"):
+        for line in raw.read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            samples[bucket(stack)] += int(n)
+    return samples
+
+
+def intake_profile(messages: int) -> list[tuple[str, float]]:
+    from edgeceleryapp.cli.demo import write_config
+    from edgeceleryapp.localservice import RedisServer
+
+    root = Path(tempfile.mkdtemp(prefix="edgecelery-profile-"))
+    redis_server = RedisServer(root / "redis").start()
+    os.environ["EDGECELERY_CONFIG"] = str(
+        write_config(root, redis_server.url, ("hep_cluster", "mira"))
+    )
+    from edgeceleryapp.db import init_db
+    from workflows.receiver import receive
+
+    init_db()
+
+    def message(i: int) -> dict:
+        return {
+            "name": f"a{i}",
+            "job_status_routing_key": "bench",
+            "subjobs": [
+                {"name": "gen", "site": "hep_cluster", "application": "alpGen"},
+                {"name": "sim", "site": "mira", "application": "wjets"},
+            ],
+        }
+
+    receive(message(-1), "warm")
+    profiler = cProfile.Profile()
+    try:
+        profiler.enable()
+        for i in range(messages):
+            receive(message(i), f"m{i}")
+        profiler.disable()
+    finally:
+        redis_server.stop()
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    total = max(
+        ct for (_f, _l, name), (_cc, _nc, _tt, ct, _c) in stats.items() if name == "receive"
+    )
+    wanted = {
+        ("status.py", "send"): "status messages: publish + mark published",
+        ("status.py", "publish"): "  of which kombu publish (3 per job)",
+        ("intake.py", "_send"): "first chain: Celery apply_async (task + sent event)",
+        ("intake.py", "existing_argo"): "redelivery look-up (intake_key)",
+        ("intake.py", "checked_argo"): "validation (pydantic)",
+        ("intake.py", "store_argo"): "store job, subjobs, events (with its status messages)",
+    }
+    rows = []
+    for (file, _line, name), (_cc, _nc, _tt, ct, _c) in stats.items():
+        label = wanted.get((Path(file).name, name))
+        if label:
+            rows.append((label, 100 * ct / total))
+    return sorted(rows, key=lambda r: -r[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="the same (it is short)")
+    args = parser.parse_args()
+    samples = worker_profile(args.seconds, Path(tempfile.mkdtemp(prefix="edgecelery-spy-")))
+    total = sum(samples.values()) or 1
+    workers = [Figure(name, 100 * samples[name] / total, "%") for name in BUCKETS]
+    record(
+        "profile-workers",
+        "Profile: worker processes during bench/throughput.py --scheduler instant "
+        f"(py-spy, {total:,} samples, share of samples)",
+        workers,
+    )
+    intake = [Figure(name, share, "%") for name, share in intake_profile(args.messages)]
+    record(
+        "profile-intake",
+        f"Profile: intake of {args.messages:,} messages in one process (cProfile, "
+        "cumulative share of receive())",
+        intake,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

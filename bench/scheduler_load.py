@@ -1,0 +1,134 @@
+"""Scheduler load: status commands per site per minute while 1,000 subjobs wait in the queue;
+and the site worker's memory (run with ``--subjobs 10000`` for the memory target).
+
+The real service (Redis, the Argo worker with beat sending one poll per ``poll_interval``, one
+site worker of concurrency 2) follows 1,000 subjobs whose batch jobs stay queued (the ``held``
+scheduler of ``bench/instant_app.py`` logs each status command). ``poll_interval`` 1 s,
+``status_interval`` 30 s, as in production. Also prints the site worker's CPU share: the cost
+of following 1,000 jobs, and the peak resident memory (VmHWM) of the site worker's processes
+(the Celery parent and its pool children), summed.
+
+    .venv/bin/python bench/scheduler_load.py [--subjobs 1000] [--minutes 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import Figure, record, status_command_figures
+from throughput import cpu_seconds, start_celery_worker, stop
+
+
+def peak_rss_mib(leader: int) -> float:
+    """The summed peak resident memory of every process in the session led by ``leader``
+    (shared pages are counted once per process, so this over-states the worker's use)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if os.getsid(int(status.parent.name)) != leader:
+                continue
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+        except (OSError, ValueError):
+            continue
+        total += int(fields["VmHWM"].split()[0])
+    return total / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjobs", type=int, default=1000)
+    parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--quick", action="store_true", help="65 seconds")
+    args = parser.parse_args()
+    if args.quick:
+        args.minutes = min(args.minutes, 65 / 60)
+
+    from edgeceleryapp.cli.demo import write_config
+    from edgeceleryapp.localservice import RedisServer, Worker, wait_for_workers
+
+    root = Path(tempfile.mkdtemp(prefix="edgecelery-schedload-"))
+    (root / "logs").mkdir()
+    status_log = root / "status-commands.log"
+    status_log.touch()
+    redis_server = RedisServer(root / "redis").start()
+    config = write_config(
+        root,
+        redis_server.url,
+        ("mira",),
+        poll_interval=1.0,
+        status_interval=30.0,
+        site_settings={"mira": {"scheduler": "held"}},
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECELERY_")}
+    env.update(EDGECELERY_CONFIG=str(config), BENCH_STATUS_LOG=str(status_log))
+    os.environ.update(env)
+
+    from sqlalchemy import insert
+
+    from edgeceleryapp.db import init_db, session_scope
+    from edgeceleryapp.models import SubJob, utcnow
+
+    init_db()
+    now = utcnow()
+    with session_scope() as s:
+        s.execute(
+            insert(SubJob),
+            [
+                {
+                    "site": "mira",
+                    "application": "app",
+                    "name": f"w{i}",
+                    "state": "QUEUED",
+                    "batch_job_id": f"ecbench_{i}a1",
+                    "submitted_at": now,
+                    "updated_at": now,
+                    "created_at": now,
+                }
+                for i in range(args.subjobs)
+            ],
+        )
+    argo = Worker("argo", env, root / "logs" / "argo.log").start()
+    site = start_celery_worker(
+        "bench.instant_app", "site.mira", "mira", env, root / "logs" / "mira.log", 2
+    )
+    try:
+        wait_for_workers(redis_server.url, ["argo", "mira"])
+        cpu0, start = cpu_seconds([site.pid]), time.monotonic()
+        first = len(status_log.read_text().splitlines())
+        time.sleep(args.minutes * 60)  # the measurement window: the service runs on its own
+        elapsed = time.monotonic() - start
+        commands = status_log.read_text().splitlines()[first:]
+        cpu = cpu_seconds([site.pid]) - cpu0
+        rss = peak_rss_mib(site.pid)
+    finally:
+        stop(site)
+        argo.stop()
+        redis_server.stop()
+    asked = max((int(line.split()[1]) for line in commands), default=0)
+    figures = [
+        *status_command_figures([float(c.split()[0]) for c in commands], elapsed, 30.0),
+        Figure("jobs asked about per command (max)", asked, ""),
+        Figure("site worker CPU while following them", 100 * cpu / elapsed, "%"),
+        Figure(
+            f"site worker peak RSS with {args.subjobs:,} in flight (parent + pool)",
+            rss,
+            "MiB",
+            "< 300" if args.subjobs >= 10_000 else "",
+        ),
+    ]
+    record(
+        f"scheduler_load-{args.subjobs}",
+        f"Scheduler load: {args.subjobs:,} subjobs queued at one site for "
+        f"{elapsed:.0f} s (poll_interval 1 s, status_interval 30 s)",
+        figures,
+        {"commands": commands},
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Every benchmark, then docs/performance.md from their figures (bench/report.py).
+#
+#   scripts/bench.sh            full sizes (about 15 minutes on 2 cores)
+#   scripts/bench.sh --quick    smaller sizes, same figures (about 6 minutes)
+#
+# Each bench/*.py prints its table (figure, measured, target, pass/MISS) and keeps its figures
+# in $BENCH_RESULTS for the report. The Slurm benchmark starts the project's one-node Slurm
+# (scripts/slurm.sh start: needs root the first time, to install it). A benchmark that fails to
+# run is named in the report; the others still run. Exit status 1 if any failed to run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh || exit 1
+quick=()
+[ "${1:-}" = --quick ] && quick=(--quick)
+export BENCH_RESULTS
+BENCH_RESULTS=$(mktemp -d "${TMPDIR:-/tmp}/edgecelery-bench.XXXXXX")
+py=.venv/bin/python
+failed=()
+run() {
+  echo "== $*"
+  "$py" "$@" "${quick[@]}" || failed+=("$(basename "$1") ${*:2}")
+}
+run bench/throughput.py --scheduler local
+run bench/throughput.py --scheduler instant
+run bench/latency.py
+run bench/scheduler_load.py --subjobs 1000
+run bench/scheduler_load.py --subjobs 10000 --minutes 1.1
+run bench/db_scale.py
+run bench/intake.py --consumers 1
+run bench/intake.py --consumers 2
+run bench/slurm.py
+run bench/profiles.py
+missing=$(IFS=,; echo "${failed[*]:-}")
+"$py" bench/report.py "$BENCH_RESULTS" --command "scripts/bench.sh ${quick[*]:-}" \
+  --missing "$missing"
+[ ${#failed[@]} -eq 0 ]
