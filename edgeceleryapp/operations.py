@@ -484,6 +484,8 @@ def set_argo_state(argo_id: int, to: str, who: str) -> str:
     moves its own job, and a hand-set state would race it. Recorded and published like every
     change.
     """
+    from edgeceleryapp import transitions
+
     target = _state(states.ARGO, to)
     if target == states.KILLED:
         cancel_argo(argo_id, why=f"killed by {who}")
@@ -498,10 +500,10 @@ def set_argo_state(argo_id: int, to: str, who: str) -> str:
             raise InvalidState(
                 f"argo job {argo_id} is {argo.state} and its chain is running; cancel it first"
             )
-        event = force_argo(s, argo, target, f"state set to {target} by {who}")
+        event = transitions.force_argo(s, argo, target, f"state set to {target} by {who}")
         if event is None:
             raise InvalidState(f"argo job {argo_id} changed meanwhile; try again")
         s.flush()
         ids = [event.id]
-    publish_events(ids)
+    _publish(ids)
     return target
