@@ -32,6 +32,25 @@ ARGO_PATH = ("CREATED", "STAGED_IN", "SUBJOB_SUBMITTED", "SUBJOBS_COMPLETED", "H
 SUBJOB_PATH = ("CREATED", "STAGED_IN", "SUBMITTED", "RUNNING", "STAGED_OUT")
 
 
+def timeline(
+    last_id: int, argo_id: int, subjob_id: int | None, path: tuple[str, ...], when: datetime
+) -> list[dict]:
+    """JobEvent rows for a record that walked ``path``, ids after ``last_id``."""
+    return [
+        {
+            "id": last_id + step + 1,
+            "argo_job_id": argo_id,
+            "subjob_id": subjob_id,
+            "from_state": path[step - 1] if step else "",
+            "to_state": state,
+            "time": when,
+            "message": "",
+            "published": True,
+        }
+        for step, state in enumerate(path)
+    ]
+
+
 def populate(url: str, jobs: int, batch: int = 5000) -> float:
     """Bulk-insert ``jobs`` Argo jobs, 3 subjobs each, 5 events per job and per subjob.
     Most jobs are finished; one in ten is somewhere along the way."""
@@ -44,7 +63,7 @@ def populate(url: str, jobs: int, batch: int = 5000) -> float:
     rng = random.Random(7)
     start = time.perf_counter()
     t0 = datetime(2026, 1, 1)
-    subjob_id = event_id = 0
+    subjob_id = event_id = 0  # event_id: events written by earlier batches
     with engine().begin() as conn:
         for first in range(1, jobs + 1, batch):
             argo_rows, subjob_rows, event_rows = [], [], []
@@ -66,20 +85,7 @@ def populate(url: str, jobs: int, batch: int = 5000) -> float:
                         "updated_at": when,
                     }
                 )
-                for step, state in enumerate(ARGO_PATH):
-                    event_id += 1
-                    event_rows.append(
-                        {
-                            "id": event_id,
-                            "argo_job_id": job_id,
-                            "subjob_id": None,
-                            "from_state": ARGO_PATH[step - 1] if step else "",
-                            "to_state": state,
-                            "time": when,
-                            "message": "",
-                            "published": True,
-                        }
-                    )
+                event_rows += timeline(len(event_rows) + event_id, job_id, None, ARGO_PATH, when)
                 for position, site in enumerate(SITES):
                     subjob_id += 1
                     subjob_rows.append(
@@ -96,20 +102,10 @@ def populate(url: str, jobs: int, batch: int = 5000) -> float:
                             "updated_at": when,
                         }
                     )
-                    for step, state in enumerate(SUBJOB_PATH):
-                        event_id += 1
-                        event_rows.append(
-                            {
-                                "id": event_id,
-                                "argo_job_id": job_id,
-                                "subjob_id": subjob_id,
-                                "from_state": SUBJOB_PATH[step - 1] if step else "",
-                                "to_state": state,
-                                "time": when,
-                                "message": "",
-                                "published": True,
-                            }
-                        )
+                    event_rows += timeline(
+                        len(event_rows) + event_id, job_id, subjob_id, SUBJOB_PATH, when
+                    )
+            event_id += len(event_rows)
             conn.execute(insert(ArgoJob), argo_rows)
             conn.execute(insert(SubJob), subjob_rows)
             conn.execute(insert(JobEvent), event_rows)
