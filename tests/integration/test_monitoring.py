@@ -108,9 +108,14 @@ def test_watch_and_follow_print_the_job_to_its_end(watched) -> None:
     only_one = None
     try:
         wait_for(lambda: everything.errors, 30, "watch to bind its queue")
-        argo_id = dep.submit(message("followed"))
-        only_one = Lines(dep, "watch", "--routing-key", "monitor_jobs", "--job", str(argo_id))
+        # Bound before the job exists, so that none of its messages can pass before it: the
+        # job's id is the next one (ids are given in order, and nothing else submits here).
+        listed = json.loads(dep.cli("argo", "ls", "--json"))
+        next_id = max((job["id"] for job in listed), default=0) + 1
+        only_one = Lines(dep, "watch", "--routing-key", "monitor_jobs", "--job", str(next_id))
         wait_for(lambda: only_one.errors, 30, "watch --job to bind its queue")
+        argo_id = dep.submit(message("followed"))
+        assert argo_id == next_id
         follow = subprocess.run(
             [sys.executable, "-m", "edgeceleryapp.cli", "argo", "show", str(argo_id), "--follow"],
             env=dep.env,
