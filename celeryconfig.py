@@ -49,3 +49,8 @@ beat_schedule = {
     }
     for name, site in _settings.sites.items()
 }
+beat_schedule["resend-status"] = {
+    "task": "argo.resend_status",
+    "schedule": _settings.status_resend_after,
+    "options": {"queue": "argo", "expires": _settings.status_resend_after},
+}

@@ -1,9 +1,21 @@
 """The Celery application. Settings come from ``celeryconfig``, which reads ours."""
 
+from typing import Any
+
 from celery import Celery
+from celery.signals import worker_process_shutdown, worker_shutdown
 
 app = Celery("edgecelery")
 app.config_from_object("celeryconfig")
+
+
+@worker_shutdown.connect
+@worker_process_shutdown.connect
+def _write_pending_marks(**_: Any) -> None:
+    """A stopping worker marks what it sent, so that nothing goes out twice needlessly."""
+    from edgeceleryapp.status import write_pending_marks
+
+    write_pending_marks()
 
 
 def _install_intake() -> None:

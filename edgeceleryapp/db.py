@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -93,6 +93,15 @@ def read_scope() -> Iterator[Session]:
     assert _read_factory is not None
     with _read_factory() as session, session.begin():
         yield session
+
+
+@contextmanager
+def read_connection() -> Iterator[Connection]:
+    """``read_scope`` as a plain connection, for compiled Core reads on the hot path: no ORM
+    session to build and close around a query or two."""
+    bind = engine().execution_options(**{READ_ONLY: True})
+    with bind.connect() as conn, conn.begin():
+        yield conn
 
 
 def init_db() -> None:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -133,6 +143,17 @@ class JobEvent(Base):
     time: Mapped[datetime] = mapped_column(default=utcnow)
     message: Mapped[str] = mapped_column(Text, default="")
     published: Mapped[bool] = mapped_column(default=False)
+
+    # Only the few events not yet marked sent are in it: the status sweep finds them without
+    # reading millions of rows (edgeceleryapp/status.py).
+    __table_args__ = (
+        Index(
+            "ix_job_events_unpublished",
+            "id",
+            sqlite_where=text("published = 0"),
+            postgresql_where=text("published = false"),
+        ),
+    )
 
 
 class SiteMonitor(Base):

@@ -221,6 +221,9 @@ class Settings(_Strict):
     # Routing key for status messages of jobs that name none (Balsam-only jobs have no
     # job_status_routing_key field).
     default_status_routing_key: str = "job_status"
+    # Seconds after which a status message that did not go out (broker away, worker killed
+    # before marking it sent) is sent again by the argo worker's sweep, which runs this often.
+    status_resend_after: float = Field(10.0, gt=0)
     # Redis: how long an unacknowledged task waits before it is delivered again (a killed
     # worker's task runs again after this). Must exceed the longest countdown we schedule.
     visibility_timeout: float = Field(3600.0, gt=0)

@@ -3,20 +3,35 @@ routed with the Argo job's ``job_status_routing_key`` (seed 000 2.2.1).
 
 Publishing happens after the state change has committed, so a message never announces a state
 the database does not hold. A failed publish leaves the event marked unpublished; ``flush``
-sends those again. Delivery is at least once: consumers deduplicate on ``event_id``.
+sends those again (``argo.finish`` for its job, the ``argo.resend_status`` sweep for all).
+Delivery is at least once: consumers deduplicate on ``event_id``.
+
+Marking events "published" was half of all write transactions. The state-change path
+(``send``) therefore does not write the mark itself: it leaves the ids with this process, and
+the mark rides on the process's next write transaction (``pending_marks``), or is written by a
+timer ``MARK_DELAY`` seconds later when no transaction comes. A process that dies in between
+leaves its last events unmarked; they go out once more, which consumers tolerate.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 from kombu import Connection, Exchange
 from kombu.pools import producers
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection as DBConnection
+from sqlalchemy import bindparam, false, select, update
+from sqlalchemy.orm import Session
 
+from edgeceleryapp.brokertransport import transport_for
 from edgeceleryapp.db import engine, read_scope
-from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
+from edgeceleryapp.models import ArgoJob, JobEvent, SubJob, utcnow
 from edgeceleryapp.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -32,7 +47,7 @@ def _conn() -> Connection:
     """One connection object per broker URL; kombu's pool hands out producers on it."""
     url = get_settings().broker_url
     if url not in _connections:
-        _connections[url] = Connection(url)
+        _connections[url] = Connection(url, transport=transport_for(url))
     return _connections[url]
 
 
@@ -72,7 +87,8 @@ def publish(messages: list[tuple[str, dict[str, Any]]]) -> bool:
         return True
     exchange = status_exchange()
     try:
-        with producers[_conn()].acquire(block=True, timeout=10) as producer:
+        # One batch: where the transport can (Redis), the messages go in one round trip.
+        with producers[_conn()].acquire(block=True, timeout=10) as producer, producer.batch():
             for key, body in messages:
                 producer.publish(
                     body,
@@ -91,10 +107,10 @@ def publish(messages: list[tuple[str, dict[str, Any]]]) -> bool:
 
 def send(messages: list[tuple[int, str, dict[str, Any]]]) -> None:
     """Publish (event id, routing key, body) triples built in the transaction that committed
-    the events, then mark them sent. Building them there saves reading the events back: a
-    state change costs one write transaction and this mark, not three transactions."""
+    the events; their "published" mark is left to ``pending_marks`` or the timer. Building
+    them there saves reading the events back."""
     if messages and publish([(key, b) for _, key, b in messages]):
-        _mark_published([event_id for event_id, _, _ in messages])
+        _marks.add([event_id for event_id, _, _ in messages])
 
 
 _MARK = (
@@ -103,10 +119,84 @@ _MARK = (
     .values(published=True)
 )
 
+# Events re-sent per broker batch and transaction when flushing a backlog.
+FLUSH_CHUNK = 500
+# Seconds a "published" mark may wait for a write transaction to ride on.
+MARK_DELAY = 0.5
+
+
+class _PendingMarks:
+    """Ids of events this process published and has not yet marked."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ids: list[int] = []
+        self.timer: threading.Timer | None = None
+
+    def add(self, ids: list[int]) -> None:
+        with self.lock:
+            self.ids += ids
+            if self.timer is None:
+                self.timer = threading.Timer(MARK_DELAY, self.write)
+                self.timer.daemon = True
+                self.timer.start()
+
+    def take(self) -> list[int]:
+        with self.lock:
+            ids, self.ids = self.ids, []
+            return ids
+
+    def give_back(self, ids: list[int]) -> None:
+        with self.lock:
+            self.ids = ids + self.ids
+
+    def write(self) -> None:
+        """The timer's (and a worker's last) write: whatever no transaction took along."""
+        with self.lock:
+            self.timer = None
+        ids = self.take()
+        if not ids:
+            return
+        try:
+            _mark_published(ids)
+        except Exception as exc:  # the events are sent again later; nothing is lost
+            log.warning("could not mark %d status messages sent: %s", len(ids), exc)
+
+
+_marks = _PendingMarks()
+
+
+def _forget_marks() -> None:
+    """A forked child starts with none of its parent's marks (nor its timer thread)."""
+    global _marks
+    _marks = _PendingMarks()
+
+
+os.register_at_fork(after_in_child=_forget_marks)
+
+
+@contextmanager
+def pending_marks(conn: DBConnection | Session) -> Iterator[None]:
+    """Inside a write transaction: write this process's pending marks in it. If the
+    transaction's body fails, the marks wait for the next one."""
+    ids = _marks.take()
+    try:
+        if ids:
+            conn.execute(_MARK, {"ids": ids})
+        yield
+    except BaseException:
+        _marks.give_back(ids)
+        raise
+
+
+def write_pending_marks() -> None:
+    """Write the marks now (a worker process shutting down, tests)."""
+    _marks.write()
+
 
 def _mark_published(event_ids: list[int]) -> None:
-    """One UPDATE on a plain connection: half of all write transactions are this mark, and an
-    ORM session around it cost more than the statement."""
+    """One UPDATE on a plain connection: an ORM session around it cost more than the
+    statement."""
     with engine().begin() as conn:
         conn.execute(_MARK, {"ids": event_ids})
 
@@ -120,7 +210,7 @@ def publish_events(event_ids: list[int]) -> None:
             select(JobEvent, SubJob, ArgoJob)
             .outerjoin(SubJob, SubJob.id == JobEvent.subjob_id)
             .outerjoin(ArgoJob, ArgoJob.id == JobEvent.argo_job_id)
-            .where(JobEvent.id.in_(event_ids), JobEvent.published.is_(False))
+            .where(JobEvent.id.in_(event_ids), JobEvent.published == false())
             .order_by(JobEvent.id)
         ).all()
         messages = [(routing_key_for(a), event_body(e, sj, a)) for e, sj, a in rows]
@@ -128,13 +218,21 @@ def publish_events(event_ids: list[int]) -> None:
         _mark_published(event_ids)
 
 
-def flush(argo_job_id: int | None = None, subjob_id: int | None = None) -> None:
-    """Send again every unpublished event of one job (or of all jobs)."""
-    query = select(JobEvent.id).where(JobEvent.published.is_(False))
+def flush(
+    argo_job_id: int | None = None, subjob_id: int | None = None, older_than: float = 0.0
+) -> int:
+    """Send again every unpublished event of one job (or of all jobs); how many. Events
+    younger than ``older_than`` seconds are spared: their mark may still be pending in the
+    process that published them."""
+    query = select(JobEvent.id).where(JobEvent.published == false())
     if argo_job_id is not None:
         query = query.where(JobEvent.argo_job_id == argo_job_id)
     if subjob_id is not None:
         query = query.where(JobEvent.subjob_id == subjob_id)
+    if older_than:
+        query = query.where(JobEvent.time < utcnow() - timedelta(seconds=older_than))
     with read_scope() as s:
         ids = list(s.scalars(query.order_by(JobEvent.id)))
-    publish_events(ids)
+    for start in range(0, len(ids), FLUSH_CHUNK):
+        publish_events(ids[start : start + FLUSH_CHUNK])
+    return len(ids)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from edgeceleryapp import states
 from edgeceleryapp.db import engine, read_scope
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob, utcnow
-from edgeceleryapp.status import body, routing_key, send
+from edgeceleryapp.status import body, pending_marks, routing_key, send
 
 
 class _LostRace(Exception):
@@ -168,7 +168,7 @@ def move_subjob(
         frm = to
     message = _storable(message)
     try:
-        with engine().begin() as s:
+        with engine().begin() as s, pending_marks(s):
             row = s.execute(_SUBJOB_LABELS, {"subjob_id": subjob_id}).first()
             if row is None:
                 return False
@@ -215,7 +215,7 @@ def move_argo(
         frm = step
     message = _storable(message)
     try:
-        with engine().begin() as s:
+        with engine().begin() as s, pending_marks(s):
             events: list[Recorded] = []
             frm = expected
             for i, step in enumerate(path):

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import Row, bindparam, select
+
 from backends.transfers import TransferContext, transfer_for
 from edgeceleryapp import states
 from edgeceleryapp.celery import app
-from edgeceleryapp.db import read_scope
+from edgeceleryapp.db import read_connection
 from edgeceleryapp.errors import TransientError
 from edgeceleryapp.models import ArgoJob, SubJob
 from edgeceleryapp.settings import get_settings
@@ -35,12 +37,27 @@ def transfer_context(argo_id: int, step: str) -> TransferContext:
     )
 
 
-def load(argo_id: int) -> tuple[ArgoJob, list[SubJob]]:
-    with read_scope() as s:
-        argo = s.get(ArgoJob, argo_id)
+_ARGO = ArgoJob.__table__
+_SUB = SubJob.__table__
+_LOAD_ARGO = select(
+    _ARGO.c.id, _ARGO.c.state, _ARGO.c.current_subjob, _ARGO.c.input_url, _ARGO.c.output_url
+).where(_ARGO.c.id == bindparam("argo_id"))
+_LOAD_SUBJOBS = (
+    select(_SUB.c.id, _SUB.c.site, _SUB.c.argo_job_id, _SUB.c.state, _SUB.c.output_url)
+    .where(_SUB.c.argo_job_id == bindparam("argo_id"))
+    .order_by(_SUB.c.position)
+)
+
+
+def load(argo_id: int) -> tuple[Row, list[Row]]:
+    """The Argo job and its subjobs in order, as rows of the columns these steps read: every
+    step of every Argo job loads them, and building records (with the subjob relationship)
+    cost more than the queries (bench/profiles.py)."""
+    with read_connection() as conn:
+        argo = conn.execute(_LOAD_ARGO, {"argo_id": argo_id}).first()
         if argo is None:
             raise Stop
-        return argo, list(argo.subjobs)
+        return argo, list(conn.execute(_LOAD_SUBJOBS, {"argo_id": argo_id}))
 
 
 def _step(argo_id: int, start: str, reaches: str, work) -> None:  # type: ignore[no-untyped-def]
@@ -56,7 +73,7 @@ def _step(argo_id: int, start: str, reaches: str, work) -> None:  # type: ignore
     move_argo(argo_id, start, reaches)
 
 
-def _stage_in(argo: ArgoJob, _subjobs: list[SubJob]) -> None:
+def _stage_in(argo: Row, _subjobs: list[Row]) -> None:
     if argo.input_url:
         dest = staging_dir(argo.id) / "input"
         dest.mkdir(parents=True, exist_ok=True)
@@ -65,7 +82,7 @@ def _stage_in(argo: ArgoJob, _subjobs: list[SubJob]) -> None:
         )
 
 
-def _stage_out(argo: ArgoJob, subjobs: list[SubJob]) -> None:
+def _stage_out(argo: Row, subjobs: list[Row]) -> None:
     """Deliver the last subjob's output to the Argo job's output_url (Figure 1, step 14)."""
     if not argo.output_url:
         return
@@ -114,9 +131,9 @@ def advance(argo_id: int) -> None:
 
 
 def _fail_argo(argo_id: int, start: str, reason: str) -> None:
-    with read_scope() as s:
-        argo = s.get(ArgoJob, argo_id)
-        state = argo.state if argo else None
+    with read_connection() as conn:
+        row = conn.execute(_LOAD_ARGO, {"argo_id": argo_id}).first()
+        state = row.state if row else None
     if state is None or states.is_failed(state) or state in states.ARGO.terminal:
         return
     if state == start or start == "*":
@@ -154,6 +171,13 @@ def finish(self: StepTask, argo_id: int) -> None:
 
     def body() -> None:
         _step(argo_id, "STAGED_OUT", "HISTORY", lambda _a, _s: None)
-        flush(argo_job_id=argo_id)
+        flush(argo_job_id=argo_id, older_than=get_settings().status_resend_after)
 
     guarded(self, body, lambda reason: _fail_argo(argo_id, "STAGED_OUT", reason))
+
+
+@app.task(name="argo.resend_status", ignore_result=True)
+def resend_status() -> int:
+    """Send the status messages that did not go out (of every job, failed ones too): the
+    broker was away, or the worker died before marking them sent (edgeceleryapp/status.py)."""
+    return flush(older_than=get_settings().status_resend_after)

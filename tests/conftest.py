@@ -22,6 +22,7 @@ os.environ.pop("EDGECELERY_CONFIG", None)
 from edgeceleryapp.cli.demo import write_config
 from edgeceleryapp.db import init_db, reset_engine
 from edgeceleryapp.settings import reset_settings
+from edgeceleryapp.status import write_pending_marks
 from tests.pg import PostgresServer, PostgresUnavailable, empty_database
 
 SITES = ("alpha", "beta")
@@ -61,6 +62,7 @@ def _env(
     reset_engine()
     init_db()
     yield Env(tmp_path, config, "postgresql" if database_url else "sqlite")
+    write_pending_marks()  # into this test's database, not the next one's
     reset_engine()
     reset_settings()
 

@@ -205,7 +205,8 @@ def test_cancel_kills_the_batch_job_and_ends_the_argo_job(env, monkeypatch):
     assert cancels == [sj.id]
     site.cancel.apply(args=(sj.id,))  # what the site worker does with that message
     spool = env.site_workdir("alpha") / ".local-scheduler"
-    pid_file = spool / f"{sj.batch_job_id}.pid"
+    pid_file = spool / f"{subjob(sj.id).batch_job_id}.pid"
+    assert pid_file.exists()
     wait_for(lambda: not LocalScheduler._alive(pid_file), 10, "the batch job to stop")
     assert subjob(sj.id).state == "KILLED"
     assert argo_tasks.load(argo_id)[0].state == "KILLED"

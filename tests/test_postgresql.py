@@ -18,6 +18,7 @@ from edgeceleryapp import operations
 from edgeceleryapp.db import engine, session_scope
 from edgeceleryapp.errors import TransientError, ValidationFailed
 from edgeceleryapp.models import JobEvent, SubJob, utcnow
+from edgeceleryapp.status import write_pending_marks
 from edgeceleryapp.transitions import move_subjob
 from tasks import site
 from tasks.sitework import workdir_of
@@ -58,6 +59,7 @@ def test_balsam_job_runs_through_every_site_step_to_job_finished(any_db_env):
     assert final.batch_job_id
     assert final.command is not None and final.command[-2:] == ["--events", "100"]
     assert subjob_states(job_id) == SUBJOB_PATH
+    write_pending_marks()  # the last change's mark waits for a transaction or the timer
     with session_scope() as s:
         events = list(
             s.scalars(select(JobEvent).where(JobEvent.subjob_id == job_id).order_by(JobEvent.id))

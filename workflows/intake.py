@@ -14,9 +14,9 @@ from sqlalchemy.exc import IntegrityError
 
 from edgeceleryapp.db import read_scope, session_scope
 from edgeceleryapp.errors import TransientError, ValidationFailed
-from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
+from edgeceleryapp.models import ArgoJob, SubJob
 from edgeceleryapp.settings import get_settings
-from edgeceleryapp.status import body, publish_events, routing_key, send
+from edgeceleryapp.status import body, pending_marks, routing_key, send
 from edgeceleryapp.transitions import move_argo, move_subjob, record_event
 from workflows import chains
 from workflows.schemas import ArgoJobMessage, BalsamJobMessage
@@ -111,7 +111,7 @@ def store_argo(message: ArgoJobMessage, intake_key: str | None = None) -> int:
     """
     staging = get_settings().argo.staging_url_for
     key = routing_key(message.job_status_routing_key)
-    with session_scope() as s:
+    with session_scope() as s, pending_marks(s):
         argo_id = s.execute(
             _INSERT_ARGO,
             {
@@ -152,7 +152,7 @@ def store_argo(message: ArgoJobMessage, intake_key: str | None = None) -> int:
 
 
 def store_balsam(message: BalsamJobMessage) -> int:
-    with session_scope() as s:
+    with session_scope() as s, pending_marks(s):
         subjob = _subjob(
             message,
             input_url=message.input_url,
@@ -161,11 +161,10 @@ def store_balsam(message: BalsamJobMessage) -> int:
         )
         s.add(subjob)
         s.flush()
-        event = JobEvent(subjob_id=subjob.id, from_state="", to_state="CREATED", message="received")
-        s.add(event)
-        s.flush()
-        subjob_id, event_id = subjob.id, event.id
-    publish_events([event_id])
+        event = record_event(s, None, subjob.id, "", "CREATED", "received")
+        messages = [(event.id, routing_key(None), body(event, subjob.name, subjob.site))]
+        subjob_id = subjob.id
+    send(messages)
     return subjob_id
 
 

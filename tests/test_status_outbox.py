@@ -1,0 +1,103 @@
+"""The status outbox: every committed change goes out as a message, its "published" mark rides
+on the process's next write transaction, and what did not go out is sent again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from kombu import Connection, Queue
+from sqlalchemy import select, text
+
+from edgeceleryapp import status
+from edgeceleryapp.db import engine, read_scope
+from edgeceleryapp.models import JobEvent
+from edgeceleryapp.transitions import move_subjob
+from tasks.argo import resend_status
+from tests.helpers import balsam_message
+from workflows.intake import submit_balsam
+
+
+@pytest.fixture
+def watched(env) -> Iterator[list[dict]]:
+    """Status messages as a consumer bound to the status exchange receives them."""
+    received: list[dict] = []
+    with Connection("memory://") as conn:
+        queue = Queue("outbox-test", status.status_exchange(), routing_key="#")
+        with conn.SimpleQueue(queue) as sq:
+
+            def drain() -> list[dict]:
+                while sq.qsize():
+                    message = sq.get(timeout=1)
+                    received.append(message.payload)
+                    message.ack()
+                return received
+
+            sq.drain = drain  # type: ignore[attr-defined]
+            yield sq
+            sq.clear()
+
+
+@pytest.fixture
+def no_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Marks wait for a transaction only (the timer would write them after a minute)."""
+    monkeypatch.setattr(status, "MARK_DELAY", 60.0)
+
+
+def published(subjob_id: int) -> dict[str, bool]:
+    with read_scope() as s:
+        events = s.scalars(select(JobEvent).where(JobEvent.subjob_id == subjob_id))
+        return {e.to_state: e.published for e in events}
+
+
+def test_the_mark_rides_on_the_next_write_transaction(watched, no_timer):
+    job = submit_balsam(balsam_message(), start=False)
+    assert [m["to_state"] for m in watched.drain()] == ["CREATED"]
+    assert published(job) == {"CREATED": False}, "sent, mark pending"
+
+    assert move_subjob(job, "CREATED", ["STAGED_IN"])
+    assert [m["to_state"] for m in watched.drain()] == ["CREATED", "STAGED_IN"]
+    assert published(job) == {"CREATED": True, "STAGED_IN": False}
+
+    status.write_pending_marks()
+    assert published(job) == {"CREATED": True, "STAGED_IN": True}
+
+
+def test_a_transaction_that_loses_its_race_keeps_the_marks_for_the_next(watched, no_timer):
+    job = submit_balsam(balsam_message(), start=False)
+    assert not move_subjob(job, "PREPROCESSED", ["SUBMITTED"]), "the subjob is CREATED"
+    assert published(job) == {"CREATED": False}
+    assert move_subjob(job, "CREATED", ["STAGED_IN"])
+    assert published(job)["CREATED"] is True
+
+
+def test_the_timer_writes_marks_when_no_transaction_comes(watched, monkeypatch):
+    monkeypatch.setattr(status, "MARK_DELAY", 0.05)
+    job = submit_balsam(balsam_message(), start=False)
+    timer = status._marks.timer
+    assert timer is not None
+    timer.join(timeout=10)
+    assert published(job) == {"CREATED": True}
+
+
+def test_messages_that_did_not_go_out_are_sent_again(watched, no_timer, monkeypatch):
+    monkeypatch.setattr(status, "publish", lambda messages: False)  # the broker is away
+    job = submit_balsam(balsam_message(), start=False)
+    assert move_subjob(job, "CREATED", ["STAGED_IN"])
+    assert watched.drain() == []
+    assert published(job) == {"CREATED": False, "STAGED_IN": False}
+    monkeypatch.undo()
+
+    assert resend_status() == 0, "younger than status_resend_after: their mark may be pending"
+    assert status.flush(older_than=0) == 2
+    assert [m["to_state"] for m in watched.drain()] == ["CREATED", "STAGED_IN"]
+    assert published(job) == {"CREATED": True, "STAGED_IN": True}
+    assert status.flush() == 0, "nothing is sent twice once marked"
+
+
+def test_the_sweep_reads_only_unpublished_events_through_their_index(env):
+    query = select(JobEvent.id).where(JobEvent.published == status.false())
+    sql = str(query.compile(engine(), compile_kwargs={"literal_binds": True}))
+    with engine().connect() as conn:
+        plan = " ".join(str(row) for row in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+    assert "ix_job_events_unpublished" in plan
