@@ -218,6 +218,9 @@ class Settings(_Strict):
     # Production systems put Argo job messages (plain JSON) on this queue (seed 000 2.2.1,
     # the UserJobReceiver); the argo worker consumes it.
     intake_queue: str = "argo.jobs"
+    # Intake messages taken together: stored in one transaction, their first tasks and status
+    # messages sent in one broker round trip (bench/intake.py).
+    intake_batch: int = Field(100, ge=1, le=1000)
     # Routing key for status messages of jobs that name none (Balsam-only jobs have no
     # job_status_routing_key field).
     default_status_routing_key: str = "job_status"

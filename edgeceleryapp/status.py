@@ -23,32 +23,21 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from kombu import Connection, Exchange
-from kombu.pools import producers
+from kombu import Exchange
 from sqlalchemy import Connection as DBConnection
 from sqlalchemy import bindparam, false, select, update
 from sqlalchemy.orm import Session
 
-from edgeceleryapp.brokertransport import transport_for
+from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.db import engine, read_scope
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob, utcnow
 from edgeceleryapp.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-_connections: dict[str, Connection] = {}
-
 
 def status_exchange() -> Exchange:
     return Exchange(get_settings().status_exchange, type="topic", durable=True)
-
-
-def _conn() -> Connection:
-    """One connection object per broker URL; kombu's pool hands out producers on it."""
-    url = get_settings().broker_url
-    if url not in _connections:
-        _connections[url] = Connection(url, transport=transport_for(url))
-    return _connections[url]
 
 
 def body(event: JobEvent, name: str, site: str | None) -> dict[str, Any]:
@@ -87,8 +76,7 @@ def publish(messages: list[tuple[str, dict[str, Any]]]) -> bool:
         return True
     exchange = status_exchange()
     try:
-        # One batch: where the transport can (Redis), the messages go in one round trip.
-        with producers[_conn()].acquire(block=True, timeout=10) as producer, producer.batch():
+        with batch_producer(get_settings().broker_url) as producer:
             for key, body in messages:
                 producer.publish(
                     body,

@@ -118,6 +118,32 @@ def record_event(
     return Recorded(session.execute(_INSERT_EVENT, row).scalar_one(), **row)
 
 
+_INSERT_EVENTS = insert(_EVENTS).returning(_EVENTS.c.id, sort_by_parameter_order=True)
+
+
+def record_events(
+    conn: Connection, jobs: list[tuple[int, int | None]], frm: str, to: str, message: str
+) -> list[Recorded]:
+    """The same change for many (argo id, subjob id) pairs in one multi-row insert (intake
+    stores a batch of jobs at once)."""
+    if not jobs:
+        return []  # an empty multi-row insert would insert one row of defaults
+    now = utcnow()
+    rows = [
+        {
+            "argo_job_id": argo_id,
+            "subjob_id": subjob_id,
+            "from_state": frm,
+            "to_state": to,
+            "time": now,
+            "message": message,
+        }
+        for argo_id, subjob_id in jobs
+    ]
+    ids = conn.execute(_INSERT_EVENTS, rows).scalars().all()
+    return [Recorded(event_id, **row) for event_id, row in zip(ids, rows, strict=True)]
+
+
 def _follow(
     session: Executor,
     argo_id: int | None,

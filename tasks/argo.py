@@ -121,10 +121,10 @@ def advance(argo_id: int) -> None:
         elif state == "SUBJOB_SUBMITTED":
             subjob = subjobs[current]
             if subjob.state == "CREATED":
-                chains.start_subjob(subjob).apply_async()
+                chains.send(chains.start_subjob(subjob))
             return
         elif state == "SUBJOBS_COMPLETED":
-            chains.finish_argo(argo_id).apply_async()
+            chains.send(chains.finish_argo(argo_id))
             return
         else:
             return

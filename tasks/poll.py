@@ -18,6 +18,7 @@ from backends.batchscript import read_exit_code
 from backends.schedulers import BatchStatus, scheduler_for
 from backends.schedulers.base import FAILED, FINISHED
 from edgeceleryapp import states
+from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.celery import app
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.errors import EdgeCeleryError
@@ -27,7 +28,7 @@ from edgeceleryapp.sites import take_lease
 from edgeceleryapp.transitions import move_subjob
 from tasks.base import StepTask
 from tasks.sitework import workdir_of
-from workflows.chains import resume_subjob, submit_again
+from workflows.chains import resume_subjob, send, submit_again
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def poll_site(site_name: str) -> PollReport:
         if status is not None and status.state in (FINISHED, FAILED):
             codes[job.id] = read_exit_code(workdir_of(job))
     now = utcnow()
+    verdicts: list[tuple[Row, Verdict]] = []
     for job in jobs:
         if codes[job.id] is None and job.id not in asked:
             continue
@@ -160,10 +162,16 @@ def poll_site(site_name: str) -> PollReport:
                 reason=f"{verdict.reason}; attempt {job.attempt} of "
                 f"{site.max_attempts}, no attempts left",
             )
-        if not verdict.failed and verdict.target == FINISHED:
-            # Sent before the state commits: a crash in between leaves a resume chain that
-            # waits for the state, never a finished job without one.
-            resume_subjob(job).apply_async()
+        verdicts.append((job, verdict))
+    # The resume chains go first, in one broker round trip, before any state commits: a crash
+    # in between leaves a resume chain that waits for the state, never a finished job without
+    # one.
+    finished = [job for job, v in verdicts if not v.failed and v.target == FINISHED]
+    if finished:
+        with batch_producer(get_settings().broker_url) as producer:
+            for job in finished:
+                send(resume_subjob(job), producer)
+    for job, verdict in verdicts:
         path = path_for(job.state, verdict)
         if move_subjob(job.id, job.state, path, verdict.reason, exit_code=verdict.exit_code):
             report.moved[job.id] = path[-1]

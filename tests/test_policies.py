@@ -236,9 +236,7 @@ def test_a_job_ending_during_the_status_query_is_judged_by_its_exit_code(env, mo
     site.execute("submit", job_id, token="t")
     workdir = sitework.workdir_of(subjob(job_id))
     monkeypatch.setattr(poll, "scheduler_for", lambda _site: EndsDuringThePoll(workdir))
-    monkeypatch.setattr(
-        poll, "resume_subjob", lambda job: type("S", (), {"apply_async": lambda self: None})()
-    )
+    monkeypatch.setattr(poll, "send", lambda _chain, _producer: None)  # resume nothing
     wait_for(lambda: poll.poll_site("alpha").moved, 10, "the poll to see the end")
     assert subjob(job_id).state == "EXECUTION_FINISHED"
     sitework.scheduler_for(sitework.site_of(subjob(job_id))).cancel(batch_name(job_id))

@@ -12,23 +12,32 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from edgeceleryapp.db import read_scope, session_scope
+from edgeceleryapp.brokertransport import batch_producer
+from edgeceleryapp.db import read_connection, read_scope, session_scope
 from edgeceleryapp.errors import TransientError, ValidationFailed
 from edgeceleryapp.models import ArgoJob, SubJob
 from edgeceleryapp.settings import get_settings
 from edgeceleryapp.status import body, pending_marks, routing_key, send
-from edgeceleryapp.transitions import move_argo, move_subjob, record_event
+from edgeceleryapp.transitions import move_argo, move_subjob, record_event, record_events
 from workflows import chains
 from workflows.schemas import ArgoJobMessage, BalsamJobMessage
 from workflows.validation import parse_json, validate_argo, validate_balsam
 
 log = logging.getLogger(__name__)
 
-_INSERT_ARGO = insert(ArgoJob.__table__).returning(ArgoJob.__table__.c.id)
-_INSERT_SUBJOB = insert(SubJob.__table__).returning(SubJob.__table__.c.id)
+# Multi-row inserts that return the new ids in the order of their rows.
+_INSERT_ARGOS = insert(ArgoJob.__table__).returning(
+    ArgoJob.__table__.c.id, sort_by_parameter_order=True
+)
+_INSERT_SUBJOBS = insert(SubJob.__table__).returning(
+    SubJob.__table__.c.id, sort_by_parameter_order=True
+)
 _BY_INTAKE_KEY = select(ArgoJob.__table__.c.id, ArgoJob.__table__.c.state).where(
     ArgoJob.__table__.c.intake_key == bindparam("intake_key")
 )
+_BY_INTAKE_KEYS = select(
+    ArgoJob.__table__.c.intake_key, ArgoJob.__table__.c.id, ArgoJob.__table__.c.state
+).where(ArgoJob.__table__.c.intake_key.in_(bindparam("intake_keys", expanding=True)))
 
 SUBJOB_FIELDS = (
     "name",
@@ -98,57 +107,86 @@ def _subjob(message: BalsamJobMessage, **extra: Any) -> SubJob:
 
 
 def store_argo(message: ArgoJobMessage, intake_key: str | None = None) -> int:
-    """Expects a message from ``checked_argo``.
+    """Expects a message from ``checked_argo``: store it (see ``store_argos``)."""
+    return store_argos([(message, intake_key)])[0]
 
-    Store the Argo job and its subjobs in CREATED, wiring each subjob's data to the next.
+
+def store_argos(items: list[tuple[ArgoJobMessage, str | None]]) -> list[int]:
+    """Expects messages from ``checked_argo``, with their intake keys.
+
+    Store each Argo job and its subjobs in CREATED, wiring each subjob's data to the next,
+    all in one transaction: the intake consumer takes messages in batches.
 
     A subjob without URLs reads where the previous step left its data and writes to the
     staging area; explicit URLs in the message win (seed 000: Argo sets these values).
 
-    Core inserts, and status messages built in the same transaction: intake is one process
-    taking every job of a production system (bench/intake.py), and ORM flushes and reading the
+    Three multi-row Core inserts (jobs, subjobs, events) whatever the batch size, and status
+    messages built in the same transaction: intake is one process taking every job of a
+    production system (bench/intake.py), and per-row statements, ORM flushes and reading the
     events back were most of its time.
     """
+    if not items:
+        return []  # an empty multi-row insert would insert one row of defaults
     staging = get_settings().argo.staging_url_for
-    key = routing_key(message.job_status_routing_key)
     with session_scope() as s, pending_marks(s):
-        argo_id = s.execute(
-            _INSERT_ARGO,
-            {
-                "user_id": message.user_id,
-                "name": message.name,
-                "description": message.description,
-                "group_identifier": message.group_identifier,
-                "username": message.username,
-                "email": message.email,
-                "input_url": message.input_url,
-                "output_url": message.output_url,
-                "job_status_routing_key": message.job_status_routing_key or "",
-                "num_subjobs": len(message.subjobs),
-                "intake_key": intake_key,
-            },
-        ).scalar_one()
-        event = record_event(s, argo_id, None, "", "CREATED", "received")
-        messages = [(event.id, key, body(event, message.name, None))]
-        previous = staging(str(argo_id), "input") if message.input_url else None
-        last = len(message.subjobs) - 1
-        for i, sj in enumerate(message.subjobs):
-            output = sj.output_url or staging(str(argo_id), "output" if i == last else f"sub{i}")
-            subjob_id = s.execute(
-                _INSERT_SUBJOB,
-                {
-                    **{f: getattr(sj, f) for f in SUBJOB_FIELDS},
-                    "argo_job_id": argo_id,
-                    "position": i,
-                    "input_url": sj.input_url or previous,
-                    "output_url": output,
-                },
-            ).scalar_one()
-            event = record_event(s, argo_id, subjob_id, "", "CREATED", "received")
-            messages.append((event.id, key, body(event, sj.name, sj.site)))
-            previous = output
-    send(messages)
-    return argo_id
+        conn = s.connection()
+        argo_ids = list(
+            conn.execute(
+                _INSERT_ARGOS,
+                [
+                    {
+                        "user_id": message.user_id,
+                        "name": message.name,
+                        "description": message.description,
+                        "group_identifier": message.group_identifier,
+                        "username": message.username,
+                        "email": message.email,
+                        "input_url": message.input_url,
+                        "output_url": message.output_url,
+                        "job_status_routing_key": message.job_status_routing_key or "",
+                        "num_subjobs": len(message.subjobs),
+                        "intake_key": intake_key,
+                    }
+                    for message, intake_key in items
+                ],
+            ).scalars()
+        )
+        subjob_rows = []
+        for (message, _), argo_id in zip(items, argo_ids, strict=True):
+            previous = staging(str(argo_id), "input") if message.input_url else None
+            last = len(message.subjobs) - 1
+            for i, sj in enumerate(message.subjobs):
+                output = sj.output_url or staging(
+                    str(argo_id), "output" if i == last else f"sub{i}"
+                )
+                subjob_rows.append(
+                    {
+                        **{f: getattr(sj, f) for f in SUBJOB_FIELDS},
+                        "argo_job_id": argo_id,
+                        "position": i,
+                        "input_url": sj.input_url or previous,
+                        "output_url": output,
+                    }
+                )
+                previous = output
+        subjob_ids = iter(conn.execute(_INSERT_SUBJOBS, subjob_rows).scalars().all())
+        labels: list[tuple[str, str, str | None]] = []  # routing key, name, site per event
+        events: list[tuple[int, int | None]] = []
+        for (message, _), argo_id in zip(items, argo_ids, strict=True):
+            key = routing_key(message.job_status_routing_key)
+            events.append((argo_id, None))
+            labels.append((key, message.name, None))
+            for sj in message.subjobs:
+                events.append((argo_id, next(subjob_ids)))
+                labels.append((key, sj.name, sj.site))
+        recorded = record_events(conn, events, "", "CREATED", "received")
+    send(
+        [
+            (event.id, key, body(event, name, site))
+            for event, (key, name, site) in zip(recorded, labels, strict=True)
+        ]
+    )
+    return argo_ids
 
 
 def store_balsam(message: BalsamJobMessage) -> int:
@@ -185,6 +223,15 @@ def existing_argo(intake_key: str) -> tuple[int, str] | None:
     return (row[0], row[1]) if row else None
 
 
+def existing_argos(intake_keys: list[str]) -> dict[str, tuple[int, str]]:
+    """The jobs that messages with these ids already made: one query for a batch."""
+    if not intake_keys:
+        return {}
+    with read_connection() as conn:
+        rows = conn.execute(_BY_INTAKE_KEYS, {"intake_keys": intake_keys})
+        return {key: (argo_id, state) for key, argo_id, state in rows}
+
+
 def submit_argo(message: Any, *, start: bool = True, intake_key: str | None = None) -> int:
     """Validate, store and start an Argo job; returns its id.
 
@@ -212,6 +259,78 @@ def submit_argo(message: Any, *, start: bool = True, intake_key: str | None = No
             lambda why: move_argo(argo_id, "CREATED", "STAGED_IN_FAILED", why),
         )
     return argo_id
+
+
+def submit_argo_batch(items: list[tuple[Any, str | None]]) -> list[int | ValidationFailed]:
+    """``submit_argo`` for a batch of intake messages (body, message id): each one's job id,
+    or the ``ValidationFailed`` that refused it.
+
+    Valid new jobs are stored in one transaction and their first chains published in one
+    broker batch; a message delivered again gets the job its first delivery made. If another
+    consumer stored one of these messages meanwhile (the intake key is unique), the batch is
+    taken one message at a time instead.
+    """
+    found = existing_argos([key for _, key in items if key])
+    outcomes: list[int | ValidationFailed] = []
+    new: list[tuple[int, ArgoJobMessage, str | None]] = []
+    to_start: list[int] = []
+    first_of: dict[str, int] = {}  # a message id seen earlier in this batch: its position
+    again: list[tuple[int, int]] = []
+    for i, (message, key) in enumerate(items):
+        if key and key in found:
+            argo_id, state = found[key]
+            outcomes.append(argo_id)
+            if state == "CREATED" and argo_id not in to_start:
+                to_start.append(argo_id)
+            continue
+        if key and key in first_of:
+            again.append((i, first_of[key]))
+            outcomes.append(0)  # the first one's outcome, below
+            continue
+        if key:
+            first_of[key] = i
+        try:
+            new.append((i, checked_argo(_as_data(message)), key))
+            outcomes.append(0)  # its id once stored
+        except ValidationFailed as exc:
+            outcomes.append(exc)
+    try:
+        ids = store_argos([(checked, key) for _, checked, key in new])
+    except IntegrityError:
+        return [_one_of_batch(message, key) for message, key in items]
+    for (i, _, _), argo_id in zip(new, ids, strict=True):
+        outcomes[i] = argo_id
+    for i, first in again:
+        outcomes[i] = outcomes[first]
+    start_argos(to_start + ids)
+    return outcomes
+
+
+def _one_of_batch(message: Any, key: str | None) -> int | ValidationFailed:
+    try:
+        return submit_argo(message, intake_key=key)
+    except ValidationFailed as exc:
+        return exc
+
+
+def start_argos(argo_ids: list[int]) -> None:
+    """Publish the first chain of each job, all in one broker batch (Redis: one round trip
+    for the tasks and their task-sent events). If the broker refuses, every job of the batch
+    is marked failed to start (a job whose task got out anyway has moved on, and the
+    compare-and-set leaves it alone) and the messages are taken again later."""
+    if not argo_ids:
+        return
+    try:
+        with batch_producer(get_settings().broker_url) as producer:
+            for argo_id in argo_ids:
+                chains.send(chains.start_argo(argo_id), producer)
+    except Exception as exc:
+        for argo_id in argo_ids:
+            move_argo(argo_id, "CREATED", "STAGED_IN_FAILED", f"could not queue: {exc}")
+        raise TransientError(
+            f"{len(argo_ids)} argo jobs stored but not started (broker: {exc}); "
+            "start them with `edgecelery retry`"
+        ) from exc
 
 
 def submit_balsam(message: Any, *, start: bool = True) -> int:

@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from celery import bootsteps
-from kombu import Consumer, Exchange, Queue
+from kombu import Consumer, Exchange, Message, Queue
 
 from edgeceleryapp.errors import ValidationFailed
 from edgeceleryapp.models import utcnow
@@ -51,25 +51,46 @@ def rejection(body: Any, errors: list[tuple[str, str]]) -> tuple[str, dict[str, 
 
 def receive(body: Any, message_id: str | None) -> int | None:
     """Handle one intake message; the job's id, or None if it was refused."""
-    # Imported here: the Celery app installs this consumer, and intake imports the app.
-    from workflows.intake import submit_argo
+    return receive_batch([(body, message_id)])[0]
 
-    try:
-        argo_id = submit_argo(body, intake_key=message_id)
-    except ValidationFailed as exc:
-        log.warning("intake: refused message %s: %s", message_id, exc)
-        publish([rejection(body, exc.errors)])
-        return None
-    log.info("intake: message %s is argo job %s", message_id, argo_id)
-    return argo_id
+
+def receive_batch(items: list[tuple[Any, str | None]]) -> list[int | None]:
+    """Handle intake messages (body, message id) together; each job's id, or None for a
+    refused message, which is answered with a rejection status message."""
+    # Imported here: the Celery app installs this consumer, and intake imports the app.
+    from workflows.intake import submit_argo_batch
+
+    outcomes = submit_argo_batch(items)
+    rejections = []
+    for (body, message_id), outcome in zip(items, outcomes, strict=True):
+        if isinstance(outcome, ValidationFailed):
+            log.warning("intake: refused message %s: %s", message_id, outcome)
+            rejections.append(rejection(body, outcome.errors))
+        else:
+            log.info("intake: message %s is argo job %s", message_id, outcome)
+    publish(rejections)
+    return [None if isinstance(o, ValidationFailed) else o for o in outcomes]
+
+
+# How long the first message of a batch waits for more before the batch is taken: a burst
+# from a producer arrives as one batch (one transaction, one broker round trip), a lone
+# message waits only this long.
+BATCH_WINDOW = 0.01
 
 
 class IntakeConsumer(bootsteps.ConsumerStep):
-    """Consumes the intake queue inside the argo worker (``edgecelery worker --argo``)."""
+    """Consumes the intake queue inside the argo worker (``edgecelery worker --argo``), up to
+    ``intake_batch`` messages at a time."""
 
     def __init__(self, parent: Any, intake: bool = False, **kwargs: Any):
         self.enabled = intake
+        self.pending: list[tuple[Any, Message]] = []
+        self.hub: Any = None
         super().__init__(parent, **kwargs)
+
+    def start(self, c: Any) -> None:
+        self.hub = c.hub  # None in a worker without an event loop: then no batches
+        super().start(c)
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
         return [
@@ -78,15 +99,28 @@ class IntakeConsumer(bootsteps.ConsumerStep):
                 queues=[intake_queue()],
                 callbacks=[self.on_message],
                 accept=["json"],
-                prefetch_count=1,
+                prefetch_count=get_settings().intake_batch,
             )
         ]
 
-    def on_message(self, body: Any, message: Any) -> None:
-        try:
-            receive(body, message.properties.get("message_id"))
-        except Exception:
-            log.exception("intake: could not take a message now; it goes back on the queue")
-            message.requeue()
+    def on_message(self, body: Any, message: Message) -> None:
+        self.pending.append((body, message))
+        if self.hub is None or len(self.pending) >= get_settings().intake_batch:
+            self.take()
+        elif len(self.pending) == 1:
+            self.hub.call_later(BATCH_WINDOW, self.take)
+
+    def take(self) -> None:
+        """Handle what is pending; acknowledge it, or put it all back on the queue."""
+        batch, self.pending = self.pending, []
+        if not batch:
             return
-        message.ack()
+        try:
+            receive_batch([(body, m.properties.get("message_id")) for body, m in batch])
+        except Exception:
+            log.exception("intake: could not take %d messages now; back on the queue", len(batch))
+            for _, message in batch:
+                message.requeue()
+            return
+        for _, message in batch:
+            message.ack()
