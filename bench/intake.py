@@ -24,8 +24,9 @@ from common import ROOT, Figure, record
 from throughput import cpu_seconds, stop
 
 # The producer (a production system, not part of the service) publishes in batches of this
-# many messages, with kombu's Producer.batch: one Redis round trip each, so that on two cores
-# its own CPU takes as little as it can from the consumer being measured.
+# many messages, with kombu's Producer.batch and our Redis channel (one client, one round trip
+# per batch), so that on two cores its own CPU takes as little as it can from the consumer
+# being measured.
 PRODUCER_BATCH = 500
 
 
@@ -54,6 +55,7 @@ def main() -> None:
     from kombu import Connection
     from sqlalchemy import func, select
 
+    from edgeceleryapp.brokertransport import transport_for
     from edgeceleryapp.db import init_db, read_scope
     from edgeceleryapp.models import ArgoJob
     from workflows.receiver import intake_queue
@@ -95,7 +97,7 @@ def main() -> None:
         cpu0 = cpu_seconds([w.pid for w in workers])
         queue = intake_queue()
         start = time.perf_counter()
-        with Connection(redis_server.url) as conn:
+        with Connection(redis_server.url, transport=transport_for(redis_server.url)) as conn:
             producer = conn.Producer(serializer="json")
             for first in range(0, args.messages, PRODUCER_BATCH):
                 with producer.batch():

@@ -4,8 +4,9 @@ cProfile of intake in one process. The tables behind the analysis in docs/perfor
 1. Workers: ``bench/throughput.py --scheduler instant`` runs in the background; once its
    service workers are up, py-spy (a dev dependency) samples each worker process for a few
    seconds. Each sample is put in one bucket by what its stack is doing.
-2. Intake: ``workflows.receiver.receive`` for N messages against a private Redis, under
-   cProfile; the cumulative share of the functions that matter.
+2. Intake: ``workflows.receiver.receive_batch`` for N messages in batches of ``BATCH`` (as the
+   intake consumer takes them) against a private Redis, under cProfile; the cumulative share
+   of the functions that matter.
 
     .venv/bin/python bench/profiles.py [--seconds 8] [--messages 1000]
 """
@@ -34,6 +35,7 @@ OURS = (
     "(edgeceleryapp/db",
     "(edgeceleryapp/sites",
 )
+BATCH = 100  # intake messages per batch, the default intake_batch
 BUCKETS = (
     "status messages (kombu publish, mark published)",
     "our database work (SQLAlchemy, sqlite3)",
@@ -117,7 +119,7 @@ def intake_profile(messages: int) -> list[tuple[str, float]]:
         write_config(root, redis_server.url, ("hep_cluster", "mira"))
     )
     from edgeceleryapp.db import init_db
-    from workflows.receiver import receive
+    from workflows.receiver import receive_batch
 
     init_db()
 
@@ -131,26 +133,26 @@ def intake_profile(messages: int) -> list[tuple[str, float]]:
             ],
         }
 
-    receive(message(-1), "warm")
+    receive_batch([(message(-1), "warm")])
     profiler = cProfile.Profile()
     try:
         profiler.enable()
-        for i in range(messages):
-            receive(message(i), f"m{i}")
+        for first in range(0, messages, BATCH):
+            batch = range(first, min(first + BATCH, messages))
+            receive_batch([(message(i), f"m{i}") for i in batch])
         profiler.disable()
     finally:
         redis_server.stop()
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     total = max(
-        ct for (_f, _l, name), (_cc, _nc, _tt, ct, _c) in stats.items() if name == "receive"
+        ct for (_f, _l, name), (_cc, _nc, _tt, ct, _c) in stats.items() if name == "receive_batch"
     )
     wanted = {
-        ("status.py", "send"): "status messages: publish + mark published",
-        ("status.py", "publish"): "  of which kombu publish (3 per job)",
-        ("intake.py", "_send"): "first chain: Celery apply_async (task + sent event)",
-        ("intake.py", "existing_argo"): "redelivery look-up (intake_key)",
+        ("intake.py", "store_argos"): "store jobs, subjobs, events (with their status messages)",
+        ("status.py", "send"): "  of which status messages (3 per job, one batch)",
+        ("intake.py", "start_argos"): "first chains: Celery task + task-sent event, one batch",
+        ("intake.py", "existing_argos"): "redelivery look-up (intake keys, one query)",
         ("intake.py", "checked_argo"): "validation (pydantic)",
-        ("intake.py", "store_argo"): "store job, subjobs, events (with its status messages)",
     }
     rows = []
     for (file, _line, name), (_cc, _nc, _tt, ct, _c) in stats.items():
@@ -178,8 +180,8 @@ def main() -> None:
     intake = [Figure(name, share, "%") for name, share in intake_profile(args.messages)]
     record(
         "profile-intake",
-        f"Profile: intake of {args.messages:,} messages in one process (cProfile, "
-        "cumulative share of receive())",
+        f"Profile: intake of {args.messages:,} messages in batches of {BATCH} in one process "
+        "(cProfile, cumulative share of receive_batch())",
         intake,
     )
 
