@@ -14,7 +14,7 @@ import secrets
 from sqlalchemy.exc import IntegrityError
 
 from edgeceleryapp.db import session_scope
-from edgeceleryapp.models import ServiceInfo, SubJob
+from edgeceleryapp.models import ServiceInfo, SubjobView
 from edgeceleryapp.settings import get_settings
 
 _tags: dict[str, str] = {}
@@ -44,6 +44,6 @@ def _stored_tag() -> str:
     raise RuntimeError("could not read or create the instance tag")
 
 
-def batch_job_name(subjob: SubJob) -> str:
+def batch_job_name(subjob: SubjobView) -> str:
     """The scheduler-side name that lets a re-run find the batch job it already submitted."""
     return f"ec{instance_tag()}_{subjob.id}a{subjob.attempt}"

@@ -15,6 +15,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -194,3 +195,8 @@ class MailRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     claimed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+# A subjob as the site steps read it: a record, or a row of every column of ``subjobs``
+# (``transitions.load_subjob``), read by attribute alike.
+SubjobView = SubJob | Row

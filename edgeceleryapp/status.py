@@ -75,17 +75,19 @@ def publish(messages: list[tuple[str, dict[str, Any]]]) -> bool:
     if not messages:
         return True
     exchange = status_exchange()
+    retry_policy = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5}
     try:
         with batch_producer(get_settings().broker_url) as producer:
+            # Once per batch, not per message: even kombu's cached check cost 15% of a publish.
+            producer.maybe_declare(exchange, retry=True, **retry_policy)
             for key, body in messages:
                 producer.publish(
                     body,
                     exchange=exchange,
                     routing_key=key,
                     serializer="json",
-                    declare=[exchange],
                     retry=True,
-                    retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+                    retry_policy=retry_policy,
                 )
     except Exception as exc:  # any broker failure: the outbox keeps the events
         log.warning("status publish failed, will be sent again later: %s", exc)

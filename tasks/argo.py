@@ -101,23 +101,22 @@ def advance(argo_id: int) -> None:
     """Hand the next subjob to its site, or close the loop when none is left.
 
     Each move is a compare-and-set; the moves Argo makes in a row (SUBJOB_COMPLETED ->
-    SUBJOB_INCREMENTED -> SUBJOB_SUBMITTED) are one transaction. A re-run after a crash finds
-    where the last one stopped and sends the chain it owes again (the receiving steps are
-    idempotent).
+    SUBJOB_INCREMENTED -> SUBJOB_SUBMITTED) are one transaction. After a move that took, the
+    next state is known without reading it again; after one that lost, it is read again. A
+    re-run after a crash finds where the last one stopped and sends the chain it owes again
+    (the receiving steps are idempotent).
     """
+    argo, subjobs = load(argo_id)
+    state, current = argo.state, argo.current_subjob
     for _ in range(4):
-        argo, subjobs = load(argo_id)
-        state, current = argo.state, argo.current_subjob
         if state == "STAGED_IN":
-            move_argo(argo_id, "STAGED_IN", "SUBJOB_SUBMITTED", current_subjob=0)
+            move = ("SUBJOB_SUBMITTED", 0, {"current_subjob": 0})
         elif state == "SUBJOB_COMPLETED":
             following = "SUBJOB_SUBMITTED" if current + 1 < len(subjobs) else "SUBJOBS_COMPLETED"
-            move_argo(argo_id, state, ["SUBJOB_INCREMENTED", following], current_subjob=current + 1)
+            move = (["SUBJOB_INCREMENTED", following], current + 1, {"current_subjob": current + 1})
         elif state == "SUBJOB_INCREMENTED":
-            if current < len(subjobs):
-                move_argo(argo_id, state, "SUBJOB_SUBMITTED")
-            else:
-                move_argo(argo_id, state, "SUBJOBS_COMPLETED")
+            following = "SUBJOB_SUBMITTED" if current < len(subjobs) else "SUBJOBS_COMPLETED"
+            move = (following, current, {})
         elif state == "SUBJOB_SUBMITTED":
             subjob = subjobs[current]
             if subjob.state == "CREATED":
@@ -128,6 +127,12 @@ def advance(argo_id: int) -> None:
             return
         else:
             return
+        path, position, values = move
+        if move_argo(argo_id, state, path, **values):
+            state, current = path if isinstance(path, str) else path[-1], position
+        else:  # another worker moved it first: see where it is now
+            argo, subjobs = load(argo_id)
+            state, current = argo.state, argo.current_subjob
 
 
 def _fail_argo(argo_id: int, start: str, reason: str) -> None:

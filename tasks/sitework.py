@@ -27,7 +27,7 @@ from edgeceleryapp.errors import (
     UnsafePath,
 )
 from edgeceleryapp.instance import batch_job_name
-from edgeceleryapp.models import Application, SubJob, utcnow
+from edgeceleryapp.models import Application, SubJob, SubjobView, utcnow
 from edgeceleryapp.settings import SiteSettings, get_settings
 from edgeceleryapp.sites import (
     ensure_monitor,
@@ -41,15 +41,15 @@ from edgeceleryapp.throttle import Breaker, QueuePolicy
 PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME")
 
 
-def site_of(subjob: SubJob) -> SiteSettings:
+def site_of(subjob: SubjobView) -> SiteSettings:
     return get_settings().site(subjob.site)
 
 
-def workdir_of(subjob: SubJob) -> Path:
+def workdir_of(subjob: SubjobView) -> Path:
     return site_of(subjob).workdir / "jobs" / str(subjob.id)
 
 
-def transfer_context(subjob: SubJob, step: str) -> TransferContext:
+def transfer_context(subjob: SubjobView, step: str) -> TransferContext:
     """The site's transfer roots and settings; temporary files named after this step."""
     site = site_of(subjob)
     return TransferContext(
@@ -89,7 +89,7 @@ _APPLICATION = select(_APPLICATIONS).where(
 )
 
 
-def application_for(subjob: SubJob) -> Row:
+def application_for(subjob: SubjobView) -> Row:
     """The whitelist (seed 000 2.6): only applications registered for this site run. Asked
     by four steps of every subjob, so a compiled Core query, read as a row of the
     application's columns."""
@@ -103,7 +103,7 @@ def application_for(subjob: SubJob) -> Row:
     return app
 
 
-def job_env(subjob: SubJob, workdir: Path, **extra: str) -> dict[str, str]:
+def job_env(subjob: SubjobView, workdir: Path, **extra: str) -> dict[str, str]:
     env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
     env.update(
         EDGECELERY_SUBJOB_ID=str(subjob.id),
@@ -115,7 +115,7 @@ def job_env(subjob: SubJob, workdir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def stage_in(subjob: SubJob) -> dict:
+def stage_in(subjob: SubjobView) -> dict:
     application_for(subjob)  # refuse before moving any data
     workdir = workdir_of(subjob)
     (workdir / CONTROL_DIR).mkdir(parents=True, exist_ok=True)
@@ -139,7 +139,7 @@ def parse_argv(text: str) -> list[str]:
     return argv
 
 
-def launcher(site: SiteSettings, subjob: SubJob) -> list[str]:
+def launcher(site: SiteSettings, subjob: SubjobView) -> list[str]:
     values = {
         "num_nodes": subjob.num_nodes,
         "processes_per_node": subjob.processes_per_node,
@@ -157,7 +157,7 @@ def _run_script(
     return result.stdout
 
 
-def preprocess(subjob: SubJob) -> dict:
+def preprocess(subjob: SubjobView) -> dict:
     """Turn the job's config_file into an argument list, then run the app's preprocess."""
     app = application_for(subjob)
     site = site_of(subjob)
@@ -179,7 +179,7 @@ def preprocess(subjob: SubJob) -> dict:
     return {"command": [*launcher(site, subjob), app.executable, *args]}
 
 
-def claim_submission(subjob: SubJob, token: str, site: SiteSettings) -> bool:
+def claim_submission(subjob: SubjobView, token: str, site: SiteSettings) -> bool:
     """Take the right to submit this attempt, if the site may take it now.
 
     Returns True when the attempt was claimed before (by this very message, delivered again
@@ -227,7 +227,7 @@ def claim_submission(subjob: SubJob, token: str, site: SiteSettings) -> bool:
         return holder is not None
 
 
-def _queue_counts(s: Session, subjob: SubJob) -> tuple[int, int, int]:
+def _queue_counts(s: Session, subjob: SubjobView) -> tuple[int, int, int]:
     """Running jobs, jobs queued (or being submitted), and older subjobs waiting to submit."""
     rows = s.execute(
         select(SubJob.state, SubJob.submit_claim.is_not(None), SubJob.id < subjob.id, func.count())
@@ -249,7 +249,7 @@ def _queue_counts(s: Session, subjob: SubJob) -> tuple[int, int, int]:
     return running, queued, ahead
 
 
-def batch_request(subjob: SubJob) -> BatchRequest:
+def batch_request(subjob: SubjobView) -> BatchRequest:
     site = site_of(subjob)
     workdir = workdir_of(subjob)
     if not subjob.command:
@@ -268,7 +268,7 @@ def batch_request(subjob: SubJob) -> BatchRequest:
     )
 
 
-def approved_options(site: SiteSettings, subjob: SubJob) -> list[str]:
+def approved_options(site: SiteSettings, subjob: SubjobView) -> list[str]:
     """The job's scheduler_config names one of the site's approved presets (seed 000 2.1.1)."""
     if not subjob.scheduler_config:
         return []
@@ -280,7 +280,7 @@ def approved_options(site: SiteSettings, subjob: SubJob) -> list[str]:
         ) from None
 
 
-def submit(subjob: SubJob, token: str) -> dict:
+def submit(subjob: SubjobView, token: str) -> dict:
     """Exactly one batch job per attempt: claim, look up by name, submit only if absent."""
     application_for(subjob)
     site = site_of(subjob)
@@ -305,7 +305,7 @@ def submit(subjob: SubJob, token: str) -> dict:
     return {"batch_job_id": batch_id, "submitted_at": utcnow(), "submit_claim": None}
 
 
-def postprocess(subjob: SubJob) -> dict:
+def postprocess(subjob: SubjobView) -> dict:
     app = application_for(subjob)
     if app.postprocess:
         workdir = workdir_of(subjob)
@@ -314,7 +314,7 @@ def postprocess(subjob: SubJob) -> dict:
     return {}
 
 
-def stage_out(subjob: SubJob) -> dict:
+def stage_out(subjob: SubjobView) -> dict:
     if subjob.output_url:
         transfer_for(subjob.output_url, transfer_context(subjob, "stage_out")).upload(
             workdir_of(subjob), subjob.output_url
