@@ -557,3 +557,17 @@ def test_retry_unknown_job_exits_1(cli):
     result = cli("retry", "9999")
     assert result.exit_code == 1
     assert "no argo job 9999" in result.stderr
+
+
+def test_a_database_without_tables_is_a_clear_error_not_a_traceback(cli, env, monkeypatch):
+    from edgeceleryapp.db import reset_engine
+    from edgeceleryapp.settings import reset_settings
+
+    monkeypatch.setenv("EDGECELERY_DATABASE_URL", f"sqlite:///{env.root / 'never-started.db'}")
+    reset_settings()
+    reset_engine()
+    result = cli("argo", "ls", "--group", "G")
+    assert result.exit_code == 1
+    assert "database error: no such table: argo_jobs" in result.output
+    assert "database_url" in result.output
+    assert "Traceback" not in result.output

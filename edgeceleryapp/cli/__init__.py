@@ -46,6 +46,18 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (NotFound, InvalidState, TransientError, EdgeCeleryError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except Exception as exc:
+            # Looked up, not imported: SQLAlchemy is not loaded for `--help`, and an error
+            # cannot come from it unless it is.
+            db_errors = sys.modules.get("sqlalchemy.exc")
+            if db_errors is None or not isinstance(exc, db_errors.DBAPIError):
+                raise
+            click.echo(
+                f"database error: {exc.orig}\n  check database_url in the settings; a new "
+                "database gets its tables when a worker (or `edgecelery monitor`) first starts",
+                err=True,
+            )
+            sys.exit(1)
 
     return wrapper
 
