@@ -569,5 +569,5 @@ def test_a_database_without_tables_is_a_clear_error_not_a_traceback(cli, env, mo
     result = cli("argo", "ls", "--group", "G")
     assert result.exit_code == 1
     assert "database error: no such table: argo_jobs" in result.output
-    assert "database_url" in result.output
+    assert "database_url" in result.output and "edgecelery db init" in result.output
     assert "Traceback" not in result.output

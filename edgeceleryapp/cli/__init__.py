@@ -54,7 +54,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             click.echo(
                 f"database error: {exc.orig}\n  check database_url in the settings; a new "
-                "database gets its tables when a worker (or `edgecelery monitor`) first starts",
+                "database gets its tables with `edgecelery db init`",
                 err=True,
             )
             sys.exit(1)
