@@ -49,11 +49,6 @@ def rejection(body: Any, errors: list[tuple[str, str]]) -> tuple[str, dict[str, 
     }
 
 
-def receive(body: Any, message_id: str | None) -> int | None:
-    """Handle one intake message; the job's id, or None if it was refused."""
-    return receive_batch([(body, message_id)])[0]
-
-
 def receive_batch(items: list[tuple[Any, str | None]]) -> list[int | None]:
     """Handle intake messages (body, message id) together; each job's id, or None for a
     refused message, which is answered with a rejection status message."""
