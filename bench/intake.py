@@ -3,7 +3,7 @@ job's first chain published.
 
 A producer puts the JSON messages (two subjobs at two sites, each with a ``message_id``) on the
 intake queue of a private Redis, in batches of ``PRODUCER_BATCH``; the real intake consumer
-(``workflows/receiver.py``) runs in a real worker process, started as the argo worker is
+(``workflows/intake_consumer.py``) runs in a real worker process, started as the argo worker is
 (``--intake``) but serving no task queue, so the clock measures acceptance alone. Done when
 every job is stored and the ``argo`` queue holds every job's first task.
 
@@ -42,7 +42,7 @@ def main() -> None:
         args.messages = min(args.messages, 2000)
 
     from edgeceleryapp.cli.demo import write_config
-    from edgeceleryapp.localservice import RedisServer, wait_for, wait_for_workers
+    from edgeceleryapp.devstack import RedisServer, wait_for, wait_for_workers
 
     root = Path(tempfile.mkdtemp(prefix="edgecelery-intake-"))
     redis_server = RedisServer(root / "redis").start()
@@ -58,7 +58,7 @@ def main() -> None:
     from edgeceleryapp.brokertransport import transport_for
     from edgeceleryapp.db import init_db, read_scope
     from edgeceleryapp.models import ArgoJob
-    from workflows.receiver import intake_queue
+    from workflows.intake_consumer import intake_queue
 
     init_db()
     names = [f"intake{n}" for n in range(args.consumers)]

@@ -33,7 +33,7 @@ def main() -> None:
         args.jobs = min(args.jobs, 8)
 
     from edgeceleryapp.cli.demo import write_config
-    from edgeceleryapp.localservice import RedisServer, Worker, wait_for, wait_for_workers
+    from edgeceleryapp.devstack import RedisServer, Worker, wait_for, wait_for_workers
 
     root = Path(tempfile.mkdtemp(prefix="edgecelery-latency-"))
     redis_server = RedisServer(root / "redis").start()

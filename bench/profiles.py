@@ -4,9 +4,9 @@ cProfile of intake in one process. The tables behind the analysis in docs/perfor
 1. Workers: ``bench/throughput.py --scheduler instant`` runs in the background; once its
    service workers are up, py-spy (a dev dependency) samples each worker process for a few
    seconds. Each sample is put in one bucket by what its stack is doing.
-2. Intake: ``workflows.receiver.receive_batch`` for N messages in batches of ``BATCH`` (as the
-   intake consumer takes them) against a private Redis, under cProfile; the cumulative share
-   of the functions that matter.
+2. Intake: ``workflows.intake_consumer.receive_batch`` for N messages in batches of
+   ``BATCH`` (as the intake consumer takes them) against a private Redis, under cProfile;
+   the cumulative share of the functions that matter.
 
     .venv/bin/python bench/profiles.py [--seconds 8] [--messages 1000]
 """
@@ -30,10 +30,10 @@ OURS = (
     "(tasks/",
     "(workflows/",
     "(backends/",
-    "(edgeceleryapp/transitions",
+    "(edgeceleryapp/state_store",
     "(edgeceleryapp/status",
     "(edgeceleryapp/db",
-    "(edgeceleryapp/sites",
+    "(edgeceleryapp/site_monitor",
 )
 BATCH = 100  # intake messages per batch, the default intake_batch
 BUCKETS = (
@@ -111,7 +111,7 @@ def worker_profile(seconds: float, out: Path) -> Counter:
 
 def intake_profile(messages: int) -> list[tuple[str, float]]:
     from edgeceleryapp.cli.demo import write_config
-    from edgeceleryapp.localservice import RedisServer
+    from edgeceleryapp.devstack import RedisServer
 
     root = Path(tempfile.mkdtemp(prefix="edgecelery-profile-"))
     redis_server = RedisServer(root / "redis").start()
@@ -119,7 +119,7 @@ def intake_profile(messages: int) -> list[tuple[str, float]]:
         write_config(root, redis_server.url, ("hep_cluster", "mira"))
     )
     from edgeceleryapp.db import init_db
-    from workflows.receiver import receive_batch
+    from workflows.intake_consumer import receive_batch
 
     init_db()
 
@@ -149,7 +149,7 @@ def intake_profile(messages: int) -> list[tuple[str, float]]:
     )
     wanted = {
         ("intake.py", "store_argos"): "store jobs, subjobs, events (with their status messages)",
-        ("status.py", "send"): "  of which status messages (3 per job, one batch)",
+        ("status_outbox.py", "send"): "  of which status messages (3 per job, one batch)",
         ("intake.py", "start_argos"): "first chains: Celery task + task-sent event, one batch",
         ("intake.py", "existing_argos"): "redelivery look-up (intake keys, one query)",
         ("intake.py", "checked_argo"): "validation (pydantic)",

@@ -49,7 +49,7 @@ def main() -> None:
         args.minutes = min(args.minutes, 65 / 60)
 
     from edgeceleryapp.cli.demo import write_config
-    from edgeceleryapp.localservice import RedisServer, Worker, wait_for_workers
+    from edgeceleryapp.devstack import RedisServer, Worker, wait_for_workers
 
     root = Path(tempfile.mkdtemp(prefix="edgecelery-schedload-"))
     (root / "logs").mkdir()

@@ -50,7 +50,7 @@ def main() -> None:
     slurm_conf = started.stdout.strip().splitlines()[-1].split("=", 1)[1]
 
     from edgeceleryapp.cli.demo import write_config
-    from edgeceleryapp.localservice import RedisServer, Worker, wait_for, wait_for_workers
+    from edgeceleryapp.devstack import RedisServer, Worker, wait_for, wait_for_workers
 
     root = Path(tempfile.mkdtemp(prefix="edgecelery-slurm-"))
     log = root / "slurm-commands.log"

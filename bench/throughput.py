@@ -129,7 +129,7 @@ def run_ceiling(env: dict[str, str], root: Path, args, sites: list[str]) -> dict
     from celery import chain
 
     from bench.ceiling_app import app
-    from edgeceleryapp.localservice import wait_for_workers
+    from edgeceleryapp.devstack import wait_for_workers
 
     names = ["cargo", *(f"c{s}" for s in sites)]
     queues = ["argo", *(f"site.{s}" for s in sites)]
@@ -165,7 +165,7 @@ def run_service(env: dict[str, str], root: Path, args, sites: list[str]) -> dict
 
     from edgeceleryapp import operations
     from edgeceleryapp.db import read_scope
-    from edgeceleryapp.localservice import Worker, wait_for_workers
+    from edgeceleryapp.devstack import Worker, wait_for_workers
     from edgeceleryapp.models import ArgoJob
     from workflows.intake import submit_argo
 
@@ -286,7 +286,7 @@ def main() -> int:
         args.jobs = min(args.jobs, 100)
     sites = [f"s{i}" for i in range(args.sites)]
 
-    from edgeceleryapp.localservice import RedisServer
+    from edgeceleryapp.devstack import RedisServer
 
     redis_server = RedisServer(Path(tempfile.mkdtemp(prefix="edgecelery-redis-"))).start()
     rounds = []

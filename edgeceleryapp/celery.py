@@ -13,7 +13,7 @@ app.config_from_object("celeryconfig")
 @worker_process_shutdown.connect
 def _write_pending_marks(**_: Any) -> None:
     """A stopping worker marks what it sent, so that nothing goes out twice needlessly."""
-    from edgeceleryapp.status import write_pending_marks
+    from edgeceleryapp.status_outbox import write_pending_marks
 
     write_pending_marks()
 
@@ -23,8 +23,8 @@ def _install_intake() -> None:
     to mail about (the argo worker passes both)."""
     from click import Option
 
-    from workflows.mailreceiver import MailConsumer
-    from workflows.receiver import IntakeConsumer
+    from workflows.intake_consumer import IntakeConsumer
+    from workflows.mail_consumer import MailConsumer
 
     app.user_options["worker"].add(
         Option(["--intake"], is_flag=True, default=False, help="Consume the intake queue.")

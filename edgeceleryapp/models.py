@@ -146,7 +146,7 @@ class JobEvent(Base):
     published: Mapped[bool] = mapped_column(default=False)
 
     # Only the few events not yet marked sent are in it: the status sweep finds them without
-    # reading millions of rows (edgeceleryapp/status.py).
+    # reading millions of rows (edgeceleryapp/status_outbox.py).
     __table_args__ = (
         Index(
             "ix_job_events_unpublished",
@@ -198,5 +198,5 @@ class MailRecord(Base):
 
 
 # A subjob as the site steps read it: a record, or a row of every column of ``subjobs``
-# (``transitions.load_subjob``), read by attribute alike.
+# (``state_store.load_subjob``), read by attribute alike.
 SubjobView = SubJob | Row

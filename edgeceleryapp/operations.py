@@ -317,19 +317,19 @@ def remove_argo(argo_id: int, force: bool = False) -> None:
 
 def _publish(event_ids: list[int]) -> None:
     """Status messages need kombu, imported here only: listing commands start without it."""
-    from edgeceleryapp.status import publish_events
+    from edgeceleryapp.status_outbox import publish_events
 
     publish_events(event_ids)
 
 
 def _retry_subjob_record(s: Any, sj: SubJob) -> tuple[str, list[JobEvent]]:
-    from edgeceleryapp import transitions
+    from edgeceleryapp import state_store
 
     to = states.subjob_retry_state(sj.state)
     values: dict[str, Any] = {"submit_claim": None}
     if states.failed_target(sj.state) in states.BATCH_STATES:
         values.update(attempt=sj.attempt + 1, batch_job_id=None, exit_code=None, submitted_at=None)
-    event = transitions.force_subjob(s, sj, to, f"retry requested (from {sj.state})", **values)
+    event = state_store.force_subjob(s, sj, to, f"retry requested (from {sj.state})", **values)
     if event is None:
         raise InvalidState(f"job {sj.id} changed while retrying; try again")
     return to, [event]
@@ -350,7 +350,7 @@ def _last_failure_origin(s: Any, argo_id: int, failed_state: str) -> str:
 
 def retry_argo(argo_id: int) -> str:
     """Put a failed Argo job back where its failed step starts, and run that step again."""
-    from edgeceleryapp import transitions
+    from edgeceleryapp import state_store
     from workflows import chains
 
     with session_scope() as s:
@@ -370,7 +370,7 @@ def retry_argo(argo_id: int) -> str:
                 argo.state
             )
             follow = argo_to
-        event = transitions.force_argo(s, argo, argo_to, f"retry requested (from {argo.state})")
+        event = state_store.force_argo(s, argo, argo_to, f"retry requested (from {argo.state})")
         if event is None:
             raise InvalidState(f"argo job {argo_id} changed while retrying; try again")
         events.append(event)
@@ -411,17 +411,17 @@ def retry_subjob(subjob_id: int) -> str:
 
 
 def _kill(s: Any, argo: ArgoJob | None, subjobs: list[SubJob], why: str) -> list[JobEvent]:
-    from edgeceleryapp import transitions
+    from edgeceleryapp import state_store
 
     events = []
     for sj in subjobs:
         if sj.state not in states.BALSAM.terminal:
-            event = transitions.force_subjob(s, sj, states.KILLED, why)
+            event = state_store.force_subjob(s, sj, states.KILLED, why)
             if event is None:
                 raise InvalidState(f"job {sj.id} changed while cancelling; try again")
             events.append(event)
     if argo is not None and argo.state not in states.ARGO.terminal:
-        event = transitions.force_argo(s, argo, states.KILLED, why)
+        event = state_store.force_argo(s, argo, states.KILLED, why)
         if event is None:
             raise InvalidState(f"argo job {argo.id} changed while cancelling; try again")
         events.append(event)
@@ -484,7 +484,7 @@ def set_argo_state(argo_id: int, to: str, who: str) -> str:
     moves its own job, and a hand-set state would race it. Recorded and published like every
     change.
     """
-    from edgeceleryapp import transitions
+    from edgeceleryapp import state_store
 
     target = _state(states.ARGO, to)
     if target == states.KILLED:
@@ -500,7 +500,7 @@ def set_argo_state(argo_id: int, to: str, who: str) -> str:
             raise InvalidState(
                 f"argo job {argo_id} is {argo.state} and its chain is running; cancel it first"
             )
-        event = transitions.force_argo(s, argo, target, f"state set to {target} by {who}")
+        event = state_store.force_argo(s, argo, target, f"state set to {target} by {who}")
         if event is None:
             raise InvalidState(f"argo job {argo_id} changed meanwhile; try again")
         s.flush()

@@ -190,7 +190,7 @@ class FlowerSettings(_Strict):
 
 
 class MailSettings(_Strict):
-    """Status mail to an Argo job's ``email`` list (see edgeceleryapp/notify.py)."""
+    """Status mail to an Argo job's ``email`` list (see edgeceleryapp/mail_content.py)."""
 
     enabled: bool = False
     smtp_host: str = "localhost"
@@ -231,7 +231,7 @@ class Settings(_Strict):
     # worker's task runs again after this). Must exceed the longest countdown we schedule.
     visibility_timeout: float = Field(3600.0, gt=0)
     worker_concurrency: int = Field(2, ge=1)
-    # Part of every batch job name (see edgeceleryapp/instance.py); random per database if unset.
+    # Part of every batch job name (see edgeceleryapp/batch_names.py); random per database if unset.
     instance_tag: str = Field("", pattern=r"^[a-z0-9]{0,8}$")
     retry: RetrySettings = Field(default_factory=RetrySettings)
     argo: ArgoSettings = Field(default_factory=ArgoSettings)

@@ -2,7 +2,7 @@
 after the other (the SUBJOB_* loop of seed 000 Figure 4), stage the final output, finish.
 
 The Argo job follows its current subjob's states in the same transaction as the subjob (see
-``edgeceleryapp.transitions``); these tasks do the moves Argo itself makes.
+``edgeceleryapp.state_store``); these tasks do the moves Argo itself makes.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from edgeceleryapp.db import read_connection
 from edgeceleryapp.errors import TransientError
 from edgeceleryapp.models import ArgoJob, SubJob
 from edgeceleryapp.settings import get_settings
-from edgeceleryapp.status import flush
-from edgeceleryapp.transitions import move_argo
-from tasks.base import StepTask, Stop, guarded
+from edgeceleryapp.state_store import move_argo
+from edgeceleryapp.status_outbox import flush
+from tasks.retry_policy import StepTask, Stop, guarded
 from workflows import chains
 
 
@@ -184,5 +184,6 @@ def finish(self: StepTask, argo_id: int) -> None:
 @app.task(name="argo.resend_status", ignore_result=True)
 def resend_status() -> int:
     """Send the status messages that did not go out (of every job, failed ones too): the
-    broker was away, or the worker died before marking them sent (edgeceleryapp/status.py)."""
+    broker was away, or the worker died before marking them sent
+    (edgeceleryapp/status_outbox.py)."""
     return flush(older_than=get_settings().status_resend_after)

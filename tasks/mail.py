@@ -1,4 +1,4 @@
-"""Status mail, run by the argo worker: a consumer (``workflows.mailreceiver``) reads every
+"""Status mail, run by the argo worker: a consumer (``workflows.mail_consumer``) reads every
 status message (a durable queue bound to the status exchange with ``#``), keeps the ones to
 mail as ``MailRecord`` rows (``note_event``), and the task ``argo.mail`` sends each job's
 pending records as one mail after the batch window.
@@ -19,14 +19,14 @@ from typing import Any
 from kombu import Queue
 from sqlalchemy import or_, select, update
 
-from edgeceleryapp import mailer, notify
+from edgeceleryapp import mail_content, mail_smtp
 from edgeceleryapp.celery import app
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import PermanentError, TransientError
 from edgeceleryapp.models import ArgoJob, JobEvent, MailRecord, utcnow
 from edgeceleryapp.settings import get_settings
-from edgeceleryapp.status import status_exchange
-from tasks.base import StepTask, backoff
+from edgeceleryapp.status_outbox import status_exchange
+from tasks.retry_policy import StepTask, backoff
 
 log = logging.getLogger(__name__)
 CLAIM_STALE = timedelta(minutes=10)
@@ -40,11 +40,11 @@ def mail_queue() -> Queue:
 
 def note_event(body: dict[str, Any]) -> int | None:
     """Record a status message to mail; the Argo job's id if it is new and wanted."""
-    if not notify.wanted(body, get_settings().mail.on):
+    if not mail_content.wanted(body, get_settings().mail.on):
         return None
     with session_scope() as s:
         job = s.get(ArgoJob, body["argo_job_id"])
-        if job is None or not notify.recipients(job.email):
+        if job is None or not mail_content.recipients(job.email):
             return None
         if s.get(MailRecord, body["event_id"]) is not None:
             return None
@@ -111,8 +111,8 @@ def send_pending(argo_id: int) -> bool:
                     for c in ("id", "name", "email", "state", "group_identifier", "output_url")
                 }
             )
-        if data and events and notify.recipients(data["email"]):
-            mailer.send(notify.compose(data, events, settings.sender), settings)
+        if data and events and mail_content.recipients(data["email"]):
+            mail_smtp.send(mail_content.compose(data, events, settings.sender), settings)
     except BaseException:
         _release(ids)
         raise

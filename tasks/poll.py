@@ -24,10 +24,10 @@ from edgeceleryapp.db import read_scope
 from edgeceleryapp.errors import EdgeCeleryError
 from edgeceleryapp.models import SubJob, utcnow
 from edgeceleryapp.settings import get_settings
-from edgeceleryapp.sites import take_lease
-from edgeceleryapp.transitions import move_subjob
-from tasks.base import StepTask
-from tasks.sitework import workdir_of
+from edgeceleryapp.site_monitor import take_lease
+from edgeceleryapp.state_store import move_subjob
+from tasks.retry_policy import StepTask
+from tasks.site_steps import workdir_of
 from workflows.chains import resume_subjob, send, submit_again
 
 log = logging.getLogger(__name__)

@@ -13,18 +13,18 @@ from backends.schedulers import scheduler_for
 from edgeceleryapp import states
 from edgeceleryapp.celery import app
 from edgeceleryapp.errors import TransientError
-from edgeceleryapp.transitions import load_subjob, move_subjob
-from tasks import sitework
-from tasks.base import StepTask, Stop, guarded
+from edgeceleryapp.state_store import load_subjob, move_subjob
+from tasks import site_steps
+from tasks.retry_policy import StepTask, Stop, guarded
 
 log = logging.getLogger(__name__)
 
 WORK: dict[str, Callable[..., dict]] = {
-    "stage_in": sitework.stage_in,
-    "preprocess": sitework.preprocess,
-    "submit": sitework.submit,
-    "postprocess": sitework.postprocess,
-    "stage_out": sitework.stage_out,
+    "stage_in": site_steps.stage_in,
+    "preprocess": site_steps.preprocess,
+    "submit": site_steps.submit,
+    "postprocess": site_steps.postprocess,
+    "stage_out": site_steps.stage_out,
 }
 
 
@@ -82,7 +82,7 @@ def cancel(self: StepTask, subjob_id: int) -> None:
         subjob = load_subjob(subjob_id)
         if subjob is None or not subjob.batch_job_id:
             return
-        scheduler_for(sitework.site_of(subjob)).cancel(subjob.batch_job_id)
+        scheduler_for(site_steps.site_of(subjob)).cancel(subjob.batch_job_id)
 
     guarded(
         self, body, lambda reason: log.warning("cancel of subjob %s failed: %s", subjob_id, reason)

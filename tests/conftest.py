@@ -22,7 +22,7 @@ os.environ.pop("EDGECELERY_CONFIG", None)
 from edgeceleryapp.cli.demo import write_config
 from edgeceleryapp.db import init_db, reset_engine
 from edgeceleryapp.settings import reset_settings
-from edgeceleryapp.status import write_pending_marks
+from edgeceleryapp.status_outbox import write_pending_marks
 from tests.pg import PostgresServer, PostgresUnavailable, empty_database
 
 SITES = ("alpha", "beta")

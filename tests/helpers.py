@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from edgeceleryapp import operations
 from edgeceleryapp.db import session_scope
-from edgeceleryapp.localservice import wait_for
+from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
 from tasks.poll import poll_site
 
@@ -90,7 +90,7 @@ def balsam_message(site: str = "alpha", app: str = "echo", **fields: object) -> 
 
 def batch_name(subjob_id: int, attempt: int = 1) -> str:
     """The batch job name of a subjob attempt in the configured deployment."""
-    from edgeceleryapp.instance import instance_tag
+    from edgeceleryapp.batch_names import instance_tag
 
     return f"ec{instance_tag()}_{subjob_id}a{attempt}"
 

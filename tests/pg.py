@@ -5,7 +5,7 @@ unix socket in that directory, trust authentication, started and stopped with pg
 refuses to run as root, so as root the server runs as the package's ``postgres`` user.
 
 Only the tests use it (the service itself is given a PostgreSQL URL, never starts one), so it
-lives here rather than in ``edgeceleryapp.localservice``.
+lives here rather than in ``edgeceleryapp.devstack``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
-from edgeceleryapp.localservice import free_port
+from edgeceleryapp.devstack import free_port
 
 USER = "postgres"  # the database superuser initdb creates (and, as root, the OS user)
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from edgeceleryapp.localservice import free_port
+from edgeceleryapp.devstack import free_port
 
 USER, PASSWORD = "edgecelery", "mail-secret"
 

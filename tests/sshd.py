@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeceleryapp.localservice import free_port, wait_for
+from edgeceleryapp.devstack import free_port, wait_for
 
 SSHD = Path("/usr/sbin/sshd")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from edgeceleryapp.transitions import move_subjob
+from edgeceleryapp.state_store import move_subjob
 from tasks import argo as argo_tasks
 from tests.helpers import ARGO_LOOP, argo, argo_states
 from workflows.intake import submit_argo

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from edgeceleryapp.cli import main
-from edgeceleryapp.transitions import move_argo
+from edgeceleryapp.state_store import move_argo
 
 
 @pytest.fixture
@@ -467,7 +467,7 @@ def test_job_alter_unknown_job_exits_1(cli):
 
 
 def test_job_alter_refuses_a_job_that_is_not_created_or_failed(cli, tmp_path):
-    from edgeceleryapp.transitions import move_subjob
+    from edgeceleryapp.state_store import move_subjob
 
     job_id = add_job(cli, tmp_path)
     assert move_subjob(job_id, "CREATED", ["STAGED_IN"])

@@ -16,8 +16,8 @@ from sqlalchemy import func, select
 from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
-from workflows import chains, intake, receiver
-from workflows.receiver import IntakeConsumer, receive_batch
+from workflows import chains, intake, intake_consumer
+from workflows.intake_consumer import IntakeConsumer, receive_batch
 
 
 def job(name: str, sites: tuple[str, ...] = ("alpha", "beta")) -> dict:
@@ -78,7 +78,7 @@ def test_a_batch_stores_valid_jobs_refuses_bad_ones_and_starts_each_once(env, ar
 
 def test_a_batch_of_bad_messages_stores_nothing_and_answers_each(env, argo_queue, monkeypatch):
     answers = []
-    monkeypatch.setattr(receiver, "publish", answers.extend)
+    monkeypatch.setattr(intake_consumer, "publish", answers.extend)
     bad = [({"name": "", "subjobs": []}, "b1"), ("{not json", "b2")]
     assert receive_batch(bad) == [None, None]
     assert count(ArgoJob) == 0 and count(JobEvent) == 0
@@ -149,9 +149,9 @@ def consumer(hub: FakeHub | None) -> IntakeConsumer:
 
 def test_messages_wait_for_the_window_then_go_as_one_batch(env, argo_queue, monkeypatch):
     batches = []
-    real = receiver.receive_batch
+    real = intake_consumer.receive_batch
     monkeypatch.setattr(
-        receiver, "receive_batch", lambda items: batches.append(items) or real(items)
+        intake_consumer, "receive_batch", lambda items: batches.append(items) or real(items)
     )
     hub = FakeHub()
     step = consumer(hub)

@@ -1,4 +1,4 @@
-"""Status mail: the rules (edgeceleryapp.notify), and sending through a real SMTP server
+"""Status mail: the rules (edgeceleryapp.mail_content), and sending through a real SMTP server
 (aiosmtpd, STARTTLS, login): a burst of one job's events is one mail, a duplicate status
 message none."""
 
@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from edgeceleryapp import notify
+from edgeceleryapp import mail_content
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
 from edgeceleryapp.settings import reset_settings
-from edgeceleryapp.status import event_body
-from edgeceleryapp.transitions import move_argo
+from edgeceleryapp.state_store import move_argo
+from edgeceleryapp.status_outbox import event_body
 from tasks.mail import note_event, send_pending
 from tests.smtpserver import Mailbox, smtp_server
 from workflows.intake import submit_argo
@@ -22,25 +22,25 @@ from workflows.intake import submit_argo
 
 def test_which_events_are_mailed() -> None:
     body = {"kind": "argo", "argo_job_id": 3, "event_id": 9, "to_state": "HISTORY"}
-    assert notify.wanted(body, "ended")
-    assert notify.wanted({**body, "to_state": "SUBMITTED_FAILED"}, "ended")
-    assert notify.wanted({**body, "to_state": "KILLED"}, "ended")
-    assert not notify.wanted({**body, "to_state": "SUBJOB_RUNNING"}, "ended")
-    assert notify.wanted({**body, "to_state": "SUBJOB_RUNNING"}, "every")
-    assert not notify.wanted({**body, "kind": "subjob"}, "every")
-    assert not notify.wanted({**body, "kind": "intake", "argo_job_id": None}, "every")
+    assert mail_content.wanted(body, "ended")
+    assert mail_content.wanted({**body, "to_state": "SUBMITTED_FAILED"}, "ended")
+    assert mail_content.wanted({**body, "to_state": "KILLED"}, "ended")
+    assert not mail_content.wanted({**body, "to_state": "SUBJOB_RUNNING"}, "ended")
+    assert mail_content.wanted({**body, "to_state": "SUBJOB_RUNNING"}, "every")
+    assert not mail_content.wanted({**body, "kind": "subjob"}, "every")
+    assert not mail_content.wanted({**body, "kind": "intake", "argo_job_id": None}, "every")
 
 
 def test_recipients_from_the_email_field() -> None:
-    assert notify.recipients("jchilders@anl.gov,turam@anl.gov") == [
+    assert mail_content.recipients("jchilders@anl.gov,turam@anl.gov") == [
         "jchilders@anl.gov",
         "turam@anl.gov",
     ]
-    assert notify.recipients(" a@b.org; a@b.org  c@d.org, not-an-address,") == [
+    assert mail_content.recipients(" a@b.org; a@b.org  c@d.org, not-an-address,") == [
         "a@b.org",
         "c@d.org",
     ]
-    assert notify.recipients("") == []
+    assert mail_content.recipients("") == []
 
 
 @pytest.fixture

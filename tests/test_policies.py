@@ -11,12 +11,12 @@ from backends.schedulers.base import FAILED, NODE_FAIL, BatchStatus
 from backends.schedulers.local import LocalScheduler
 from edgeceleryapp import operations
 from edgeceleryapp.db import session_scope
+from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.errors import PermanentError, Throttled
-from edgeceleryapp.localservice import wait_for
 from edgeceleryapp.models import SiteMonitor
 from edgeceleryapp.settings import reset_settings
 from edgeceleryapp.throttle import Breaker, QueuePolicy
-from tasks import poll, site, sitework
+from tasks import poll, site, site_steps
 from tests.helpers import (
     balsam_message,
     batch_name,
@@ -161,7 +161,7 @@ def test_node_failure_resubmits_until_attempts_run_out(env, monkeypatch):
         "EXECUTION_FINISHED_FAILED",
     ]
     for attempt in (1, 2):
-        sitework.scheduler_for(sitework.site_of(final)).cancel(batch_name(job_id, attempt))
+        site_steps.scheduler_for(site_steps.site_of(final)).cancel(batch_name(job_id, attempt))
 
 
 def test_application_failure_is_not_resubmitted(env):
@@ -234,9 +234,9 @@ def test_a_job_ending_during_the_status_query_is_judged_by_its_exit_code(env, mo
     operations.add_app("hang2", "alpha", never)
     (job_id,) = prepared(env, 1, app="hang2")
     site.execute("submit", job_id, token="t")
-    workdir = sitework.workdir_of(subjob(job_id))
+    workdir = site_steps.workdir_of(subjob(job_id))
     monkeypatch.setattr(poll, "scheduler_for", lambda _site: EndsDuringThePoll(workdir))
     monkeypatch.setattr(poll, "send", lambda _chain, _producer: None)  # resume nothing
     wait_for(lambda: poll.poll_site("alpha").moved, 10, "the poll to see the end")
     assert subjob(job_id).state == "EXECUTION_FINISHED"
-    sitework.scheduler_for(sitework.site_of(subjob(job_id))).cancel(batch_name(job_id))
+    site_steps.scheduler_for(site_steps.site_of(subjob(job_id))).cancel(batch_name(job_id))

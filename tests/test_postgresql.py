@@ -18,10 +18,10 @@ from edgeceleryapp import operations
 from edgeceleryapp.db import engine, session_scope
 from edgeceleryapp.errors import TransientError, ValidationFailed
 from edgeceleryapp.models import JobEvent, SubJob, utcnow
-from edgeceleryapp.status import write_pending_marks
-from edgeceleryapp.transitions import move_subjob
+from edgeceleryapp.state_store import move_subjob
+from edgeceleryapp.status_outbox import write_pending_marks
 from tasks import site
-from tasks.sitework import workdir_of
+from tasks.site_steps import workdir_of
 from tests.helpers import (
     SUBJOB_PATH,
     balsam_message,

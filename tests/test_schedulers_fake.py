@@ -34,11 +34,11 @@ from backends.schedulers.lsf import parse_bjobs_json
 from backends.schedulers.pbs import by_number, parse_pro_json, parse_torque_xml
 from backends.schedulers.sge import parse_qacct, parse_qstat_xml
 from edgeceleryapp import operations
-from edgeceleryapp.localservice import wait_for
+from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.settings import SiteSettings, get_settings, reset_settings
-from tasks import site, sitework
+from tasks import site, site_steps
 from tasks.poll import poll_site
-from tasks.sitework import workdir_of
+from tasks.site_steps import workdir_of
 from tests.fakes import engine as fake
 from tests.helpers import (
     SUBJOB_PATH,
@@ -511,7 +511,7 @@ def test_submission_is_found_by_name_and_made_once(sched):
     assert sched.scheduler().find(name) is None
     token = "delivery-1"
     sched.faults(hold_queue=True)
-    accepted = sitework.submit(subjob(job_id), token)["batch_job_id"]  # then the worker died
+    accepted = site_steps.submit(subjob(job_id), token)["batch_job_id"]  # then the worker died
     assert subjob(job_id).state == "PREPROCESSED"
     assert sched.scheduler().find(name) == accepted
     site.execute("submit", job_id, token=token)  # the same message, delivered again

@@ -126,7 +126,7 @@ def test_an_unauthorised_key_is_refused(sshd, tmp_path):
 
 
 def test_connection_refused_is_transient(sshd, tmp_path):
-    from edgeceleryapp.localservice import free_port
+    from edgeceleryapp.devstack import free_port
 
     with pytest.raises(TransientError):
         SSHRunner(site_over(sshd, tmp_path, port=free_port(), connect_timeout=2)).run(["true"])

@@ -9,10 +9,10 @@ import pytest
 from kombu import Connection, Queue
 from sqlalchemy import select, text
 
-from edgeceleryapp import status
+from edgeceleryapp import status_outbox
 from edgeceleryapp.db import engine, read_scope
 from edgeceleryapp.models import JobEvent
-from edgeceleryapp.transitions import move_subjob
+from edgeceleryapp.state_store import move_subjob
 from tasks.argo import resend_status
 from tests.helpers import balsam_message
 from workflows.intake import submit_balsam
@@ -23,7 +23,7 @@ def watched(env) -> Iterator[list[dict]]:
     """Status messages as a consumer bound to the status exchange receives them."""
     received: list[dict] = []
     with Connection("memory://") as conn:
-        queue = Queue("outbox-test", status.status_exchange(), routing_key="#")
+        queue = Queue("outbox-test", status_outbox.status_exchange(), routing_key="#")
         with conn.SimpleQueue(queue) as sq:
 
             def drain() -> list[dict]:
@@ -41,7 +41,7 @@ def watched(env) -> Iterator[list[dict]]:
 @pytest.fixture
 def no_timer(monkeypatch: pytest.MonkeyPatch) -> None:
     """Marks wait for a transaction only (the timer would write them after a minute)."""
-    monkeypatch.setattr(status, "MARK_DELAY", 60.0)
+    monkeypatch.setattr(status_outbox, "MARK_DELAY", 60.0)
 
 
 def published(subjob_id: int) -> dict[str, bool]:
@@ -59,7 +59,7 @@ def test_the_mark_rides_on_the_next_write_transaction(watched, no_timer):
     assert [m["to_state"] for m in watched.drain()] == ["CREATED", "STAGED_IN"]
     assert published(job) == {"CREATED": True, "STAGED_IN": False}
 
-    status.write_pending_marks()
+    status_outbox.write_pending_marks()
     assert published(job) == {"CREATED": True, "STAGED_IN": True}
 
 
@@ -72,16 +72,16 @@ def test_a_transaction_that_loses_its_race_keeps_the_marks_for_the_next(watched,
 
 
 def test_the_timer_writes_marks_when_no_transaction_comes(watched, monkeypatch):
-    monkeypatch.setattr(status, "MARK_DELAY", 0.05)
+    monkeypatch.setattr(status_outbox, "MARK_DELAY", 0.05)
     job = submit_balsam(balsam_message(), start=False)
-    timer = status._marks.timer
+    timer = status_outbox._marks.timer
     assert timer is not None
     timer.join(timeout=10)
     assert published(job) == {"CREATED": True}
 
 
 def test_messages_that_did_not_go_out_are_sent_again(watched, no_timer, monkeypatch):
-    monkeypatch.setattr(status, "publish", lambda messages: False)  # the broker is away
+    monkeypatch.setattr(status_outbox, "publish", lambda messages: False)  # the broker is away
     job = submit_balsam(balsam_message(), start=False)
     assert move_subjob(job, "CREATED", ["STAGED_IN"])
     assert watched.drain() == []
@@ -89,14 +89,14 @@ def test_messages_that_did_not_go_out_are_sent_again(watched, no_timer, monkeypa
     monkeypatch.undo()
 
     assert resend_status() == 0, "younger than status_resend_after: their mark may be pending"
-    assert status.flush(older_than=0) == 2
+    assert status_outbox.flush(older_than=0) == 2
     assert [m["to_state"] for m in watched.drain()] == ["CREATED", "STAGED_IN"]
     assert published(job) == {"CREATED": True, "STAGED_IN": True}
-    assert status.flush() == 0, "nothing is sent twice once marked"
+    assert status_outbox.flush() == 0, "nothing is sent twice once marked"
 
 
 def test_the_sweep_reads_only_unpublished_events_through_their_index(env):
-    query = select(JobEvent.id).where(JobEvent.published == status.false())
+    query = select(JobEvent.id).where(JobEvent.published == status_outbox.false())
     sql = str(query.compile(engine(), compile_kwargs={"literal_binds": True}))
     with engine().connect() as conn:
         plan = " ".join(str(row) for row in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))

@@ -16,8 +16,8 @@ from edgeceleryapp import operations
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import TransientError
 from edgeceleryapp.models import JobEvent, SubJob
-from tasks import site, sitework
-from tasks.sitework import workdir_of
+from tasks import site, site_steps
+from tasks.site_steps import workdir_of
 from tests.helpers import (
     SUBJOB_PATH,
     balsam_message,
@@ -226,7 +226,7 @@ def test_submit_rerun_after_crash_before_commit_finds_the_batch_job(env):
     site.stage_in.apply(args=(job_id,))
     site.preprocess.apply(args=(job_id,))
     token = "delivery-1"
-    sitework.submit(subjob(job_id), token)  # the scheduler accepted; nothing recorded
+    site_steps.submit(subjob(job_id), token)  # the scheduler accepted; nothing recorded
     assert subjob(job_id).state == "PREPROCESSED"
     site.execute("submit", job_id, token=token)  # the same message, delivered again
     assert subjob(job_id).state == "SUBMITTED"

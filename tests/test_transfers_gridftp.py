@@ -19,8 +19,8 @@ import pytest
 
 import backends.transfers.gridftp as gridftp
 from backends.transfers import TransferContext, transfer_for
+from edgeceleryapp.devstack import free_port
 from edgeceleryapp.errors import PermanentError, TransientError
-from edgeceleryapp.localservice import free_port
 from edgeceleryapp.settings import TransferSettings
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gridftp.sh"

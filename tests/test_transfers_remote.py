@@ -16,8 +16,8 @@ import pytest
 
 from backends.transfers import TransferContext, transfer_for
 from backends.transfers import sftp as sftp_mod
+from edgeceleryapp.devstack import free_port
 from edgeceleryapp.errors import PermanentError, TransientError
-from edgeceleryapp.localservice import free_port
 from edgeceleryapp.settings import SSHCredentials, TransferSettings
 from tests.sshd import keygen, start_sshd
 

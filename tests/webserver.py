@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeceleryapp.localservice import free_port, wait_for
+from edgeceleryapp.devstack import free_port, wait_for
 from edgeceleryapp.web.auth import hash_password
 
 PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret"}

@@ -17,8 +17,8 @@ from edgeceleryapp.db import read_connection, read_scope, session_scope
 from edgeceleryapp.errors import TransientError, ValidationFailed
 from edgeceleryapp.models import ArgoJob, SubJob
 from edgeceleryapp.settings import get_settings
-from edgeceleryapp.status import body, pending_marks, routing_key, send
-from edgeceleryapp.transitions import move_argo, move_subjob, record_event, record_events
+from edgeceleryapp.state_store import move_argo, move_subjob, record_event, record_events
+from edgeceleryapp.status_outbox import body, pending_marks, routing_key, send
 from workflows import chains
 from workflows.schemas import ArgoJobMessage, BalsamJobMessage
 from workflows.validation import parse_json, validate_argo, validate_balsam

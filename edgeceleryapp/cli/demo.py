@@ -203,7 +203,7 @@ def demo(keep: bool, serve: bool, timeout: float) -> None:
     """Run one two-site Argo job on this machine and show every state change."""
     from kombu import Connection, Queue
 
-    from edgeceleryapp.localservice import RedisServer, Worker, free_port, wait_for_workers
+    from edgeceleryapp.devstack import RedisServer, Worker, free_port, wait_for_workers
     from edgeceleryapp.settings import reset_settings
 
     started = time.monotonic()
@@ -221,7 +221,7 @@ def demo(keep: bool, serve: bool, timeout: float) -> None:
         os.environ["EDGECELERY_CONFIG"] = str(config)
         reset_settings()
         from edgeceleryapp.db import init_db
-        from edgeceleryapp.status import status_exchange
+        from edgeceleryapp.status_outbox import status_exchange
 
         init_db()
         install_demo_apps(root)

@@ -77,7 +77,7 @@ def status_stream(routing_key: str, on_body: Callable[[dict[str, Any]], None]) -
     """A consumer on the status exchange for ``routing_key`` (topic patterns allowed); yields
     a function that waits up to ``timeout`` seconds for messages and handles them."""
     from edgeceleryapp.settings import get_settings
-    from edgeceleryapp.status import status_exchange
+    from edgeceleryapp.status_outbox import status_exchange
 
     def handle(body: Any, message: Any) -> None:
         message.ack()
@@ -131,7 +131,7 @@ def follow(argo_id: int) -> str:
     """Print an Argo job's timeline, then each change as it happens, until the job stops;
     returns the state it stopped in."""
     from edgeceleryapp import operations, states
-    from edgeceleryapp.status import routing_key_for
+    from edgeceleryapp.status_outbox import routing_key_for
 
     first = operations.show_argo(argo_id)
     key = first["job_status_routing_key"] or routing_key_for(None)

@@ -20,9 +20,9 @@ from kombu import Connection, Queue
 
 from edgeceleryapp.cli.demo import write_config
 from edgeceleryapp.db import init_db, reset_engine
-from edgeceleryapp.localservice import RedisServer, Worker, wait_for, wait_for_workers
+from edgeceleryapp.devstack import RedisServer, Worker, wait_for, wait_for_workers
 from edgeceleryapp.settings import reset_settings
-from edgeceleryapp.status import status_exchange
+from edgeceleryapp.status_outbox import status_exchange
 
 SITES = ("alpha", "beta", "gamma")
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from edgeceleryapp import operations
 from edgeceleryapp.db import session_scope
-from edgeceleryapp.localservice import wait_for
+from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.models import JobEvent
 from tests.helpers import ARGO_LOOP, SUBJOB_PATH, batch_name, echo_app, script
 from tests.integration.conftest import StatusListener

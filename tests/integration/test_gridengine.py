@@ -14,10 +14,10 @@ import pytest
 from backends.schedulers import scheduler_for
 from backends.schedulers.base import FINISHED, QUEUED, RUNNING, BatchStatus, Scheduler
 from edgeceleryapp import operations
-from edgeceleryapp.localservice import wait_for
+from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.settings import get_settings, reset_settings
 from tasks import site
-from tasks.sitework import workdir_of
+from tasks.site_steps import workdir_of
 from tests.helpers import (
     ARGO_ENDS,
     SUBJOB_PATH,

@@ -9,11 +9,11 @@ from kombu import Connection
 from sqlalchemy import select
 
 from edgeceleryapp.db import session_scope
-from edgeceleryapp.localservice import wait_for
+from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.models import ArgoJob
 from tests.helpers import echo_app
 from tests.integration.conftest import StatusListener
-from workflows.receiver import intake_queue
+from workflows.intake_consumer import intake_queue
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeceleryapp.localservice import free_port, wait_for
-from edgeceleryapp.status import publish
+from edgeceleryapp.devstack import free_port, wait_for
+from edgeceleryapp.status_outbox import publish
 from tests.helpers import echo_app
 from tests.integration.conftest import Deployment, running_deployment
 from tests.smtpserver import Mailbox, smtp_server

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from edgeceleryapp import operations
 from edgeceleryapp.db import session_scope
-from edgeceleryapp.localservice import wait_for
+from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.models import SubJob
 from tests.helpers import ARGO_ENDS, batch_name
 from tests.integration.conftest import running_deployment

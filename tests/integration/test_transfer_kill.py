@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from edgeceleryapp.localservice import wait_for
+from edgeceleryapp.devstack import wait_for
 from tests.helpers import echo_app
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from kombu import Consumer, Exchange, Message, Queue
 from edgeceleryapp.errors import ValidationFailed
 from edgeceleryapp.models import utcnow
 from edgeceleryapp.settings import get_settings
-from edgeceleryapp.status import publish
+from edgeceleryapp.status_outbox import publish
 from workflows.schemas import ROUTING_KEY_PATTERN
 
 log = logging.getLogger(__name__)

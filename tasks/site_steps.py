@@ -18,6 +18,7 @@ from backends.batchscript import CONTROL_DIR, EXIT_CODE_FILE, SCRIPT_FILE
 from backends.runners import runner_for
 from backends.schedulers import BatchRequest, scheduler_for
 from backends.transfers import TransferContext, transfer_for
+from edgeceleryapp.batch_names import batch_job_name
 from edgeceleryapp.db import read_connection, session_scope
 from edgeceleryapp.errors import (
     ApplicationNotAllowed,
@@ -26,10 +27,9 @@ from edgeceleryapp.errors import (
     TransientError,
     UnsafePath,
 )
-from edgeceleryapp.instance import batch_job_name
 from edgeceleryapp.models import Application, SubJob, SubjobView, utcnow
 from edgeceleryapp.settings import SiteSettings, get_settings
-from edgeceleryapp.sites import (
+from edgeceleryapp.site_monitor import (
     ensure_monitor,
     locked_monitor,
     submission_failed,

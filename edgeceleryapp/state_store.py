@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from edgeceleryapp import states
 from edgeceleryapp.db import engine, read_connection
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob, utcnow
-from edgeceleryapp.status import body, pending_marks, routing_key, send
+from edgeceleryapp.status_outbox import body, pending_marks, routing_key, send
 
 
 class _LostRace(Exception):

@@ -1,5 +1,5 @@
 """What status mail to send: which events, to whom, and the text. No I/O here (the sending is
-``edgeceleryapp.mailer``, the bookkeeping ``tasks.mail``), so the rules are tested alone.
+``edgeceleryapp.mail_smtp``, the bookkeeping ``tasks.mail``), so the rules are tested alone.
 
 A mail goes to the Argo job's ``email`` list (seed 000 2.2.1: comma-separated addresses).
 By default only when the job stops (HISTORY, KILLED, or a failure state: the job waits for a
