@@ -36,7 +36,6 @@ worker_concurrency = _settings.worker_concurrency
 
 task_default_queue = "argo"
 task_routes = {"argo.*": {"queue": "argo"}}
-imports = ("tasks.site", "tasks.poll", "tasks.argo", "tasks.mail")
 
 # Flower and `celery events` see tasks and workers.
 worker_send_task_events = True

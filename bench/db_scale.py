@@ -1,9 +1,9 @@
 """Database scale: 100,000 Argo jobs with 3 subjobs each (and their events) in SQLite and in
 PostgreSQL; how long the operator's look-ups take.
 
-In the process: ``operations.list_argo(group=G)`` (what ``argo ls --group G`` runs),
-``operations.show_argo(ID)`` (``argo show ID``: the job, its subjobs, its timeline) and
-``operations.state_counts()`` (subjobs per site and state). As commands: the whole
+In the process: ``job_views.list_argo(group=G)`` (what ``argo ls --group G`` runs),
+``job_views.show_argo(ID)`` (``argo show ID``: the job, its subjobs, its timeline) and
+``job_views.state_counts()`` (subjobs per site and state). As commands: the whole
 ``edgecelery argo ls --group G`` and ``edgecelery --help``, each a fresh process. Medians of
 several runs. The rows are written with bulk Core inserts (not timed).
 
@@ -143,7 +143,7 @@ def command_ms(argv: list[str], env: dict[str, str], runs: int) -> float:
 
 
 def measure(backend: str, url: str, root: Path, jobs: int) -> list[Figure]:
-    from edgeceleryapp import operations
+    from edgeceleryapp import job_views
     from edgeceleryapp.db import reset_engine
     from edgeceleryapp.settings import reset_settings
 
@@ -156,13 +156,13 @@ def measure(backend: str, url: str, root: Path, jobs: int) -> list[Figure]:
     rng = random.Random(11)
     groups = jobs // GROUP_SIZE
     group = f"group{groups // 2}"
-    listed = operations.list_argo(group=group)
+    listed = job_views.list_argo(group=group)
     assert len(listed) == min(GROUP_SIZE, jobs), len(listed)
-    shown = operations.show_argo(jobs // 2)
+    shown = job_views.show_argo(jobs // 2)
     assert len(shown["subjobs"]) == 3 and len(shown["events"]) == 20, shown
-    ls_ms = median_ms(lambda: operations.list_argo(group=f"group{rng.randrange(groups)}"), 30)
-    show_ms = median_ms(lambda: operations.show_argo(rng.randrange(1, jobs + 1)), 30)
-    counts_ms = median_ms(operations.state_counts, 5)
+    ls_ms = median_ms(lambda: job_views.list_argo(group=f"group{rng.randrange(groups)}"), 30)
+    show_ms = median_ms(lambda: job_views.show_argo(rng.randrange(1, jobs + 1)), 30)
+    counts_ms = median_ms(job_views.state_counts, 5)
     env = {**os.environ, "EDGECELERY_CONFIG": str(config)}
     cli = [sys.executable, "-m", "edgeceleryapp.cli"]
     whole_ms = command_ms([*cli, "argo", "ls", "--group", group], env, 5)

@@ -45,12 +45,12 @@ def main() -> None:
     os.environ.update(env)
 
     from backends.batchscript import EXIT_CODE_FILE
-    from edgeceleryapp import operations
+    from edgeceleryapp import applications, job_views
     from edgeceleryapp.db import init_db
     from workflows.intake import submit_argo
 
     init_db()
-    operations.add_app("true", "mira", "/bin/true")
+    applications.add_app("true", "mira", "/bin/true")
     workers = [Worker(n, env, root / "logs" / f"{n}.log").start() for n in ("argo", "mira")]
     hops: dict[str, list[float]] = defaultdict(list)
     noticed: list[float] = []
@@ -66,14 +66,14 @@ def main() -> None:
             )
             wait_for(
                 lambda a=argo_id: (
-                    operations.show_argo(a)["state"] in ("HISTORY",)
-                    or operations.show_argo(a)["state"].endswith("_FAILED")
+                    job_views.show_argo(a)["state"] in ("HISTORY",)
+                    or job_views.show_argo(a)["state"].endswith("_FAILED")
                 ),
                 60,
                 f"argo job {argo_id}",
                 interval=0.05,
             )
-            data = operations.show_argo(argo_id)
+            data = job_views.show_argo(argo_id)
             if data["state"] != "HISTORY":
                 raise SystemExit(f"argo job {argo_id} ended {data['state']}: {data}")
             events = data["events"]

@@ -75,13 +75,13 @@ def main() -> None:
 
     from sqlalchemy import func, select
 
-    from edgeceleryapp import operations
+    from edgeceleryapp import applications
     from edgeceleryapp.db import init_db, read_scope
     from edgeceleryapp.models import SubJob
     from workflows.intake import submit_balsam
 
     init_db()
-    operations.add_app("true", "cluster", "/bin/true")
+    applications.add_app("true", "cluster", "/bin/true")
     workers = [
         Worker(n, env, root / "logs" / f"{n}.log", concurrency=2).start()
         for n in ("argo", "cluster")

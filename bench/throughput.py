@@ -163,14 +163,14 @@ def run_service(env: dict[str, str], root: Path, args, sites: list[str]) -> dict
     ``clock`` times, the CPU seconds its workers used, and how the jobs ended."""
     from sqlalchemy import func, select
 
-    from edgeceleryapp import operations
+    from edgeceleryapp import applications
     from edgeceleryapp.db import read_scope
     from edgeceleryapp.devstack import Worker, wait_for_workers
     from edgeceleryapp.models import ArgoJob
     from workflows.intake import submit_argo
 
     for site in sites:
-        operations.add_app("true", site, "/bin/true")
+        applications.add_app("true", site, "/bin/true")
     argo = Worker("argo", env, root / "logs" / "argo.log", concurrency=args.concurrency).start()
     workers = [argo.process]
     for site in sites:

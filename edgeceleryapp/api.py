@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeceleryapp import operations
+from edgeceleryapp import job_control, job_views
 from edgeceleryapp.errors import ValidationFailed
 from workflows.intake import submit_argo, submit_balsam
 
@@ -29,12 +29,12 @@ def submit_balsam_job(message: dict[str, Any] | str | bytes) -> int:
 
 def argo_job(argo_id: int) -> dict[str, Any]:
     """The Argo job with its subjobs and its timeline of state changes."""
-    return operations.show_argo(argo_id)
+    return job_views.show_argo(argo_id)
 
 
 def retry_argo_job(argo_id: int) -> str:
     """Run a failed Argo job again from its failed step; returns the state it restarts from."""
-    return operations.retry_argo(argo_id)
+    return job_control.retry_argo(argo_id)
 
 
 __all__ = ["ValidationFailed", "argo_job", "retry_argo_job", "submit_argo_job", "submit_balsam_job"]

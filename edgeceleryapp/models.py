@@ -27,6 +27,20 @@ class Base(DeclarativeBase):
     pass
 
 
+# Columns the service keeps for itself (claims, bookkeeping): not shown to users.
+INTERNAL = {"internal": True}
+
+
+def public_columns(model: type[Base]) -> tuple[str, ...]:
+    """The columns users see of a record (``edgecelery argo show``, the job browser, the API),
+    in table order: every column not marked INTERNAL."""
+    return tuple(
+        c.name
+        for c in model.__table__.columns
+        if not c.info.get("internal")  # type: ignore[attr-defined]
+    )
+
+
 class ArgoJob(Base):
     """An ordered chain of subjobs across sites (seed 000 2.2.1)."""
 
@@ -54,7 +68,9 @@ class ArgoJob(Base):
     current_subjob: Mapped[int] = mapped_column(Integer, default=0)
     # The producer's message id when the job came from the intake queue: a message delivered
     # twice creates one job.
-    intake_key: Mapped[str | None] = mapped_column(String(256), nullable=True, unique=True)
+    intake_key: Mapped[str | None] = mapped_column(
+        String(256), nullable=True, unique=True, info=INTERNAL
+    )
     num_subjobs: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -106,9 +122,9 @@ class SubJob(Base):
     transfer_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     command: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     # Single submitter per attempt: who holds the right to call the scheduler, and since when.
-    submit_claim: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    submit_claimed_at: Mapped[datetime | None] = mapped_column(nullable=True)
-    submitted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    submit_claim: Mapped[str | None] = mapped_column(String(64), nullable=True, info=INTERNAL)
+    submit_claimed_at: Mapped[datetime | None] = mapped_column(nullable=True, info=INTERNAL)
+    submitted_at: Mapped[datetime | None] = mapped_column(nullable=True, info=INTERNAL)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -143,7 +159,7 @@ class JobEvent(Base):
     to_state: Mapped[str] = mapped_column(String(40))
     time: Mapped[datetime] = mapped_column(default=utcnow)
     message: Mapped[str] = mapped_column(Text, default="")
-    published: Mapped[bool] = mapped_column(default=False)
+    published: Mapped[bool] = mapped_column(default=False, info=INTERNAL)
 
     # Only the few events not yet marked sent are in it: the status sweep finds them without
     # reading millions of rows (edgeceleryapp/status_outbox.py).

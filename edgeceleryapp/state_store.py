@@ -1,13 +1,28 @@
-"""State changes as compare-and-set, with their JobEvents and the Argo mirror, in one commit.
+"""The one writer of job state: every change is a compare-and-set with its JobEvent, committed,
+then published as a status message.
 
 ``UPDATE ... WHERE id = :id AND state = :expected``: zero rows means another worker got there
-first, and the caller does nothing more. A subjob's change moves its Argo job along in the same
-transaction (seed 000 2.2.1: the Argo job follows its current subjob), so the two never
-disagree. Status messages go out after the commit.
+first, and the caller does nothing more. A subjob's automatic move takes its Argo job along in
+the same transaction (seed 000 2.2.1: the Argo job follows its current subjob), so the two never
+disagree. The allowed moves are ``edgeceleryapp.states``'s; what is owed after a move is
+``edgeceleryapp.next_step``'s.
+
+Two kinds of change, one write (``StateWriter._change``):
+
+- ``move_subjob`` / ``move_argo``: the steps' moves along the state machine, each its own
+  transaction.
+- ``transaction()``: an operator's changes (retry, cancel, a state set by hand), which may leave
+  the machine's path and touch several records at once; the caller reads what it needs in the
+  same transaction (``StateWriter.session``).
+
+In both, the status messages are built inside the transaction and sent after it commits
+(``edgeceleryapp.status_outbox``); no caller publishes by hand.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -30,30 +45,9 @@ def _storable(message: str) -> str:
     return message.replace("\x00", "\ufffd")
 
 
-def _cas(session: Session, model: type, ident: int, expected: str, to: str, values: dict) -> bool:
-    result = session.execute(
-        update(model)
-        .where(model.id == ident, model.state == expected)
-        .values(state=to, updated_at=utcnow(), **values)
-    )
-    return result.rowcount == 1
-
-
-def _event(
-    session: Session, argo_id: int | None, subjob_id: int | None, frm: str, to: str, message: str
-) -> JobEvent:
-    event = JobEvent(
-        argo_job_id=argo_id, subjob_id=subjob_id, from_state=frm, to_state=to, message=message
-    )
-    session.add(event)
-    return event
-
-
 # The hot path (every step of every subjob) in Core statements built once, on a plain
 # connection: building ORM statements, flushing ORM events and the ORM session itself cost
-# more CPU than the database work (profiled with bench/throughput.py). Operators' moves
-# (force_*) keep the ORM path above.
-Executor = Session | Connection
+# more CPU than the database work (profiled with bench/throughput.py).
 _SUB = SubJob.__table__
 _ARGO = ArgoJob.__table__
 _EVENTS = JobEvent.__table__
@@ -69,6 +63,7 @@ _MIRROR = update(_ARGO).where(
     _ARGO.c.current_subjob == bindparam("cas_position"),
 )
 _INSERT_EVENT = insert(_EVENTS).returning(_EVENTS.c.id)
+_INSERT_EVENTS = insert(_EVENTS).returning(_EVENTS.c.id, sort_by_parameter_order=True)
 _SUBJOB_LABELS = (
     select(
         _SUB.c.argo_job_id,
@@ -84,6 +79,7 @@ _SUBJOB_LABELS = (
 _ARGO_LABELS = select(_ARGO.c.name, _ARGO.c.job_status_routing_key).where(
     _ARGO.c.id == bindparam("argo_id")
 )
+_LOAD_SUBJOB = select(_SUB).where(_SUB.c.id == bindparam("subjob_id"))
 
 
 class Recorded(NamedTuple):
@@ -98,15 +94,14 @@ class Recorded(NamedTuple):
     message: str
 
 
-def _set(session: Executor, table: Table, ident: int, expected: str, values: dict) -> bool:
-    params = {"cas_id": ident, "cas_expected": expected, "updated_at": utcnow(), **values}
-    return session.execute(_CAS[table.name], params).rowcount == 1
-
-
-def record_event(
-    session: Executor, argo_id: int | None, subjob_id: int | None, frm: str, to: str, message: str
+def _record_event(
+    conn: Connection | Session,
+    argo_id: int | None,
+    subjob_id: int | None,
+    frm: str,
+    to: str,
+    message: str,
 ) -> Recorded:
-    """Insert one JobEvent (Core, no ORM flush); what its status message needs."""
     row = {
         "argo_job_id": argo_id,
         "subjob_id": subjob_id,
@@ -115,67 +110,224 @@ def record_event(
         "time": utcnow(),
         "message": message,
     }
-    return Recorded(session.execute(_INSERT_EVENT, row).scalar_one(), **row)
+    return Recorded(conn.execute(_INSERT_EVENT, row).scalar_one(), **row)
 
 
-_INSERT_EVENTS = insert(_EVENTS).returning(_EVENTS.c.id, sort_by_parameter_order=True)
+class StateWriter:
+    """The changes of one write transaction, and the status messages they owe."""
 
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.messages: list[tuple[int, str, dict[str, Any]]] = []
+        self._session: Session | None = None
 
-def record_events(
-    conn: Connection, jobs: list[tuple[int, int | None]], frm: str, to: str, message: str
-) -> list[Recorded]:
-    """The same change for many (argo id, subjob id) pairs in one multi-row insert (intake
-    stores a batch of jobs at once)."""
-    if not jobs:
-        return []  # an empty multi-row insert would insert one row of defaults
-    now = utcnow()
-    rows = [
-        {
-            "argo_job_id": argo_id,
-            "subjob_id": subjob_id,
-            "from_state": frm,
-            "to_state": to,
-            "time": now,
-            "message": message,
+    @property
+    def session(self) -> Session:
+        """An ORM session inside this transaction, for an operator's reads."""
+        if self._session is None:
+            self._session = Session(bind=self.conn)
+        return self._session
+
+    def _set(self, table: Table, ident: int, expected: str, values: dict) -> bool:
+        params = {"cas_id": ident, "cas_expected": expected, "updated_at": utcnow(), **values}
+        return self.conn.execute(_CAS[table.name], params).rowcount == 1
+
+    def _event(
+        self,
+        argo_id: int | None,
+        subjob_id: int | None,
+        frm: str,
+        to: str,
+        message: str,
+        label: tuple[str | None, str, str | None],
+    ) -> None:
+        """Record one JobEvent and the status message it owes (``label``: routing key, name,
+        site)."""
+        event = _record_event(self.conn, argo_id, subjob_id, frm, to, message)
+        key, name, site = label
+        self.messages.append((event.id, routing_key(key), body(event, name, site)))
+
+    def _change(
+        self,
+        table: Table,
+        ident: int,
+        expected: str,
+        path: list[str],
+        fields_for: Any,
+        labels: tuple[int | None, tuple[str | None, str, str | None]],
+        follow: Any = None,
+    ) -> None:
+        """Walk ``path`` from ``expected``: for each state a compare-and-set with the fields
+        ``fields_for(i, state)``, its JobEvent and status message, and ``follow`` (the Argo
+        mirror of an automatic subjob move). A lost compare-and-set rolls back the whole
+        transaction."""
+        argo_id, label = labels
+        subjob_id = ident if table is _SUB else None
+        frm = expected
+        for i, to in enumerate(path):
+            fields = fields_for(i, to)
+            if not self._set(table, ident, frm, fields):
+                raise _LostRace
+            self._event(argo_id, subjob_id, frm, to, fields.get("state_message", ""), label)
+            if follow is not None:
+                follow(frm, to, fields["state_message"])
+            frm = to
+
+    def _subjob_labels(self, subjob_id: int) -> tuple[int | None, int, str, str, str, str]:
+        row = self.conn.execute(_SUBJOB_LABELS, {"subjob_id": subjob_id}).first()
+        if row is None:
+            raise _LostRace
+        return tuple(row)  # type: ignore[return-value]
+
+    def _argo_labels(self, argo_id: int) -> tuple[str | None, str, None]:
+        row = self.conn.execute(_ARGO_LABELS, {"argo_id": argo_id}).first()
+        if row is None:
+            raise _LostRace
+        name, key = row
+        return key, name or "", None
+
+    def subjob(
+        self, subjob_id: int, expected: str, path: list[str], message: str, values: dict
+    ) -> None:
+        """An automatic move along the subjob machine; the Argo job follows. ``values`` go
+        with the last state, the message too."""
+        argo_id, position, name, site, argo_name, key = self._subjob_labels(subjob_id)
+        last = len(path) - 1
+
+        def fields(i: int, to: str) -> dict:
+            note = message if i == last else ""
+            return {"state": to, "state_message": note, **(values if i == last else {})}
+
+        def follow(frm: str, to: str, note: str) -> None:
+            if argo_id is not None:
+                self._follow(argo_id, position, subjob_id, site, frm, to, note, (key, argo_name))
+
+        self._change(_SUB, subjob_id, expected, path, fields, (argo_id, (key, name, site)), follow)
+
+    def _follow(
+        self,
+        argo_id: int,
+        position: int,
+        subjob_id: int,
+        site: str,
+        frm: str,
+        to: str,
+        message: str,
+        argo_label: tuple[str | None, str],
+    ) -> None:
+        """Move the Argo job to the state that reflects its current subjob's change."""
+        expected = states.argo_state_for_subjob(frm)
+        if states.is_failed(to):
+            target = states.argo_failure_for(expected)
+        elif to in states.ARGO_MIRROR:
+            target = states.ARGO_MIRROR[to]
+        else:
+            return
+        params = {
+            "cas_id": argo_id,
+            "cas_expected": expected,
+            "cas_position": position,
+            "state": target,
+            "updated_at": utcnow(),
+            "state_message": message if states.is_failed(target) else "",
         }
-        for argo_id, subjob_id in jobs
-    ]
-    ids = conn.execute(_INSERT_EVENTS, rows).scalars().all()
-    return [Recorded(event_id, **row) for event_id, row in zip(ids, rows, strict=True)]
+        if self.conn.execute(_MIRROR, params).rowcount != 1:
+            return
+        note = f"subjob {subjob_id} at {site}: {to}" + (f": {message}" if message else "")
+        key, name = argo_label
+        self._event(argo_id, None, expected, target, note, (key, name or "", None))
+
+    def argo(
+        self, argo_id: int, expected: str, path: list[str], message: str, values: dict
+    ) -> None:
+        """A move along the Argo machine; ``values`` and ``message`` go with the last state;
+        the state message is kept only on a failure unless ``values`` set it."""
+        last = len(path) - 1
+
+        def fields(i: int, to: str) -> dict:
+            note = message if i == last else ""
+            out = {"state": to, **(values if i == last else {})}
+            out.setdefault("state_message", note if states.is_failed(to) else "")
+            return out
+
+        label = self._argo_labels(argo_id)
+        self._change(_ARGO, argo_id, expected, path, fields, (argo_id, label))
+
+    def force_subjob(
+        self, subjob_id: int, expected: str, to: str, message: str, **values: Any
+    ) -> bool:
+        """An operator's move outside the automatic machine (retry, kill); still a
+        compare-and-set. False, changing nothing, if the subjob is not at ``expected``."""
+        try:
+            argo_id, _, name, site, _, key = self._subjob_labels(subjob_id)
+            fields = {"state": to, "state_message": _storable(message), **values}
+            self._change(
+                _SUB,
+                subjob_id,
+                expected,
+                [to],
+                lambda _i, _to: fields,
+                (argo_id, (key, name, site)),
+            )
+        except _LostRace:
+            return False
+        return True
+
+    def force_argo(self, argo_id: int, expected: str, to: str, message: str, **values: Any) -> bool:
+        """``force_subjob`` for an Argo job."""
+        try:
+            label = self._argo_labels(argo_id)
+            fields = {"state": to, "state_message": _storable(message), **values}
+            self._change(_ARGO, argo_id, expected, [to], lambda _i, _to: fields, (argo_id, label))
+        except _LostRace:
+            return False
+        return True
+
+    def created(
+        self, jobs: list[tuple[int, int | None, tuple[str | None, str, str | None]]]
+    ) -> None:
+        """New records (argo id, subjob id, label) reach CREATED: their events in one
+        multi-row insert, as intake stores a batch of jobs at once."""
+        if not jobs:
+            return  # an empty multi-row insert would insert one row of defaults
+        now = utcnow()
+        rows = [
+            {
+                "argo_job_id": argo_id,
+                "subjob_id": subjob_id,
+                "from_state": "",
+                "to_state": "CREATED",
+                "time": now,
+                "message": "received",
+            }
+            for argo_id, subjob_id, _ in jobs
+        ]
+        ids = self.conn.execute(_INSERT_EVENTS, rows).scalars().all()
+        for event_id, row, (_, _, (key, name, site)) in zip(ids, rows, jobs, strict=True):
+            event = Recorded(event_id, **row)
+            self.messages.append((event_id, routing_key(key), body(event, name, site)))
 
 
-def _follow(
-    session: Executor,
-    argo_id: int | None,
-    position: int,
-    subjob_id: int,
-    site: str,
-    frm: str,
-    to: str,
-    message: str,
-) -> list[Recorded]:
-    """Move the Argo job to the state that reflects its current subjob's change."""
-    if argo_id is None:
-        return []
-    expected = states.argo_state_for_subjob(frm)
-    if states.is_failed(to):
-        target = states.argo_failure_for(expected)
-    elif to in states.ARGO_MIRROR:
-        target = states.ARGO_MIRROR[to]
-    else:
-        return []
-    params = {
-        "cas_id": argo_id,
-        "cas_expected": expected,
-        "cas_position": position,
-        "state": target,
-        "updated_at": utcnow(),
-        "state_message": message if states.is_failed(target) else "",
-    }
-    if session.execute(_MIRROR, params).rowcount != 1:
-        return []
-    note = f"subjob {subjob_id} at {site}: {to}" + (f": {message}" if message else "")
-    return [record_event(session, argo_id, None, expected, target, note)]
+@contextmanager
+def transaction(operator: bool = False) -> Iterator[StateWriter]:
+    """One write transaction of state changes: commit, then send their status messages (an
+    operator's are marked sent at once: a command's process may end right after)."""
+    with engine().begin() as conn, pending_marks(conn):
+        writer = StateWriter(conn)
+        try:
+            yield writer
+        finally:
+            if writer._session is not None:
+                writer._session.close()
+    send(writer.messages, mark_now=operator)
+
+
+def _checked(machine: states.Machine, name: str, expected: str, path: list[str]) -> None:
+    frm = expected
+    for to in path:
+        if not machine.can_move(frm, to):
+            raise ValueError(f"{name}: {frm} -> {to} is not allowed")
+        frm = to
 
 
 def move_subjob(
@@ -184,104 +336,34 @@ def move_subjob(
     """Move a subjob from ``expected`` through each state of ``path``, as one transaction.
 
     ``values`` are written with the last state. Returns False, changing nothing, if the subjob
-    was not at ``expected`` (another worker moved it) or a move is not allowed. The status
-    messages are built inside the transaction and sent after it commits.
+    was not at ``expected`` (another worker moved it); a move the machine does not allow is a
+    ValueError.
     """
-    frm = expected
-    for to in path:
-        if not states.BALSAM.can_move(frm, to):
-            raise ValueError(f"subjob {subjob_id}: {frm} -> {to} is not allowed")
-        frm = to
-    message = _storable(message)
+    _checked(states.BALSAM, f"subjob {subjob_id}", expected, path)
     try:
-        with engine().begin() as s, pending_marks(s):
-            row = s.execute(_SUBJOB_LABELS, {"subjob_id": subjob_id}).first()
-            if row is None:
-                return False
-            argo_id, position, name, site, argo_name, key = row
-            events: list[Recorded] = []
-            frm = expected
-            for i, to in enumerate(path):
-                last = i == len(path) - 1
-                note = message if last else ""
-                fields = {"state": to, "state_message": note, **(values if last else {})}
-                if not _set(s, _SUB, subjob_id, frm, fields):
-                    raise _LostRace
-                events.append(record_event(s, argo_id, subjob_id, frm, to, note))
-                events += _follow(s, argo_id, position, subjob_id, site, frm, to, note)
-                frm = to
+        with transaction() as tx:
+            tx.subjob(subjob_id, expected, path, _storable(message), values)
     except _LostRace:
         return False
-    send(
-        [
-            (
-                e.id,
-                routing_key(key),
-                body(e, name, site) if e.subjob_id else body(e, argo_name or "", None),
-            )
-            for e in events
-        ]
-    )
     return True
 
 
 def move_argo(
     argo_id: int, expected: str, to: str | list[str], message: str = "", **values: Any
 ) -> bool:
-    """Compare-and-set an Argo job along its state machine (operators' moves: force_argo).
+    """Compare-and-set an Argo job along its state machine.
 
     ``to`` may be a path of states, walked in one transaction (``values`` and ``message`` go
     with the last): one commit instead of one per state.
     """
     path = [to] if isinstance(to, str) else to
-    frm = expected
-    for step in path:
-        if not states.ARGO.can_move(frm, step):
-            raise ValueError(f"argo job {argo_id}: {frm} -> {step} is not allowed")
-        frm = step
-    message = _storable(message)
+    _checked(states.ARGO, f"argo job {argo_id}", expected, path)
     try:
-        with engine().begin() as s, pending_marks(s):
-            events: list[Recorded] = []
-            frm = expected
-            for i, step in enumerate(path):
-                last = i == len(path) - 1
-                note = message if last else ""
-                fields = {"state": step, **(values if last else {})}
-                fields.setdefault("state_message", note if states.is_failed(step) else "")
-                if not _set(s, _ARGO, argo_id, frm, fields):
-                    raise _LostRace
-                events.append(record_event(s, argo_id, None, frm, step, note))
-                frm = step
-            name, key = s.execute(_ARGO_LABELS, {"argo_id": argo_id}).one()
+        with transaction() as tx:
+            tx.argo(argo_id, expected, path, _storable(message), values)
     except _LostRace:
         return False
-    send([(e.id, routing_key(key), body(e, name, None)) for e in events])
     return True
-
-
-def force_subjob(
-    session: Session, subjob: SubJob, to: str, message: str, **values: Any
-) -> JobEvent | None:
-    """An operator's move outside the automatic machine (retry, alter); still a CAS.
-
-    The state before is read first: the ORM update refreshes ``subjob`` in the session."""
-    frm = subjob.state
-    if not _cas(session, SubJob, subjob.id, frm, to, {"state_message": message, **values}):
-        return None
-    return _event(session, subjob.argo_job_id, subjob.id, frm, to, message)
-
-
-def force_argo(
-    session: Session, argo: ArgoJob, to: str, message: str, **values: Any
-) -> JobEvent | None:
-    frm = argo.state
-    if not _cas(session, ArgoJob, argo.id, frm, to, {"state_message": message, **values}):
-        return None
-    return _event(session, argo.id, None, frm, to, message)
-
-
-_LOAD_SUBJOB = select(_SUB).where(_SUB.c.id == bindparam("subjob_id"))
 
 
 def load_subjob(subjob_id: int) -> Row | None:

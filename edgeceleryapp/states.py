@@ -52,8 +52,10 @@ ARGO_PATH: tuple[str, ...] = (
 
 ALIASES = {"POSTPROCESSING": "POSTPROCESSED"}
 
+# A batch job is in flight (the record is parked: only the site's poller moves it).
+IN_FLIGHT = ("SUBMITTED", "QUEUED", "RUNNING")
 # A batch-level failure is retried by submitting again (a new attempt), never by re-polling.
-BATCH_STATES = frozenset({"SUBMITTED", "QUEUED", "RUNNING", "EXECUTION_FINISHED"})
+BATCH_STATES = frozenset({*IN_FLIGHT, "EXECUTION_FINISHED"})
 
 # Which Argo state mirrors a subjob state (2.2.1: "Argo received an update message from Balsam
 # that a subjob is in the X state").
@@ -129,7 +131,7 @@ class Machine:
 # A batch job lost to a resource-side failure (node failure, preemption, ...) is submitted
 # again as a new attempt (aCT 3.2): the one edge that returns along the path, and only from the
 # batch states, with the attempt number raised.
-RESUBMIT_EDGES = tuple((state, "PREPROCESSED") for state in ("SUBMITTED", "QUEUED", "RUNNING"))
+RESUBMIT_EDGES = tuple((state, "PREPROCESSED") for state in IN_FLIGHT)
 BALSAM = Machine("subjob", BALSAM_PATH, loops=RESUBMIT_EDGES)
 # SUBJOB_INCREMENTED goes back to SUBJOB_SUBMITTED while subjobs remain (Figure 4's loop).
 ARGO = Machine(
@@ -150,6 +152,16 @@ def walk(machine: Machine, frm: str, to: str) -> list[str]:
     if j < i:
         raise ValueError(f"{to} comes before {frm}")
     return list(machine.path[i + 1 : j + 1])
+
+
+def batch_end_path(state: str, target: str, failure: bool) -> list[str]:
+    """The states a poll walks from ``state`` when a batch job reached ``target``: the job
+    passed through QUEUED and RUNNING even if we saw it late. A failure is recorded as the
+    failure of the step that was under way."""
+    if not failure:
+        return walk(BALSAM, state, target)
+    path = walk(BALSAM, state, "RUNNING") if state != "RUNNING" else []
+    return [*path, failed(target)]
 
 
 def subjob_retry_state(failed_state: str) -> str:
@@ -182,27 +194,6 @@ def argo_retry_state(failed_state: str) -> str:
     """Where an Argo job restarts after an Argo-level failure (its own stage in or out)."""
     target = failed_target(failed_state)
     return ARGO_PATH[max(ARGO_PATH.index(target) - 1, 0)]
-
-
-@dataclass(frozen=True)
-class Step:
-    """A subjob step: the state it starts from and the state it reaches."""
-
-    name: str
-    start: str
-    reaches: str
-
-
-SITE_STEPS: dict[str, Step] = {
-    s.name: s
-    for s in (
-        Step("stage_in", "CREATED", "STAGED_IN"),
-        Step("preprocess", "STAGED_IN", "PREPROCESSED"),
-        Step("submit", "PREPROCESSED", "SUBMITTED"),
-        Step("postprocess", "EXECUTION_FINISHED", "POSTPROCESSED"),
-        Step("stage_out", "POSTPROCESSED", "JOB_FINISHED"),
-    )
-}
 
 
 class Readiness:

@@ -95,12 +95,17 @@ def publish(messages: list[tuple[str, dict[str, Any]]]) -> bool:
     return True
 
 
-def send(messages: list[tuple[int, str, dict[str, Any]]]) -> None:
+def send(messages: list[tuple[int, str, dict[str, Any]]], mark_now: bool = False) -> None:
     """Publish (event id, routing key, body) triples built in the transaction that committed
-    the events; their "published" mark is left to ``pending_marks`` or the timer. Building
-    them there saves reading the events back."""
+    the events; their "published" mark is left to ``pending_marks`` or the timer, unless
+    ``mark_now`` (an operator's command, whose process may end at once). Building them there
+    saves reading the events back."""
     if messages and publish([(key, b) for _, key, b in messages]):
-        _marks.add([event_id for event_id, _, _ in messages])
+        ids = [event_id for event_id, _, _ in messages]
+        if mark_now:
+            _mark_published(ids)
+        else:
+            _marks.add(ids)
 
 
 _MARK = (

@@ -7,20 +7,20 @@ The Argo job follows its current subjob's states in the same transaction as the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Row, bindparam, select
 
 from backends.transfers import TransferContext, transfer_for
-from edgeceleryapp import states
-from edgeceleryapp.celery import app
+from edgeceleryapp import next_step, states
+from edgeceleryapp.celery_app import app
 from edgeceleryapp.db import read_connection
-from edgeceleryapp.errors import TransientError
 from edgeceleryapp.models import ArgoJob, SubJob
 from edgeceleryapp.settings import get_settings
 from edgeceleryapp.state_store import move_argo
 from edgeceleryapp.status_outbox import flush
-from tasks.retry_policy import StepTask, Stop, guarded
+from tasks.retry_policy import StepTask, Stop, guarded, should_run
 from workflows import chains
 
 
@@ -60,17 +60,12 @@ def load(argo_id: int) -> tuple[Row, list[Row]]:
         return argo, list(conn.execute(_LOAD_SUBJOBS, {"argo_id": argo_id}))
 
 
-def _step(argo_id: int, start: str, reaches: str, work) -> None:  # type: ignore[no-untyped-def]
+def _step(argo_id: int, name: str, work: Callable[[Row, list[Row]], None]) -> None:
+    step = next_step.ARGO_STEPS[name]
     argo, subjobs = load(argo_id)
-    ready = states.readiness(states.ARGO, start, reaches, argo.state)
-    if ready == states.Readiness.DONE:
-        return
-    if ready == states.Readiness.STOPPED:
-        raise Stop
-    if ready == states.Readiness.WAITING:
-        raise TransientError(f"argo job {argo_id} is {argo.state}, not yet {start}")
-    work(argo, subjobs)
-    move_argo(argo_id, start, reaches)
+    if should_run(step, argo.state, f"argo job {argo_id}"):
+        work(argo, subjobs)
+        move_argo(argo_id, step.start, step.reaches)
 
 
 def _stage_in(argo: Row, _subjobs: list[Row]) -> None:
@@ -98,50 +93,42 @@ def _stage_out(argo: Row, subjobs: list[Row]) -> None:
 
 
 def advance(argo_id: int) -> None:
-    """Hand the next subjob to its site, or close the loop when none is left.
+    """Make the Argo job's own moves (``next_step.advance_moves``), then hand the next subjob to
+    its site, or the Argo job to its final steps.
 
-    Each move is a compare-and-set; the moves Argo makes in a row (SUBJOB_COMPLETED ->
-    SUBJOB_INCREMENTED -> SUBJOB_SUBMITTED) are one transaction. After a move that took, the
-    next state is known without reading it again; after one that lost, it is read again. A
-    re-run after a crash finds where the last one stopped and sends the chain it owes again
-    (the receiving steps are idempotent).
+    The moves Argo makes in a row (SUBJOB_COMPLETED -> SUBJOB_INCREMENTED -> SUBJOB_SUBMITTED)
+    are one transaction, a compare-and-set. After a move that took, the next state is known
+    without reading it again; after one that lost, it is read again. A re-run after a crash
+    finds where the last one stopped and sends the chain it owes again (the receiving steps
+    are idempotent).
     """
     argo, subjobs = load(argo_id)
     state, current = argo.state, argo.current_subjob
     for _ in range(4):
-        if state == "STAGED_IN":
-            move = ("SUBJOB_SUBMITTED", 0, {"current_subjob": 0})
-        elif state == "SUBJOB_COMPLETED":
-            following = "SUBJOB_SUBMITTED" if current + 1 < len(subjobs) else "SUBJOBS_COMPLETED"
-            move = (["SUBJOB_INCREMENTED", following], current + 1, {"current_subjob": current + 1})
-        elif state == "SUBJOB_INCREMENTED":
-            following = "SUBJOB_SUBMITTED" if current < len(subjobs) else "SUBJOBS_COMPLETED"
-            move = (following, current, {})
-        elif state == "SUBJOB_SUBMITTED":
-            subjob = subjobs[current]
-            if subjob.state == "CREATED":
-                chains.send(chains.start_subjob(subjob))
-            return
-        elif state == "SUBJOBS_COMPLETED":
-            chains.send(chains.finish_argo(argo_id))
-            return
-        else:
-            return
-        path, position, values = move
-        if move_argo(argo_id, state, path, **values):
-            state, current = path if isinstance(path, str) else path[-1], position
+        owed = next_step.for_argo(next_step.Record(argo_id, state, current_subjob=current), subjobs)
+        moves = next_step.advance_moves(state, current, len(subjobs))
+        if owed.step != next_step.ADVANCE or moves is None:
+            break
+        path, position = moves
+        if move_argo(argo_id, state, path, current_subjob=position):
+            state, current = path[-1], position
         else:  # another worker moved it first: see where it is now
             argo, subjobs = load(argo_id)
             state, current = argo.state, argo.current_subjob
+    else:
+        return
+    if owed.step in next_step.ADVANCE_HANDS_OFF:
+        chains.send(chains.chain_for(owed))
 
 
-def _fail_argo(argo_id: int, start: str, reason: str) -> None:
+def _fail_argo(argo_id: int, step: str, reason: str) -> None:
+    """The Argo job fails where ``step`` was to move it from (argo.advance: wherever it is)."""
     with read_connection() as conn:
         row = conn.execute(_LOAD_ARGO, {"argo_id": argo_id}).first()
         state = row.state if row else None
     if state is None or states.is_failed(state) or state in states.ARGO.terminal:
         return
-    if state == start or start == "*":
+    if step == next_step.ADVANCE or state == next_step.ARGO_STEPS[step].start:
         move_argo(argo_id, state, states.argo_failure_for(state), reason)
 
 
@@ -150,23 +137,27 @@ def stage_in(self: StepTask, argo_id: int) -> None:
     """Copy the Argo job's input_url into the staging area (Figure 1, step 1)."""
     guarded(
         self,
-        lambda: _step(argo_id, "CREATED", "STAGED_IN", _stage_in),
-        lambda reason: _fail_argo(argo_id, "CREATED", reason),
+        lambda: _step(argo_id, "argo.stage_in", _stage_in),
+        lambda reason: _fail_argo(argo_id, "argo.stage_in", reason),
     )
 
 
 @app.task(bind=True, base=StepTask, name="argo.advance")
 def advance_task(self: StepTask, argo_id: int) -> None:
     """SUBJOB_COMPLETED -> SUBJOB_INCREMENTED -> SUBJOB_SUBMITTED or SUBJOBS_COMPLETED."""
-    guarded(self, lambda: advance(argo_id), lambda reason: _fail_argo(argo_id, "*", reason))
+    guarded(
+        self,
+        lambda: advance(argo_id),
+        lambda reason: _fail_argo(argo_id, next_step.ADVANCE, reason),
+    )
 
 
 @app.task(bind=True, base=StepTask, name="argo.stage_out")
 def stage_out(self: StepTask, argo_id: int) -> None:
     guarded(
         self,
-        lambda: _step(argo_id, "SUBJOBS_COMPLETED", "STAGED_OUT", _stage_out),
-        lambda reason: _fail_argo(argo_id, "SUBJOBS_COMPLETED", reason),
+        lambda: _step(argo_id, "argo.stage_out", _stage_out),
+        lambda reason: _fail_argo(argo_id, "argo.stage_out", reason),
     )
 
 
@@ -175,10 +166,10 @@ def finish(self: StepTask, argo_id: int) -> None:
     """STAGED_OUT -> HISTORY; then send any status message a broker hiccup held back."""
 
     def body() -> None:
-        _step(argo_id, "STAGED_OUT", "HISTORY", lambda _a, _s: None)
+        _step(argo_id, "argo.finish", lambda _a, _s: None)
         flush(argo_job_id=argo_id, older_than=get_settings().status_resend_after)
 
-    guarded(self, body, lambda reason: _fail_argo(argo_id, "STAGED_OUT", reason))
+    guarded(self, body, lambda reason: _fail_argo(argo_id, "argo.finish", reason))
 
 
 @app.task(name="argo.resend_status", ignore_result=True)

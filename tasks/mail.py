@@ -20,7 +20,7 @@ from kombu import Queue
 from sqlalchemy import or_, select, update
 
 from edgeceleryapp import mail_content, mail_smtp
-from edgeceleryapp.celery import app
+from edgeceleryapp.celery_app import app
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import PermanentError, TransientError
 from edgeceleryapp.models import ArgoJob, JobEvent, MailRecord, utcnow

@@ -17,9 +17,9 @@ from sqlalchemy import Row, bindparam, select
 from backends.batchscript import read_exit_code
 from backends.schedulers import BatchStatus, scheduler_for
 from backends.schedulers.base import FAILED, FINISHED
-from edgeceleryapp import states
+from edgeceleryapp import next_step, states
 from edgeceleryapp.brokertransport import batch_producer
-from edgeceleryapp.celery import app
+from edgeceleryapp.celery_app import app
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.errors import EdgeCeleryError
 from edgeceleryapp.models import SubJob, utcnow
@@ -28,11 +28,10 @@ from edgeceleryapp.site_monitor import take_lease
 from edgeceleryapp.state_store import move_subjob
 from tasks.retry_policy import StepTask
 from tasks.site_steps import workdir_of
-from workflows.chains import resume_subjob, send, submit_again
+from workflows.chains import chain_for, send
 
 log = logging.getLogger(__name__)
 
-IN_FLIGHT = ("SUBMITTED", "QUEUED", "RUNNING")
 LOST = "LOST"  # the cause given to a batch job that vanished without an exit code
 
 
@@ -80,15 +79,6 @@ def judge(
     return None
 
 
-def path_for(state: str, verdict: Verdict) -> list[str]:
-    """The states to walk from ``state``: the job passed through QUEUED and RUNNING even if we
-    saw it late. A failure is recorded as the failure of the step that was under way."""
-    if not verdict.failed:
-        return states.walk(states.BALSAM, state, verdict.target)
-    path = states.walk(states.BALSAM, state, "RUNNING") if state != "RUNNING" else []
-    return [*path, states.failed(verdict.target)]
-
-
 @dataclass
 class PollReport:
     in_flight: int = 0
@@ -110,7 +100,7 @@ _IN_FLIGHT = (
         SubJob.submitted_at,
         SubJob.updated_at,
     )
-    .where(SubJob.site == bindparam("site"), SubJob.state.in_(IN_FLIGHT))
+    .where(SubJob.site == bindparam("site"), SubJob.state.in_(states.IN_FLIGHT))
     .order_by(SubJob.id)
 )
 
@@ -170,9 +160,9 @@ def poll_site(site_name: str) -> PollReport:
     if finished:
         with batch_producer(get_settings().broker_url) as producer:
             for job in finished:
-                send(resume_subjob(job), producer)
+                send(chain_for(next_step.for_subjob(job, state=FINISHED)), producer)
     for job, verdict in verdicts:
-        path = path_for(job.state, verdict)
+        path = states.batch_end_path(job.state, verdict.target, verdict.failed)
         if move_subjob(job.id, job.state, path, verdict.reason, exit_code=verdict.exit_code):
             report.moved[job.id] = path[-1]
     redispatch_resubmissions(site_name, site.status_interval)
@@ -194,7 +184,7 @@ def resubmit(job: Row, verdict: Verdict, max_attempts: int, report: PollReport) 
         submitted_at=None,
     ):
         report.moved[job.id] = "PREPROCESSED"
-        submit_again(job).apply_async()
+        send(chain_for(next_step.for_subjob(job, state="PREPROCESSED")))
 
 
 def redispatch_resubmissions(site_name: str, after: float) -> None:
@@ -214,7 +204,7 @@ def redispatch_resubmissions(site_name: str, after: float) -> None:
             )
         )
     for job in stuck:
-        submit_again(job).apply_async()
+        send(chain_for(next_step.for_subjob(job)))
 
 
 @app.task(bind=True, base=StepTask, name="site.poll")

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from celery import Task
 from celery.exceptions import Ignore
 
+from edgeceleryapp import states
 from edgeceleryapp.errors import PermanentError, Throttled, TransientError
+from edgeceleryapp.next_step import Step
 from edgeceleryapp.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,18 @@ class StepTask(Task):
 
 class Stop(Exception):
     """The record failed or was removed: end the chain quietly."""
+
+
+def should_run(step: Step, state: str, what: str) -> bool:
+    """Whether a step is to run on a record at ``state``: False when it (or a later one)
+    already happened, which is what makes every task safe to run twice; a record that failed
+    or was killed ends the chain; one not yet at the step's start is asked again later."""
+    ready = states.readiness(step.machine, step.start, step.reaches, state)
+    if ready == states.Readiness.STOPPED:
+        raise Stop
+    if ready == states.Readiness.WAITING:
+        raise TransientError(f"{what} is {state}, not yet {step.start}")
+    return ready == states.Readiness.READY
 
 
 def backoff(retries: int) -> float:

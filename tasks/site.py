@@ -10,12 +10,11 @@ import logging
 from collections.abc import Callable
 
 from backends.schedulers import scheduler_for
-from edgeceleryapp import states
-from edgeceleryapp.celery import app
-from edgeceleryapp.errors import TransientError
+from edgeceleryapp import next_step, states
+from edgeceleryapp.celery_app import app
 from edgeceleryapp.state_store import load_subjob, move_subjob
 from tasks import site_steps
-from tasks.retry_policy import StepTask, Stop, guarded
+from tasks.retry_policy import StepTask, Stop, guarded, should_run
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +29,12 @@ WORK: dict[str, Callable[..., dict]] = {
 
 def execute(step_name: str, subjob_id: int, token: str = "") -> None:
     """Run one step if the subjob is ready for it; return at once if it already happened."""
-    step = states.SITE_STEPS[step_name]
+    step = next_step.SITE_STEPS[f"site.{step_name}"]
     subjob = load_subjob(subjob_id)
     if subjob is None:
         raise Stop
-    ready = states.readiness(states.BALSAM, step.start, step.reaches, subjob.state)
-    if ready == states.Readiness.DONE:
+    if not should_run(step, subjob.state, f"subjob {subjob_id}"):
         return
-    if ready == states.Readiness.STOPPED:
-        raise Stop
-    if ready == states.Readiness.WAITING:
-        raise TransientError(f"subjob {subjob_id} is {subjob.state}, not yet {step.start}")
     work = WORK[step_name]
     values = work(subjob, token) if step_name == "submit" else work(subjob)
     path = states.walk(states.BALSAM, step.start, step.reaches)
@@ -49,9 +43,8 @@ def execute(step_name: str, subjob_id: int, token: str = "") -> None:
 
 
 def fail(step_name: str, subjob_id: int, reason: str) -> None:
-    step = states.SITE_STEPS[step_name]
-    first = states.BALSAM.successors(step.start)[0]
-    move_subjob(subjob_id, step.start, [states.failed(first)], reason)
+    step = next_step.SITE_STEPS[f"site.{step_name}"]
+    move_subjob(subjob_id, step.start, [step.fails_to], reason)
 
 
 def _task(step_name: str) -> Callable:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from edgeceleryapp import operations
+from edgeceleryapp import applications
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
@@ -81,7 +81,7 @@ def echo_app(root: Path, site: str, name: str = "echo", exit_code: int = 0) -> N
         print(json.dumps(lines))
         """,
     )
-    operations.add_app(name, site, exe, config_script=cfg)
+    applications.add_app(name, site, exe, config_script=cfg)
 
 
 def balsam_message(site: str = "alpha", app: str = "echo", **fields: object) -> dict:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from celery.canvas import Signature
 from kombu import Connection, Queue
 from sqlalchemy import func, select
 
+from edgeceleryapp import next_step
 from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
@@ -97,11 +98,15 @@ def test_a_message_delivered_again_in_a_later_batch_is_the_same_job(env, argo_qu
     assert again[1] in started
 
 
+def owed_at(argo_id: int, state: str) -> Signature:
+    return chains.chain_for(next_step.for_argo(next_step.Record(argo_id, state), ()))
+
+
 def test_our_publisher_sends_a_chain_as_celery_does(env, argo_queue):
-    chains.finish_argo(41).apply_async()
+    owed_at(41, "SUBJOBS_COMPLETED").apply_async()
     with batch_producer("memory://") as producer:
-        chains.send(chains.finish_argo(42), producer)
-    chains.send(chains.advance_argo(43))
+        chains.send(owed_at(42, "SUBJOBS_COMPLETED"), producer)
+    chains.send(owed_at(43, "SUBJOB_COMPLETED"))
     assert queued_tasks(argo_queue) == [
         ("argo.stage_out", [41], ["argo.finish"]),
         ("argo.stage_out", [42], ["argo.finish"]),
@@ -111,11 +116,12 @@ def test_our_publisher_sends_a_chain_as_celery_does(env, argo_queue):
 
 def test_a_longer_chain_keeps_its_order(env):
     """Celery keeps the rest of a chain as a stack: the next task last."""
-    ref = SimpleNamespace(id=5, site="alpha", argo_job_id=9)
+    ref = next_step.Record(5, "EXECUTION_FINISHED", site="alpha", argo_job_id=9)
+    resume = chains.chain_for(next_step.for_subjob(ref))
     with Connection("memory://") as conn, conn.SimpleQueue(Queue("site.alpha")) as sq:
         sq.clear()
-        chains.resume_subjob(ref).apply_async()
-        chains.send(chains.resume_subjob(ref))
+        resume.apply_async()
+        chains.send(resume)
         sent = queued_tasks(sq)
     expected = ("site.postprocess", [5], ["argo.advance", "site.stage_out"])
     assert sent == [expected, expected]

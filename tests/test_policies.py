@@ -9,7 +9,7 @@ import pytest
 
 from backends.schedulers.base import FAILED, NODE_FAIL, BatchStatus
 from backends.schedulers.local import LocalScheduler
-from edgeceleryapp import operations
+from edgeceleryapp import applications, job_control
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.errors import PermanentError, Throttled
@@ -128,16 +128,12 @@ class NodeFailure:
 def test_node_failure_resubmits_until_attempts_run_out(env, monkeypatch):
     set_site(env, max_attempts=2)
     never = script(env.root / "apps" / "hang.py", "import time\ntime.sleep(600)\n")
-    operations.add_app("hang", "alpha", never)
+    applications.add_app("hang", "alpha", never)
     (job_id,) = prepared(env, 1, app="hang")
     site.execute("submit", job_id, token="first")
     monkeypatch.setattr(poll, "scheduler_for", lambda _site: NodeFailure())
     resent = []
-    monkeypatch.setattr(
-        poll,
-        "submit_again",
-        lambda job: type("S", (), {"apply_async": lambda self: resent.append(job.id)})(),
-    )
+    monkeypatch.setattr(poll, "send", lambda sig, producer=None: resent.append(sig.args[0]))
     wait_for(lambda: poll.poll_site("alpha").moved, 10, "the node failure to be seen")
     again = subjob(job_id)
     assert (again.state, again.attempt, again.batch_job_id) == ("PREPROCESSED", 2, None)
@@ -183,7 +179,7 @@ def test_cancel_kills_the_batch_job_and_ends_the_argo_job(env, monkeypatch):
             time.sleep(0.05)
         """,
     )
-    operations.add_app("forever", "alpha", never)
+    applications.add_app("forever", "alpha", never)
     argo_id = submit_argo(
         {"name": "c", "subjobs": [{"name": "a", "site": "alpha", "application": "forever"}]},
         start=False,
@@ -201,7 +197,7 @@ def test_cancel_kills_the_batch_job_and_ends_the_argo_job(env, monkeypatch):
         "workflows.chains.cancel_batch",
         lambda job: type("S", (), {"apply_async": lambda self: cancels.append(job.id)})(),
     )
-    assert operations.cancel_argo(argo_id) == 1
+    assert job_control.cancel_argo(argo_id) == 1
     assert cancels == [sj.id]
     site.cancel.apply(args=(sj.id,))  # what the site worker does with that message
     spool = env.site_workdir("alpha") / ".local-scheduler"
@@ -213,7 +209,7 @@ def test_cancel_kills_the_batch_job_and_ends_the_argo_job(env, monkeypatch):
     poll.poll_site("alpha")
     assert subjob(sj.id).state == "KILLED", "the poller leaves a killed job alone"
     with pytest.raises(Exception, match="already ended"):
-        operations.cancel_argo(argo_id)
+        job_control.cancel_argo(argo_id)
 
 
 class EndsDuringThePoll:
@@ -231,7 +227,7 @@ class EndsDuringThePoll:
 
 def test_a_job_ending_during_the_status_query_is_judged_by_its_exit_code(env, monkeypatch):
     never = script(env.root / "apps" / "hang2.py", "import time\ntime.sleep(600)\n")
-    operations.add_app("hang2", "alpha", never)
+    applications.add_app("hang2", "alpha", never)
     (job_id,) = prepared(env, 1, app="hang2")
     site.execute("submit", job_id, token="t")
     workdir = site_steps.workdir_of(subjob(job_id))

@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import func, select
 
-from edgeceleryapp import operations
+from edgeceleryapp import applications, job_views
 from edgeceleryapp.db import engine, session_scope
 from edgeceleryapp.errors import TransientError, ValidationFailed
 from edgeceleryapp.models import JobEvent, SubJob, utcnow
@@ -76,7 +76,7 @@ def test_balsam_job_runs_through_every_site_step_to_job_finished(any_db_env):
     out = env.data / "out"
     assert json.loads((out / "args.json").read_text()) == ["--events", "100"]
     assert (out / "result.txt").read_text() == "ok\n"
-    shown = operations.show_subjob(job_id)
+    shown = job_views.show_subjob(job_id)
     assert shown["state"] == "JOB_FINISHED"
     assert shown["command"] == final.command
     assert [e["to_state"] for e in shown["events"]] == SUBJOB_PATH
@@ -184,7 +184,7 @@ def test_argo_job_is_stored_and_read_back(any_db_env):
     second = submit_argo(argo_message(group, name="second"), start=False)
     assert len({first, other, second}) == 3
 
-    shown = operations.show_argo(first)
+    shown = job_views.show_argo(first)
     assert shown["id"] == first
     assert shown["state"] == "CREATED"
     assert shown["name"] == "alpGenGeneration"
@@ -212,15 +212,15 @@ def test_argo_job_is_stored_and_read_back(any_db_env):
     ]
     assert all(before <= _time(e["time"]) <= utcnow() for e in events)
 
-    listed = operations.list_argo(group=group)
+    listed = job_views.list_argo(group=group)
     assert [(j["id"], j["name"], j["site"]) for j in listed] == [
         (second, "second", "alpha"),
         (first, "alpGenGeneration", "alpha"),
     ]
-    assert [j["id"] for j in operations.list_argo(group="another.group")] == [other]
-    assert operations.list_argo(group="no.such.group") == []
-    assert [j["id"] for j in operations.list_argo(group=group, site="beta", limit=1)] == [second]
-    assert [j["id"] for j in operations.list_argo(state="CREATED")] == [second, other, first]
+    assert [j["id"] for j in job_views.list_argo(group="another.group")] == [other]
+    assert job_views.list_argo(group="no.such.group") == []
+    assert [j["id"] for j in job_views.list_argo(group=group, site="beta", limit=1)] == [second]
+    assert [j["id"] for j in job_views.list_argo(state="CREATED")] == [second, other, first]
 
 
 def test_names_are_stored_up_to_the_column_width_and_refused_beyond(any_db_env):
@@ -237,11 +237,11 @@ def test_names_are_stored_up_to_the_column_width_and_refused_beyond(any_db_env):
         ),
         start=False,
     )
-    shown = operations.show_argo(argo_id)
+    shown = job_views.show_argo(argo_id)
     assert shown["name"] == shown["user_id"] == shown["username"] == long
     assert shown["group_identifier"] == long
     assert shown["subjobs"][0]["name"] == long
-    assert [j["id"] for j in operations.list_argo(group=long)] == [argo_id]
+    assert [j["id"] for j in job_views.list_argo(group=long)] == [argo_id]
     job_id = submit_balsam(balsam_message(name=long), start=False)
     assert subjob(job_id).name == long
 
@@ -261,7 +261,7 @@ def test_names_are_stored_up_to_the_column_width_and_refused_beyond(any_db_env):
     assert fields == {"name", "user_id", "username", "group_identifier", "subjobs[0].name"}
     with pytest.raises(ValidationFailed):
         submit_balsam(balsam_message(name=too_long), start=False)
-    assert [j["id"] for j in operations.list_argo()] == [argo_id], "nothing more was stored"
+    assert [j["id"] for j in job_views.list_argo()] == [argo_id], "nothing more was stored"
 
 
 def test_failure_output_with_a_nul_byte_still_fails_the_step(any_db_env):
@@ -278,7 +278,7 @@ def test_failure_output_with_a_nul_byte_still_fails_the_step(any_db_env):
         sys.exit(2)
         """,
     )
-    operations.add_app("nul", "alpha", exe, config_script=cfg)
+    applications.add_app("nul", "alpha", exe, config_script=cfg)
     job_id = submit_balsam(balsam_message(app="nul"), start=False)
     site.stage_in.apply(args=(job_id,))
     site.preprocess.apply(args=(job_id,))

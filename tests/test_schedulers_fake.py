@@ -33,7 +33,7 @@ from backends.schedulers.condor import CondorScheduler, parse_ads
 from backends.schedulers.lsf import parse_bjobs_json
 from backends.schedulers.pbs import by_number, parse_pro_json, parse_torque_xml
 from backends.schedulers.sge import parse_qacct, parse_qstat_xml
-from edgeceleryapp import operations
+from edgeceleryapp import applications
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.settings import SiteSettings, get_settings, reset_settings
 from tasks import site, site_steps
@@ -353,7 +353,7 @@ def gated_app(root: Path, exit_code: int = 0) -> None:
         sys.exit({exit_code})
         """,
     )
-    operations.add_app("gated", "alpha", exe)
+    applications.add_app("gated", "alpha", exe)
 
 
 def run_to_submitted(job_id: int) -> None:

@@ -146,9 +146,9 @@ def test_a_site_reached_over_ssh_runs_its_scripts_there(env, sshd):
     exe = script(env.root / "apps" / "app.py", "open('ran', 'w').write('yes')\n")
     pre = script(env.root / "apps" / "pre.sh", 'echo "$SSH_CONNECTION" > via-ssh\n', python=False)
     cfg = script(env.root / "apps" / "cfg.py", "print('[\"--x\"]')\n")
-    from edgeceleryapp import operations
+    from edgeceleryapp import applications
 
-    operations.add_app("remote", "alpha", exe, preprocess=pre, config_script=cfg)
+    applications.add_app("remote", "alpha", exe, preprocess=pre, config_script=cfg)
     job_id = submit_balsam(balsam_message(app="remote"), start=False)
     for step in ("stage_in", "preprocess", "submit"):
         site.execute(step, job_id, token="t")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from edgeceleryapp import states
+from edgeceleryapp import next_step, states
 from edgeceleryapp.states import ARGO, BALSAM, Readiness
 
 
@@ -99,7 +99,7 @@ def test_argo_failure_follows_from_the_state_it_was_in():
 
 
 def test_readiness_tells_done_from_waiting_and_stopped():
-    step = states.SITE_STEPS["submit"]
+    step = next_step.SITE_STEPS["site.submit"]
     ready = states.readiness
 
     assert ready(BALSAM, step.start, step.reaches, "PREPROCESSED") == Readiness.READY

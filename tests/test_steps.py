@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from backends.batchscript import read_exit_code
 from backends.schedulers.local import LocalScheduler
-from edgeceleryapp import operations
+from edgeceleryapp import job_control
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import TransientError
 from edgeceleryapp.models import JobEvent, SubJob
@@ -258,7 +258,7 @@ def test_a_new_attempt_never_reads_the_exit_code_an_earlier_one_left(env, monkey
     run_to_submitted(job_id)
     poll_until_ended(job_id)
     assert read_exit_code(workdir_of(subjob(job_id))) == 3
-    operations.retry_subjob(job_id)
+    job_control.retry_subjob(job_id)
     assert subjob(job_id).state == "PREPROCESSED" and subjob(job_id).attempt == 2
     seen: list[int | None] = []
 

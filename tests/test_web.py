@@ -16,10 +16,10 @@ from sqlalchemy import select, text
 
 from edgeceleryapp.cli.demo import write_config
 from edgeceleryapp.db import engine, init_db, reset_engine, session_scope
+from edgeceleryapp.job_views import JobQuery, _filtered
 from edgeceleryapp.models import ArgoJob, JobEvent
 from edgeceleryapp.settings import reset_settings
 from edgeceleryapp.state_store import move_argo
-from edgeceleryapp.web.queries import JobQuery, _filtered
 from tests.webserver import Client, running_web, web_toml
 from workflows.intake import submit_argo
 

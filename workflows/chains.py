@@ -1,9 +1,12 @@
-"""The Celery chains that carry a job, built by task name and routed per site.
+"""The Celery chains that carry a job: what ``edgeceleryapp.next_step`` says is owed, as
+signatures routed per site (``site.<name>``) or to ``argo``.
 
-    start_argo:     argo.stage_in -> argo.advance
-    start_subjob:   site.stage_in -> site.preprocess -> site.submit        (then parked)
-    resume_subjob:  site.postprocess -> site.stage_out [-> argo.advance]   (sent by the poller)
-    finish_argo:    argo.stage_out -> argo.finish
+The runs a chain carries (``next_step.RUNS``):
+
+    argo.stage_in -> argo.advance
+    site.stage_in -> site.preprocess -> site.submit                    (then parked)
+    site.postprocess -> site.stage_out [-> argo.advance]               (sent by the poller)
+    argo.stage_out -> argo.finish
 
 A subjob's chain is parked while its batch job waits: no message exists for it until the
 site's poller sees the job end, so 10,000 waiting subjobs cost no broker traffic.
@@ -11,18 +14,17 @@ site's poller sees the job end, so 10,000 waiting subjobs cost no broker traffic
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import NamedTuple, Protocol
 
 from celery import chain
 from celery.canvas import Signature, _chain
 from kombu import Producer
 
+from edgeceleryapp import next_step
 from edgeceleryapp.brokertransport import batch_producer
-from edgeceleryapp.celery import app
+from edgeceleryapp.celery_app import app
+from edgeceleryapp.next_step import Owed
 from edgeceleryapp.settings import get_settings
-
-if TYPE_CHECKING:
-    from edgeceleryapp.models import SubJob
 
 
 class SubjobRef(Protocol):
@@ -56,9 +58,15 @@ def site_queue(site: str) -> str:
     return f"site.{site}"
 
 
+class _Ref(NamedTuple):
+    id: int
+    site: str
+    argo_job_id: int | None
+
+
 def _site_step(step: str, subjob: SubjobRef) -> Signature:
     return app.signature(
-        f"site.{step}",
+        step,
         args=(subjob.id,),
         queue=site_queue(subjob.site),
         # What Flower shows: which subjob, which site, which Argo job.
@@ -69,45 +77,26 @@ def _site_step(step: str, subjob: SubjobRef) -> Signature:
 
 def _argo_step(step: str, argo_id: int) -> Signature:
     return app.signature(
-        f"argo.{step}", args=(argo_id,), queue="argo", argsrepr=f"(argo={argo_id})", immutable=True
+        step, args=(argo_id,), queue="argo", argsrepr=f"(argo={argo_id})", immutable=True
     )
 
 
-def start_argo(argo_id: int) -> Signature:
-    return chain(_argo_step("stage_in", argo_id), _argo_step("advance", argo_id))
+def _signature(step: str, owed: Owed) -> Signature:
+    if step.startswith("site."):
+        assert owed.subjob_id is not None and owed.site is not None
+        return _site_step(step, _Ref(owed.subjob_id, owed.site, owed.argo_id))
+    assert owed.argo_id is not None
+    return _argo_step(step, owed.argo_id)
 
 
-def start_subjob(subjob: SubjobRef) -> Signature:
-    return chain(*(_site_step(s, subjob) for s in ("stage_in", "preprocess", "submit")))
-
-
-def submit_again(subjob: SubjobRef) -> Signature:
-    """A new attempt after a resource-side failure; the poller resumes it when it ends."""
-    return _site_step("submit", subjob)
+def chain_for(owed: Owed) -> Signature:
+    """The owed step and the steps its chain carries after it (a STEP answer only)."""
+    if owed.verdict != next_step.STEP:
+        raise ValueError(f"nothing to send: the record is {owed.verdict} ({owed.reason})")
+    signatures = [_signature(step, owed) for step in owed.steps]
+    return signatures[0] if len(signatures) == 1 else chain(*signatures)
 
 
 def cancel_batch(subjob: SubjobRef) -> Signature:
     """Ask the site's scheduler to remove a killed subjob's batch job."""
-    return _site_step("cancel", subjob)
-
-
-def resume_subjob(subjob: SubjobRef) -> Signature:
-    steps = [_site_step("postprocess", subjob), _site_step("stage_out", subjob)]
-    if subjob.argo_job_id is not None:
-        steps.append(_argo_step("advance", subjob.argo_job_id))
-    return chain(*steps)
-
-
-def finish_argo(argo_id: int) -> Signature:
-    return chain(_argo_step("stage_out", argo_id), _argo_step("finish", argo_id))
-
-
-def retry_subjob_from(subjob: SubJob) -> Signature:
-    """The chain that takes a subjob on from the state a retry put it in."""
-    if subjob.state in ("EXECUTION_FINISHED", "POSTPROCESSED"):
-        return resume_subjob(subjob)
-    return start_subjob(subjob)
-
-
-def advance_argo(argo_id: int) -> Signature:
-    return _argo_step("advance", argo_id)
+    return _site_step("site.cancel", subjob)

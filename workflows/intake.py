@@ -7,18 +7,19 @@ here, with the other field errors, before anything is stored.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from edgeceleryapp import next_step, state_store
 from edgeceleryapp.brokertransport import batch_producer
-from edgeceleryapp.db import read_connection, read_scope, session_scope
+from edgeceleryapp.db import read_connection, read_scope
 from edgeceleryapp.errors import TransientError, ValidationFailed
 from edgeceleryapp.models import ArgoJob, SubJob
 from edgeceleryapp.settings import get_settings
-from edgeceleryapp.state_store import move_argo, move_subjob, record_event, record_events
-from edgeceleryapp.status_outbox import body, pending_marks, routing_key, send
+from edgeceleryapp.state_store import move_argo, move_subjob
 from workflows import chains
 from workflows.schemas import ArgoJobMessage, BalsamJobMessage
 from workflows.validation import parse_json, validate_argo, validate_balsam
@@ -128,8 +129,8 @@ def store_argos(items: list[tuple[ArgoJobMessage, str | None]]) -> list[int]:
     if not items:
         return []  # an empty multi-row insert would insert one row of defaults
     staging = get_settings().argo.staging_url_for
-    with session_scope() as s, pending_marks(s):
-        conn = s.connection()
+    with state_store.transaction() as tx:
+        conn = tx.conn
         argo_ids = list(
             conn.execute(
                 _INSERT_ARGOS,
@@ -170,50 +171,45 @@ def store_argos(items: list[tuple[ArgoJobMessage, str | None]]) -> list[int]:
                 )
                 previous = output
         subjob_ids = iter(conn.execute(_INSERT_SUBJOBS, subjob_rows).scalars().all())
-        labels: list[tuple[str, str, str | None]] = []  # routing key, name, site per event
-        events: list[tuple[int, int | None]] = []
+        created: list[tuple[int, int | None, tuple[str | None, str, str | None]]] = []
         for (message, _), argo_id in zip(items, argo_ids, strict=True):
-            key = routing_key(message.job_status_routing_key)
-            events.append((argo_id, None))
-            labels.append((key, message.name, None))
-            for sj in message.subjobs:
-                events.append((argo_id, next(subjob_ids)))
-                labels.append((key, sj.name, sj.site))
-        recorded = record_events(conn, events, "", "CREATED", "received")
-    send(
-        [
-            (event.id, key, body(event, name, site))
-            for event, (key, name, site) in zip(recorded, labels, strict=True)
-        ]
-    )
+            key = message.job_status_routing_key
+            created.append((argo_id, None, (key, message.name, None)))
+            created += [
+                (argo_id, next(subjob_ids), (key, sj.name, sj.site)) for sj in message.subjobs
+            ]
+        tx.created(created)
     return argo_ids
 
 
 def store_balsam(message: BalsamJobMessage) -> int:
-    with session_scope() as s, pending_marks(s):
+    with state_store.transaction() as tx:
         subjob = _subjob(
             message,
             input_url=message.input_url,
             output_url=message.output_url,
             origin_argo_job_id=message.argo_job_id,
         )
-        s.add(subjob)
-        s.flush()
-        event = record_event(s, None, subjob.id, "", "CREATED", "received")
-        messages = [(event.id, routing_key(None), body(event, subjob.name, subjob.site))]
-        subjob_id = subjob.id
-    send(messages)
-    return subjob_id
+        tx.session.add(subjob)
+        tx.session.flush()
+        tx.created([(None, subjob.id, (None, subjob.name, subjob.site))])
+        return subjob.id
 
 
-def _send(signature: Any, what: str, on_failure: Any) -> None:
+def _start(owed: next_step.Owed, what: str, fail: Callable[[str], object]) -> None:
+    """Send a new job's first chain. If the broker refuses, the job takes the failure state of
+    the step it could not send, saying so, and the caller is told to come back."""
     try:
-        signature.apply_async()
+        chains.send(chains.chain_for(owed))
     except Exception as exc:  # the broker refused or is away: say so on the record
-        on_failure(f"could not queue the job's first step: {exc}")
+        fail(f"could not queue the job's first step: {exc}")
         raise TransientError(
             f"{what} stored but not started (broker: {exc}); start it with `edgecelery retry`"
         ) from exc
+
+
+def _owed_new_argo(argo_id: int) -> next_step.Owed:
+    return next_step.for_argo(next_step.Record(argo_id, "CREATED"), ())
 
 
 def existing_argo(intake_key: str) -> tuple[int, str] | None:
@@ -250,13 +246,14 @@ def submit_argo(message: Any, *, start: bool = True, intake_key: str | None = No
     if found is not None:
         argo_id, state = found
         if start and state == "CREATED":
-            chains.start_argo(argo_id).apply_async()
+            chains.send(chains.chain_for(_owed_new_argo(argo_id)))
         return argo_id
     if start:
-        _send(
-            chains.start_argo(argo_id),
+        owed = _owed_new_argo(argo_id)
+        _start(
+            owed,
             f"argo job {argo_id}",
-            lambda why: move_argo(argo_id, "CREATED", "STAGED_IN_FAILED", why),
+            lambda why: move_argo(argo_id, "CREATED", owed.fails_to, why),
         )
     return argo_id
 
@@ -320,13 +317,14 @@ def start_argos(argo_ids: list[int]) -> None:
     compare-and-set leaves it alone) and the messages are taken again later."""
     if not argo_ids:
         return
+    owed = [_owed_new_argo(argo_id) for argo_id in argo_ids]
     try:
         with batch_producer(get_settings().broker_url) as producer:
-            for argo_id in argo_ids:
-                chains.send(chains.start_argo(argo_id), producer)
+            for first in owed:
+                chains.send(chains.chain_for(first), producer)
     except Exception as exc:
-        for argo_id in argo_ids:
-            move_argo(argo_id, "CREATED", "STAGED_IN_FAILED", f"could not queue: {exc}")
+        for first in owed:
+            move_argo(first.argo_id, "CREATED", first.fails_to, f"could not queue: {exc}")
         raise TransientError(
             f"{len(argo_ids)} argo jobs stored but not started (broker: {exc}); "
             "start them with `edgecelery retry`"
@@ -335,13 +333,13 @@ def start_argos(argo_ids: list[int]) -> None:
 
 def submit_balsam(message: Any, *, start: bool = True) -> int:
     """Validate, store and start a Balsam-only job (a chain of one subjob); returns its id."""
-    subjob_id = store_balsam(checked_balsam(_as_data(message)))
+    checked = checked_balsam(_as_data(message))
+    subjob_id = store_balsam(checked)
     if start:
-        with session_scope() as s:
-            subjob = s.get(SubJob, subjob_id)
-        _send(
-            chains.start_subjob(subjob),
+        owed = next_step.for_subjob(next_step.Record(subjob_id, "CREATED", checked.site))
+        _start(
+            owed,
             f"job {subjob_id}",
-            lambda why: move_subjob(subjob_id, "CREATED", ["STAGED_IN_FAILED"], why),
+            lambda why: move_subjob(subjob_id, "CREATED", [owed.fails_to], why),
         )
     return subjob_id

@@ -21,6 +21,7 @@ from edgeceleryapp.errors import ValidationFailed
 from edgeceleryapp.models import utcnow
 from edgeceleryapp.settings import get_settings
 from edgeceleryapp.status_outbox import publish
+from workflows.intake import submit_argo_batch
 from workflows.schemas import ROUTING_KEY_PATTERN
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,6 @@ def rejection(body: Any, errors: list[tuple[str, str]]) -> tuple[str, dict[str, 
 def receive_batch(items: list[tuple[Any, str | None]]) -> list[int | None]:
     """Handle intake messages (body, message id) together; each job's id, or None for a
     refused message, which is answered with a rejection status message."""
-    # Imported here: the Celery app installs this consumer, and intake imports the app.
-    from workflows.intake import submit_argo_batch
-
     outcomes = submit_argo_batch(items)
     rejections = []
     for (body, message_id), outcome in zip(items, outcomes, strict=True):

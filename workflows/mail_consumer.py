@@ -9,6 +9,7 @@ from celery import bootsteps
 from kombu import Consumer
 
 from edgeceleryapp.settings import get_settings
+from tasks.mail import mail_job, mail_queue, note_event
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +23,6 @@ class MailConsumer(bootsteps.ConsumerStep):
         super().__init__(parent, **kwargs)
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
-        # Imported here: the Celery app installs this consumer, and the task needs the app.
-        from tasks.mail import mail_queue
-
         return [
             Consumer(
                 channel,
@@ -36,8 +34,6 @@ class MailConsumer(bootsteps.ConsumerStep):
         ]
 
     def on_message(self, body: Any, message: Any) -> None:
-        from tasks.mail import mail_job, note_event
-
         try:
             argo_id = note_event(body) if isinstance(body, dict) else None
             if argo_id is not None:

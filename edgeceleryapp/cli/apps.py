@@ -37,9 +37,9 @@ def app() -> None:
 @handle_errors
 def add(name: str, site: str, executable: str, **fields: str | None) -> None:
     """Add an application to a site's whitelist."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import applications
 
-    app_id = operations.add_app(
+    app_id = applications.add_app(
         name, site, executable, **{k: v for k, v in fields.items() if v is not None}
     )
     click.echo(app_id)
@@ -51,9 +51,9 @@ def add(name: str, site: str, executable: str, **fields: str | None) -> None:
 @handle_errors
 def ls(site: str | None, as_json: bool) -> None:
     """List registered applications."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import applications
 
-    emit(operations.list_apps(site), as_json, ("id", "site", "name", "executable"))
+    emit(applications.list_apps(site), as_json, ("id", "site", "name", "executable"))
 
 
 @app.command("rm", context_settings=CONTEXT)
@@ -62,9 +62,9 @@ def ls(site: str | None, as_json: bool) -> None:
 @handle_errors
 def rm(name: str, site: str) -> None:
     """Remove an application from a site's whitelist."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import applications
 
-    operations.remove_app(name, site)
+    applications.remove_app(name, site)
 
 
 @app.command("alter", context_settings=CONTEXT)
@@ -75,6 +75,6 @@ def rm(name: str, site: str) -> None:
 @handle_errors
 def alter(name: str, site: str, **fields: str | None) -> None:
     """Change an application's fields (give "" to clear a script)."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import applications
 
-    operations.alter_app(name, site, **fields)
+    applications.alter_app(name, site, **fields)

@@ -63,9 +63,9 @@ def submit(source: str, no_start: bool) -> None:
 @handle_errors
 def ls(state: str | None, site: str | None, group: str | None, limit: int, as_json: bool) -> None:
     """List Argo jobs, newest first."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import job_views
 
-    emit(operations.list_argo(state, site, group, limit), as_json, COLUMNS)
+    emit(job_views.list_argo(state, site, group, limit), as_json, COLUMNS)
 
 
 @argo.command("show", context_settings=CONTEXT)
@@ -79,7 +79,7 @@ def ls(state: str | None, site: str | None, group: str | None, limit: int, as_js
 @handle_errors
 def show(argo_id: int, as_json: bool, follow: bool) -> None:
     """Show an Argo job, its subjobs and the timeline of every state change."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import job_views
 
     if follow:
         from edgeceleryapp.cli.watch import follow as follow_job
@@ -87,7 +87,7 @@ def show(argo_id: int, as_json: bool, follow: bool) -> None:
         state = follow_job(argo_id)
         click.echo(f"argo job {argo_id} stopped in {state}")
         sys.exit(0 if state == "HISTORY" else 1)
-    data = operations.show_argo(argo_id)
+    data = job_views.show_argo(argo_id)
     if as_json:
         emit(data, True)
         return
@@ -110,9 +110,9 @@ def show(argo_id: int, as_json: bool, follow: bool) -> None:
 @handle_errors
 def cancel(argo_id: int) -> None:
     """Cancel an Argo job: batch jobs are removed, the job and its subjobs end KILLED."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import job_control
 
-    n = operations.cancel_argo(argo_id)
+    n = job_control.cancel_argo(argo_id)
     click.echo(f"argo job {argo_id} KILLED; {n} batch job(s) being cancelled")
 
 
@@ -122,9 +122,9 @@ def cancel(argo_id: int) -> None:
 @handle_errors
 def rm(argo_id: int, force: bool) -> None:
     """Remove an Argo job, its subjobs and its events."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import job_control
 
-    operations.remove_argo(argo_id, force)
+    job_control.remove_argo(argo_id, force)
 
 
 @click.command("retry", context_settings=CONTEXT)
@@ -133,6 +133,6 @@ def rm(argo_id: int, force: bool) -> None:
 @handle_errors
 def retry(job_id: int, subjob: bool) -> None:
     """Run a failed job again from its failed step; prints the state it restarts from."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import job_control
 
-    click.echo(operations.retry_subjob(job_id) if subjob else operations.retry_argo(job_id))
+    click.echo(job_control.retry_subjob(job_id) if subjob else job_control.retry_argo(job_id))

@@ -86,7 +86,7 @@ def write_config(
 
 def install_demo_apps(root: Path, sites: tuple[str, str] = SITES) -> None:
     """Copy the demo scripts into place and register them (seed 000 Table 2 style)."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import applications
 
     bin_dir = root / "apps"
     bin_dir.mkdir(parents=True, exist_ok=True)
@@ -102,14 +102,14 @@ def install_demo_apps(root: Path, sites: tuple[str, str] = SITES) -> None:
         "preprocess": str(bin_dir / "presubmit.sh"),
         "postprocess": str(bin_dir / "postsubmit.sh"),
     }
-    operations.add_app(
+    applications.add_app(
         "alpGen_warmup",
         sites[0],
         str(bin_dir / "warmup.py"),
         description="AlpGen warm-up grid (serial)",
         **common,
     )
-    operations.add_app(
+    applications.add_app(
         "alpGen-wjets",
         sites[1],
         str(bin_dir / "wjets.py"),

@@ -35,9 +35,9 @@ def add(source: str, no_start: bool) -> None:
 @handle_errors
 def ls(site: str | None, state: str | None, limit: int, as_json: bool) -> None:
     """List jobs (subjobs of Argo jobs included), newest first."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import job_views
 
-    emit(operations.list_subjobs(site, state, limit), as_json, COLUMNS)
+    emit(job_views.list_subjobs(site, state, limit), as_json, COLUMNS)
 
 
 @job.command("show", context_settings=CONTEXT)
@@ -46,10 +46,10 @@ def ls(site: str | None, state: str | None, limit: int, as_json: bool) -> None:
 @handle_errors
 def show(job_id: int, as_json: bool) -> None:
     """Show one job and its state timeline."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import job_views
     from edgeceleryapp.cli.argo import print_events
 
-    data = operations.show_subjob(job_id)
+    data = job_views.show_subjob(job_id)
     if as_json:
         emit(data, True)
         return
@@ -65,9 +65,9 @@ def show(job_id: int, as_json: bool) -> None:
 @handle_errors
 def rm(job_ids: tuple[int, ...], force: bool) -> None:
     """Remove Balsam-only jobs."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import job_control
 
-    click.echo(f"removed {operations.remove_subjobs(list(job_ids), force)}")
+    click.echo(f"removed {job_control.remove_subjobs(list(job_ids), force)}")
 
 
 @job.command("rm-all", context_settings=CONTEXT)
@@ -76,11 +76,11 @@ def rm(job_ids: tuple[int, ...], force: bool) -> None:
 @handle_errors
 def rm_all(yes: bool, force: bool) -> None:
     """Remove every Balsam-only job."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import job_control
 
     if not yes:
         click.confirm("Remove every Balsam-only job?", abort=True)
-    click.echo(f"removed {operations.remove_all_subjobs(force)}")
+    click.echo(f"removed {job_control.remove_all_subjobs(force)}")
 
 
 @job.command("alter", context_settings=CONTEXT)
@@ -96,7 +96,7 @@ def rm_all(yes: bool, force: bool) -> None:
 @handle_errors
 def alter(job_id: int, pairs: tuple[str, ...]) -> None:
     """Change fields of a job that has not started (or has failed)."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import job_control
     from edgeceleryapp.errors import ValidationFailed
 
     changes: dict[str, object] = {}
@@ -111,7 +111,7 @@ def alter(job_id: int, pairs: tuple[str, ...]) -> None:
                 raise ValidationFailed([(key, f"{value!r} is not a whole number")]) from None
         else:
             changes[key] = value or None
-    operations.alter_subjob(job_id, changes)
+    job_control.alter_subjob(job_id, changes)
 
 
 @job.command("kill", context_settings=CONTEXT)
@@ -119,9 +119,9 @@ def alter(job_id: int, pairs: tuple[str, ...]) -> None:
 @handle_errors
 def kill(job_id: int) -> None:
     """Kill a job: its batch job is cancelled and it ends KILLED (its Argo job too)."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import job_control
 
-    n = operations.kill_subjob(job_id)
+    n = job_control.kill_subjob(job_id)
     click.echo(f"job {job_id} KILLED; {n} batch job(s) being cancelled")
 
 
@@ -130,6 +130,6 @@ def kill(job_id: int) -> None:
 @handle_errors
 def retry(job_id: int) -> None:
     """Run a failed Balsam-only job again from its failed step."""
-    from edgeceleryapp import operations
+    from edgeceleryapp import job_control
 
-    click.echo(operations.retry_subjob(job_id))
+    click.echo(job_control.retry_subjob(job_id))

@@ -130,10 +130,10 @@ def watch(routing_key: str, argo_id: int | None) -> None:
 def follow(argo_id: int) -> str:
     """Print an Argo job's timeline, then each change as it happens, until the job stops;
     returns the state it stopped in."""
-    from edgeceleryapp import operations, states
+    from edgeceleryapp import job_views, states
     from edgeceleryapp.status_outbox import routing_key_for
 
-    first = operations.show_argo(argo_id)
+    first = job_views.show_argo(argo_id)
     key = first["job_status_routing_key"] or routing_key_for(None)
     seen = Seen()
     stopped: dict[str, str] = {}
@@ -147,7 +147,7 @@ def follow(argo_id: int) -> str:
 
     def from_database() -> None:
         """Print what the database holds that no message brought; note if the job stopped."""
-        job = operations.show_argo(argo_id)
+        job = job_views.show_argo(argo_id)
         sites = {sj["id"]: sj["site"] for sj in job["subjobs"]}
         for event in job["events"]:
             if seen.add(event["id"]):

@@ -2,9 +2,10 @@
 
 Every page and API call needs a logged-in user (a signed cookie); every change (POST, DELETE)
 also needs Tornado's XSRF token, from the form's hidden field or the ``X-XSRFToken`` header.
-Only users listed as editors may change or delete. Changes go through
-``edgeceleryapp.operations``, so they are compare-and-set, recorded as JobEvents and published
-like any other change. Database calls run on a thread so one slow query never stalls the loop.
+Only users listed as editors may change or delete. The table is ``edgeceleryapp.job_views``'s
+query (the same as ``edgecelery argo ls``); changes go through ``edgeceleryapp.job_control``, so
+they are compare-and-set, recorded as JobEvents and published like any other change. Database
+calls run on a thread so one slow query never stalls the loop.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from urllib.parse import urlencode
 import tornado.web
 from tornado.ioloop import IOLoop
 
-from edgeceleryapp import operations, states
+from edgeceleryapp import job_control, job_views, states
 from edgeceleryapp.errors import InvalidState, NotFound, ValidationFailed
-from edgeceleryapp.settings import WebSettings
+from edgeceleryapp.job_views import SORTS, JobQuery, job_page
+from edgeceleryapp.settings import WebSettings, get_settings
 from edgeceleryapp.web.auth import hash_password, verify_password
-from edgeceleryapp.web.queries import SORTS, JobQuery, job_page, site_names
 
 T = TypeVar("T")
 USER_COOKIE = "edgecelery_user"
@@ -153,7 +154,7 @@ class JobsPage(BaseHandler):
             link=link,
             sorts=SORTS,
             argo_states=states.ARGO.states,
-            sites=site_names(),
+            sites=sorted(get_settings().sites),
             message=self.get_argument("msg", ""),
         )
 
@@ -164,13 +165,13 @@ class JobPage(BaseHandler):
     @tornado.web.authenticated
     async def get(self, argo_id: str) -> None:
         try:
-            job = await self.blocking(operations.show_argo, int(argo_id))
+            job = await self.blocking(job_views.show_argo, int(argo_id))
         except NotFound:
             raise tornado.web.HTTPError(404, log_message=f"no argo job {argo_id}") from None
         self.render(
             "job.html",
             job=job,
-            fields=operations.ARGO_COLUMNS,
+            fields=job_views.ARGO_COLUMNS,
             argo_states=states.ARGO.states,
             message=self.get_argument("msg", ""),
             error=self.get_argument("error", ""),
@@ -190,7 +191,7 @@ class StateChange(BaseHandler):
             return
         try:
             done = await self.blocking(
-                operations.set_argo_state, int(argo_id), target, f"{self.current_user} (browser)"
+                job_control.set_argo_state, int(argo_id), target, f"{self.current_user} (browser)"
             )
         except (InvalidState, ValidationFailed, NotFound) as exc:
             self.redirect(f"/jobs/{argo_id}?" + urlencode({"error": str(exc)}))
@@ -210,7 +211,7 @@ class DeleteJob(BaseHandler):
             )
             return
         try:
-            await self.blocking(operations.remove_argo, int(argo_id))
+            await self.blocking(job_control.remove_argo, int(argo_id))
         except (InvalidState, NotFound) as exc:
             self.redirect(f"/jobs/{argo_id}?" + urlencode({"error": str(exc)}))
             return
@@ -218,7 +219,7 @@ class DeleteJob(BaseHandler):
 
 
 def _summary(argo_id: int) -> dict[str, Any]:
-    job = operations.show_argo(argo_id)
+    job = job_views.show_argo(argo_id)
     return {k: job[k] for k in ("id", "name", "group_identifier", "state")}
 
 
@@ -274,11 +275,11 @@ class ApiJobs(ApiHandler):
 
 class ApiJob(ApiHandler):
     async def get(self, argo_id: str) -> None:
-        self.write_json(await self.run(operations.show_argo, int(argo_id)))
+        self.write_json(await self.run(job_views.show_argo, int(argo_id)))
 
     async def delete(self, argo_id: str) -> None:
         self.require_editor()
-        await self.run(operations.remove_argo, int(argo_id))
+        await self.run(job_control.remove_argo, int(argo_id))
         self.write_json({"deleted": int(argo_id)})
 
 
@@ -290,6 +291,6 @@ class ApiJobState(ApiHandler):
         except (ValueError, KeyError, TypeError):
             raise tornado.web.HTTPError(400, log_message='body must be {"state": "..."}') from None
         done = await self.run(
-            operations.set_argo_state, int(argo_id), str(target), f"{self.current_user} (api)"
+            job_control.set_argo_state, int(argo_id), str(target), f"{self.current_user} (api)"
         )
         self.write_json({"id": int(argo_id), "state": done})

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from edgeceleryapp import operations
+from edgeceleryapp import applications
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.models import JobEvent
@@ -154,7 +154,7 @@ def test_failing_application_fails_then_retry_runs_it_to_history(apps):
         sys.exit(0 if os.path.exists({str(flag)!r}) else 7)
         """,
     )
-    operations.add_app("flaky", "beta", exe)
+    applications.add_app("flaky", "beta", exe)
     listener = StatusListener(dep.redis.url, "flaky_monitor")
     try:
         argo_id = dep.submit(
@@ -218,7 +218,7 @@ def test_site_worker_killed_mid_chain_then_restarted_completes_once(apps):
         open("runs.log", "a").write("run\\n")
         """,
     )
-    operations.add_app("slowpre", "gamma", exe, preprocess=pre)
+    applications.add_app("slowpre", "gamma", exe, preprocess=pre)
     argo_id = dep.submit(argo_message(dep, "killed", [subjob("gamma", "slowpre")]))
     wait_for(started.exists, 30, "the preprocess step to start")
     dep.workers["gamma"].kill(signal.SIGKILL)

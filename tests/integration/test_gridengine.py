@@ -13,7 +13,7 @@ import pytest
 
 from backends.schedulers import scheduler_for
 from backends.schedulers.base import FINISHED, QUEUED, RUNNING, BatchStatus, Scheduler
-from edgeceleryapp import operations
+from edgeceleryapp import applications
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.settings import get_settings, reset_settings
 from tasks import site
@@ -84,7 +84,7 @@ def gated_app(root: Path) -> None:
         open("runs.log", "a").write("run\\n")
         """,
     )
-    operations.add_app("gated", "alpha", exe)
+    applications.add_app("gated", "alpha", exe)
 
 
 def accounted(scheduler: Scheduler, batch_id: str) -> BatchStatus | None:
@@ -181,7 +181,7 @@ def test_an_argo_job_with_two_subjobs_reaches_history(tmp_path, sge_env):
             ),
         ):
             exe = script(dep.root / "apps" / f"{name}.py", body)
-            operations.add_app(name, site_name, exe)
+            applications.add_app(name, site_name, exe)
         out = dep.data / "sge-out"
         argo_id = dep.submit(
             {

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from edgeceleryapp import operations
+from edgeceleryapp import applications
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.models import SubJob
@@ -102,7 +102,7 @@ def register(dep, name: str, site: str, body: str = "") -> None:
     exe.parent.mkdir(exist_ok=True)
     exe.write_text(f"#!{sys.executable}\n" + (body or "open('ran', 'a').write('ran\\n')\n"))
     exe.chmod(0o755)
-    operations.add_app(name, site, str(exe))
+    applications.add_app(name, site, str(exe))
 
 
 def slurm_jobs_named(name: str, slurm_conf: str) -> list[str]:
