@@ -1,5 +1,6 @@
 """The body every batch script shares: enter the work directory, run the application, record
-its exit code in a file the poller reads (DESIGN.md: fast and authoritative completion).
+its exit code in a file the poller reads (docs/architecture.md, hop 7: fast and authoritative
+completion).
 
 Every value is quoted with ``shlex.quote``: job text can appear here only as inert data.
 """

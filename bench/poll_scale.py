@@ -2,7 +2,7 @@
 
 Prints, per poll interval: broker messages (the beat tick plus one resume chain per job that
 ended), scheduler status commands, the tick's wall time, and the process's peak memory. The
-point (DESIGN.md): the cost must not grow with the jobs in flight.
+point (docs/architecture.md, hop 7): the cost must not grow with the jobs in flight.
 
     .venv/bin/python bench/poll_scale.py [--jobs 10000] [--ticks 5] [--finish-per-tick 100]
 """

@@ -12,6 +12,7 @@ from edgeceleryapp.db import read_scope, session_scope
 from edgeceleryapp.errors import NotFound, ValidationFailed
 from edgeceleryapp.job_views import as_dict
 from edgeceleryapp.models import Application, public_columns
+from edgeceleryapp.settings import get_settings
 
 APP_COLUMNS = public_columns(Application)
 
@@ -30,9 +31,7 @@ def _check_paths(fields: dict[str, str | None]) -> None:
 
 
 def add_app(name: str, site: str, executable: str, **fields: str | None) -> int:
-    # Imported here: `edgecelery app ls` starts without pydantic's schemas.
-    from edgeceleryapp.settings import get_settings
-    from workflows.schemas import NAME_PATTERN
+    from workflows.schemas import NAME_PATTERN  # pydantic's schemas: `app ls` starts without
 
     errors = [
         (f, f"{v!r} is not a valid name")

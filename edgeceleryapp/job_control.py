@@ -30,7 +30,7 @@ def _alterable() -> tuple[str, ...]:
 
 def alter_subjob(subjob_id: int, changes: dict[str, Any]) -> None:
     """Change a job's fields before it runs (or after it failed), validated like a message."""
-    from workflows.schemas import BalsamJobMessage
+    from workflows.schemas import BalsamJobMessage  # pydantic: loaded only when altering
     from workflows.validation import validate
 
     alterable = _alterable()
@@ -179,7 +179,7 @@ def _kill(tx: StateWriter, argo: ArgoJob | None, subjobs: list[SubJob], why: str
 
 def _cancel_batch_jobs(subjobs: list[SubJob]) -> None:
     """Send each subjob's site the order to cancel its batch job (chosen before the kill)."""
-    from workflows import chains
+    from workflows import chains  # kombu and Celery: loaded only when a chain is sent
 
     for sj in subjobs:
         chains.cancel_batch(sj).apply_async()

@@ -57,7 +57,7 @@ def submit(source: str, no_start: bool) -> None:
 @argo.command("ls", context_settings=CONTEXT)
 @click.option("--state", default=None)
 @click.option("--site", default=None, help="Argo jobs with a subjob at this site.")
-@click.option("--group", default=None, help="group_identifier.")
+@click.option("--group", default=None, help="Argo jobs whose group_identifier starts so.")
 @click.option("--limit", default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
