@@ -15,7 +15,7 @@ from sqlalchemy import delete, select
 from edgeceleryapp import next_step, state_store, states
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import InvalidState, NotFound, ValidationFailed
-from edgeceleryapp.job_views import state_named
+from edgeceleryapp.job_views import found, state_named
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
 from edgeceleryapp.state_store import StateWriter
 
@@ -38,9 +38,7 @@ def alter_subjob(subjob_id: int, changes: dict[str, Any]) -> None:
     if unknown:
         raise ValidationFailed(unknown)
     with session_scope() as s:
-        sj = s.get(SubJob, subjob_id)
-        if sj is None:
-            raise NotFound(f"no job {subjob_id}")
+        sj = found(s, SubJob, subjob_id)
         if sj.state != "CREATED" and not states.is_failed(sj.state):
             raise InvalidState(
                 f"job {subjob_id} is {sj.state}; only CREATED or failed jobs can be altered"
@@ -77,9 +75,7 @@ def remove_all_subjobs(force: bool = False) -> int:
 
 def remove_argo(argo_id: int, force: bool = False) -> None:
     with session_scope() as s:
-        job = s.get(ArgoJob, argo_id)
-        if job is None:
-            raise NotFound(f"no argo job {argo_id}")
+        job = found(s, ArgoJob, argo_id)
         if not force and any(sj.state in states.IN_FLIGHT for sj in job.subjobs):
             raise InvalidState(f"argo job {argo_id} has a batch job in flight")
         s.execute(delete(JobEvent).where(JobEvent.argo_job_id == argo_id))
@@ -131,9 +127,7 @@ def retry_argo(argo_id: int) -> str:
     """Put a failed Argo job back where its failed step starts, and send what it is owed."""
     with state_store.transaction(operator=True) as tx:
         s = tx.session
-        argo = s.get(ArgoJob, argo_id)
-        if argo is None:
-            raise NotFound(f"no argo job {argo_id}")
+        argo = found(s, ArgoJob, argo_id)
         if not states.is_failed(argo.state):
             raise InvalidState(f"argo job {argo_id} is {argo.state}, not in a failure state")
         subjobs = list(argo.subjobs)
@@ -155,9 +149,7 @@ def retry_argo(argo_id: int) -> str:
 def retry_subjob(subjob_id: int) -> str:
     """Retry a failed Balsam-only job from its failed step."""
     with state_store.transaction(operator=True) as tx:
-        sj = tx.session.get(SubJob, subjob_id)
-        if sj is None:
-            raise NotFound(f"no job {subjob_id}")
+        sj = found(tx.session, SubJob, subjob_id)
         if sj.argo_job_id is not None:
             raise InvalidState(f"job {subjob_id} belongs to argo job {sj.argo_job_id}; retry that")
         if not states.is_failed(sj.state):
@@ -196,9 +188,7 @@ def cancel_argo(argo_id: int, why: str = "cancelled by an operator") -> int:
     its record KILLED and ends it.
     """
     with state_store.transaction(operator=True) as tx:
-        argo = tx.session.get(ArgoJob, argo_id)
-        if argo is None:
-            raise NotFound(f"no argo job {argo_id}")
+        argo = found(tx.session, ArgoJob, argo_id)
         if argo.state in states.ARGO.terminal:
             raise InvalidState(f"argo job {argo_id} has already ended ({argo.state})")
         subjobs = list(argo.subjobs)
@@ -211,9 +201,7 @@ def cancel_argo(argo_id: int, why: str = "cancelled by an operator") -> int:
 def kill_subjob(subjob_id: int, why: str = "killed by an operator") -> int:
     """Kill one job; a subjob's Argo job is killed with it (the chain cannot go on)."""
     with state_store.transaction(operator=True) as tx:
-        sj = tx.session.get(SubJob, subjob_id)
-        if sj is None:
-            raise NotFound(f"no job {subjob_id}")
+        sj = found(tx.session, SubJob, subjob_id)
         if sj.state in states.BALSAM.terminal:
             raise InvalidState(f"job {subjob_id} has already ended ({sj.state})")
         in_flight = _in_flight([sj])
@@ -236,9 +224,7 @@ def set_argo_state(argo_id: int, to: str, who: str) -> str:
         cancel_argo(argo_id, why=f"killed by {who}")
         return target
     with state_store.transaction(operator=True) as tx:
-        argo = tx.session.get(ArgoJob, argo_id)
-        if argo is None:
-            raise NotFound(f"no argo job {argo_id}")
+        argo = found(tx.session, ArgoJob, argo_id)
         if argo.state == target:
             raise InvalidState(f"argo job {argo_id} is already {target}")
         if argo.state not in states.ARGO.terminal and not states.is_failed(argo.state):

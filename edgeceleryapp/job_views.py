@@ -41,6 +41,14 @@ def as_dict(obj: Any, fields: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def found(s: Any, model: type[ArgoJob] | type[SubJob], ident: int) -> Any:
+    """The record, or NotFound in the words users know ("argo job 7", "job 12")."""
+    record = s.get(model, ident)
+    if record is None:
+        raise NotFound(f"no {'argo job' if model is ArgoJob else 'job'} {ident}")
+    return record
+
+
 def state_named(machine: states.Machine, name: str) -> str:
     """A state a user typed, normalised; ValidationFailed names the field."""
     try:
@@ -148,9 +156,7 @@ def list_argo(
 
 def show_argo(argo_id: int) -> dict[str, Any]:
     with read_scope() as s:
-        job = s.get(ArgoJob, argo_id)
-        if job is None:
-            raise NotFound(f"no argo job {argo_id}")
+        job = found(s, ArgoJob, argo_id)
         out = as_dict(job, ARGO_COLUMNS)
         out["subjobs"] = [as_dict(sj, SUBJOB_COLUMNS) for sj in job.subjobs]
         out["events"] = _events(s, JobEvent.argo_job_id == argo_id)
@@ -176,10 +182,7 @@ def list_subjobs(
 
 def show_subjob(subjob_id: int) -> dict[str, Any]:
     with read_scope() as s:
-        sj = s.get(SubJob, subjob_id)
-        if sj is None:
-            raise NotFound(f"no job {subjob_id}")
-        out = as_dict(sj, SUBJOB_COLUMNS)
+        out = as_dict(found(s, SubJob, subjob_id), SUBJOB_COLUMNS)
         out["events"] = _events(s, JobEvent.subjob_id == subjob_id)
         return out
 

@@ -258,27 +258,23 @@ class StateWriter:
     ) -> bool:
         """An operator's move outside the automatic machine (retry, kill); still a
         compare-and-set. False, changing nothing, if the subjob is not at ``expected``."""
-        try:
-            argo_id, _, name, site, _, key = self._subjob_labels(subjob_id)
-            fields = {"state": to, "state_message": _storable(message), **values}
-            self._change(
-                _SUB,
-                subjob_id,
-                expected,
-                [to],
-                lambda _i, _to: fields,
-                (argo_id, (key, name, site)),
-            )
-        except _LostRace:
-            return False
-        return True
+        return self._force(_SUB, subjob_id, expected, to, message, values)
 
     def force_argo(self, argo_id: int, expected: str, to: str, message: str, **values: Any) -> bool:
         """``force_subjob`` for an Argo job."""
+        return self._force(_ARGO, argo_id, expected, to, message, values)
+
+    def _force(
+        self, table: Table, ident: int, expected: str, to: str, message: str, values: dict
+    ) -> bool:
+        fields = {"state": to, "state_message": _storable(message), **values}
         try:
-            label = self._argo_labels(argo_id)
-            fields = {"state": to, "state_message": _storable(message), **values}
-            self._change(_ARGO, argo_id, expected, [to], lambda _i, _to: fields, (argo_id, label))
+            if table is _SUB:
+                argo_id, _, name, site, _, key = self._subjob_labels(ident)
+                labels = (argo_id, (key, name, site))
+            else:
+                labels = (ident, self._argo_labels(ident))
+            self._change(table, ident, expected, [to], lambda _i, _to: fields, labels)
         except _LostRace:
             return False
         return True
@@ -322,12 +318,17 @@ def transaction(operator: bool = False) -> Iterator[StateWriter]:
     send(writer.messages, mark_now=operator)
 
 
-def _checked(machine: states.Machine, name: str, expected: str, path: list[str]) -> None:
-    frm = expected
-    for to in path:
-        if not machine.can_move(frm, to):
-            raise ValueError(f"{name}: {frm} -> {to} is not allowed")
-        frm = to
+def _move(machine: states.Machine, name: str, expected: str, path: list[str], write: Any) -> bool:
+    for state in path:
+        if not machine.can_move(expected, state):
+            raise ValueError(f"{name}: {expected} -> {state} is not allowed")
+        expected = state
+    try:
+        with transaction() as tx:
+            write(tx)
+    except _LostRace:
+        return False
+    return True
 
 
 def move_subjob(
@@ -339,13 +340,14 @@ def move_subjob(
     was not at ``expected`` (another worker moved it); a move the machine does not allow is a
     ValueError.
     """
-    _checked(states.BALSAM, f"subjob {subjob_id}", expected, path)
-    try:
-        with transaction() as tx:
-            tx.subjob(subjob_id, expected, path, _storable(message), values)
-    except _LostRace:
-        return False
-    return True
+    message = _storable(message)
+    return _move(
+        states.BALSAM,
+        f"subjob {subjob_id}",
+        expected,
+        path,
+        lambda tx: tx.subjob(subjob_id, expected, path, message, values),
+    )
 
 
 def move_argo(
@@ -357,13 +359,14 @@ def move_argo(
     with the last): one commit instead of one per state.
     """
     path = [to] if isinstance(to, str) else to
-    _checked(states.ARGO, f"argo job {argo_id}", expected, path)
-    try:
-        with transaction() as tx:
-            tx.argo(argo_id, expected, path, _storable(message), values)
-    except _LostRace:
-        return False
-    return True
+    message = _storable(message)
+    return _move(
+        states.ARGO,
+        f"argo job {argo_id}",
+        expected,
+        path,
+        lambda tx: tx.argo(argo_id, expected, path, message, values),
+    )
 
 
 def load_subjob(subjob_id: int) -> Row | None:
