@@ -23,15 +23,18 @@ from edgeceleryapp.status_outbox import write_pending_marks
 from tasks import site
 from tasks.site_steps import workdir_of
 from tests.helpers import (
+    JOHNDOE,
     SUBJOB_PATH,
+    argo_message,
     balsam_message,
     echo_app,
     poll_until_ended,
+    run_to_end,
     script,
     subjob,
     subjob_states,
+    submit_config_job,
 )
-from tests.test_steps import input_dir, run_to_end
 from workflows.intake import submit_argo, submit_balsam
 
 
@@ -45,14 +48,7 @@ def test_balsam_job_runs_through_every_site_step_to_job_finished(any_db_env):
     env = any_db_env
     echo_app(env.root, "alpha")
     before = utcnow()
-    job_id = submit_balsam(
-        balsam_message(
-            config_file="app.ini",
-            input_url=input_dir(env, {"app.ini": "--events\n100\n"}),
-            output_url=f"local://{env.data / 'out'}",
-        ),
-        start=False,
-    )
+    job_id = submit_config_job(env)
     final = run_to_end(job_id)
     assert final.state == "JOB_FINISHED", final.state_message
     assert final.exit_code == 0
@@ -153,22 +149,35 @@ def test_compare_and_set_race_has_exactly_one_winner(any_db_env):
     assert subjob(job_id).state_message == "raced"
 
 
-def argo_message(group: str, **fields: object) -> dict:
-    return {
-        "name": "alpGenGeneration",
-        "user_id": f"{group}.job001",
-        "group_identifier": group,
-        "username": "johndoe",
-        "email": "johndoe@doe.gov",
-        "input_url": "local:///data/in",
-        "output_url": "local:///data/out",
-        "job_status_routing_key": "atlas_job_monitor",
-        "subjobs": [
-            {"name": "warmup", "site": "alpha", "application": "echo", "num_nodes": 2},
-            {"name": "generate", "site": "beta", "application": "echo", "config_file": "a.ini"},
-        ],
-        **fields,
-    }
+def alpgen_message(group: str, **fields: object) -> dict:
+    """An Argo job like seed 000 Table 3 in ``group``: a subjob at alpha, then one at beta."""
+    return argo_message(
+        **{
+            "name": "alpGenGeneration",
+            "user_id": f"{group}.job001",
+            "group_identifier": group,
+            **JOHNDOE,
+            "input_url": "local:///data/in",
+            "output_url": "local:///data/out",
+            "job_status_routing_key": "atlas_job_monitor",
+            "subjobs": [
+                {"name": "warmup", "site": "alpha", "application": "echo", "num_nodes": 2},
+                {"name": "generate", "site": "beta", "application": "echo", "config_file": "a.ini"},
+            ],
+            **fields,
+        }
+    )
+
+
+def named_all(value: str) -> dict:
+    """An Argo job whose every name and identifier is ``value``."""
+    return alpgen_message(
+        value,
+        name=value,
+        user_id=value,
+        username=value,
+        subjobs=[{"name": value, "site": "alpha", "application": "echo"}],
+    )
 
 
 def _time(text: str) -> datetime:
@@ -179,9 +188,9 @@ def _time(text: str) -> datetime:
 def test_argo_job_is_stored_and_read_back(any_db_env):
     before = utcnow()
     group = "alpGen.wjet.enu.5jets.13TeV.prodset001"
-    first = submit_argo(argo_message(group), start=False)
-    other = submit_argo(argo_message("another.group"), start=False)
-    second = submit_argo(argo_message(group, name="second"), start=False)
+    first = submit_argo(alpgen_message(group), start=False)
+    other = submit_argo(alpgen_message("another.group"), start=False)
+    second = submit_argo(alpgen_message(group, name="second"), start=False)
     assert len({first, other, second}) == 3
 
     shown = operations.show_argo(first)
@@ -227,16 +236,7 @@ def test_names_are_stored_up_to_the_column_width_and_refused_beyond(any_db_env):
     """Names and identifiers live in 256-character columns, which PostgreSQL enforces:
     validation admits exactly what they hold and reports the rest as field errors."""
     long = "n" * 256
-    argo_id = submit_argo(
-        argo_message(
-            long,
-            name=long,
-            user_id=long,
-            username=long,
-            subjobs=[{"name": long, "site": "alpha", "application": "echo"}],
-        ),
-        start=False,
-    )
+    argo_id = submit_argo(named_all(long), start=False)
     shown = operations.show_argo(argo_id)
     assert shown["name"] == shown["user_id"] == shown["username"] == long
     assert shown["group_identifier"] == long
@@ -247,16 +247,7 @@ def test_names_are_stored_up_to_the_column_width_and_refused_beyond(any_db_env):
 
     too_long = long + "n"
     with pytest.raises(ValidationFailed) as refused:
-        submit_argo(
-            argo_message(
-                too_long,
-                name=too_long,
-                user_id=too_long,
-                username=too_long,
-                subjobs=[{"name": too_long, "site": "alpha", "application": "echo"}],
-            ),
-            start=False,
-        )
+        submit_argo(named_all(too_long), start=False)
     fields = {field for field, _ in refused.value.errors}
     assert fields == {"name", "user_id", "username", "group_identifier", "subjobs[0].name"}
     with pytest.raises(ValidationFailed):

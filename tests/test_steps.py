@@ -23,44 +23,20 @@ from tests.helpers import (
     balsam_message,
     count,
     echo_app,
+    input_dir,
     poll_until_ended,
+    run_to_end,
+    run_to_submitted,
     subjob,
     subjob_states,
+    submit_config_job,
 )
 from workflows.intake import submit_balsam
 
 
-def run_to_submitted(subjob_id: int) -> None:
-    for step in ("stage_in", "preprocess", "submit"):
-        getattr(site, step).apply(args=(subjob_id,))
-
-
-def run_to_end(subjob_id: int) -> SubJob:
-    run_to_submitted(subjob_id)
-    poll_until_ended(subjob_id)
-    for step in ("postprocess", "stage_out"):
-        getattr(site, step).apply(args=(subjob_id,))
-    return subjob(subjob_id)
-
-
-def input_dir(env, files: dict[str, str]) -> str:
-    folder = env.data / "in"
-    folder.mkdir(exist_ok=True)
-    for name, text in files.items():
-        (folder / name).write_text(text)
-    return f"local://{folder}"
-
-
 def test_balsam_job_runs_through_every_state_and_stages_output(env):
     echo_app(env.root, "alpha")
-    job_id = submit_balsam(
-        balsam_message(
-            config_file="app.ini",
-            input_url=input_dir(env, {"app.ini": "--events\n100\n"}),
-            output_url=f"local://{env.data / 'out'}",
-        ),
-        start=False,
-    )
+    job_id = submit_config_job(env)
     final = run_to_end(job_id)
     assert final.state == "JOB_FINISHED"
     assert subjob_states(job_id) == SUBJOB_PATH
@@ -116,12 +92,19 @@ def test_hostile_config_text_is_never_evaluated(env, config_name):
     assert not list(env.root.rglob("CANARY")), "no file named by the injected text exists"
 
 
-def test_config_file_escaping_the_work_directory_is_refused(env):
+def staged_beside_a_secret(env, config_file: str) -> tuple[int, Path]:
+    """A job of the echo app at alpha naming ``config_file``, staged in; and a file with
+    secret arguments outside its work directory."""
     secret = env.data / "secret.ini"
     secret.write_text("--leak\n")
     echo_app(env.root, "alpha")
-    job_id = submit_balsam(balsam_message(config_file="app.ini"), start=False)
+    job_id = submit_balsam(balsam_message(config_file=config_file), start=False)
     site.stage_in.apply(args=(job_id,))
+    return job_id, secret
+
+
+def test_config_file_escaping_the_work_directory_is_refused(env):
+    job_id, _secret = staged_beside_a_secret(env, "app.ini")
     # Past validation (which refuses '..'), a path could still be tampered with in the DB.
     with session_scope() as s:
         s.execute(update(SubJob).where(SubJob.id == job_id).values(config_file="../../x.ini"))
@@ -131,11 +114,7 @@ def test_config_file_escaping_the_work_directory_is_refused(env):
 
 
 def test_config_file_symlink_out_of_the_work_directory_is_refused(env):
-    secret = env.data / "secret.ini"
-    secret.write_text("--leak\n")
-    echo_app(env.root, "alpha")
-    job_id = submit_balsam(balsam_message(config_file="link.ini"), start=False)
-    site.stage_in.apply(args=(job_id,))
+    job_id, secret = staged_beside_a_secret(env, "link.ini")
     (workdir_of(subjob(job_id)) / "link.ini").symlink_to(secret)
     site.preprocess.apply(args=(job_id,))
     assert subjob(job_id).state == "PREPROCESSED_FAILED"
