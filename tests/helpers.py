@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from edgeceleryapp import operations
-from edgeceleryapp.db import session_scope
+from edgeceleryapp.db import read_scope, session_scope
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
 from tasks import site as site_tasks
@@ -197,7 +197,7 @@ def batch_name(subjob_id: int, attempt: int = 1) -> str:
 
 
 def count(model: type) -> int:
-    with session_scope() as s:
+    with read_scope() as s:
         return s.scalar(select(func.count()).select_from(model))
 
 
