@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -12,6 +14,7 @@ from sqlalchemy import func, select
 from edgeceleryapp import operations
 from edgeceleryapp.db import read_scope, session_scope
 from edgeceleryapp.devstack import wait_for
+from edgeceleryapp.errors import TransientError
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
 from tasks import site as site_tasks
 from tasks.poll import poll_site
@@ -171,6 +174,38 @@ def finish_after_batch(subjob_id: int) -> None:
     """The site steps after the batch job: post-processing and stage out."""
     for step in ("postprocess", "stage_out"):
         getattr(site_tasks, step).apply(args=(subjob_id,))
+
+
+def at_once(workers: int, work: Callable[[int], object]) -> None:
+    """Run ``work(0)`` ... ``work(workers - 1)`` on threads released together; wait for all."""
+    barrier = threading.Barrier(workers)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        work(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def step_at_once(step: str, subjob_id: int, workers: int, tokens: bool = False) -> list[str]:
+    """Run one site step of a subjob from ``workers`` threads at once (with ``tokens``, each
+    as its own delivery: tokens task-0, task-1, ...); what each was told: "ok", or "busy" (a
+    TransientError, after which its retry comes later)."""
+    outcomes: list[str] = []
+
+    def run(i: int) -> None:
+        try:
+            site_tasks.execute(step, subjob_id, token=f"task-{i}" if tokens else "")
+            outcomes.append("ok")
+        except TransientError:
+            outcomes.append("busy")
+
+    at_once(workers, run)
+    return outcomes
 
 
 def start_service(name: str, timeout: float) -> dict[str, str]:

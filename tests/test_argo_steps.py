@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 from edgeceleryapp.state_store import move_subjob
 from tasks import argo as argo_tasks
-from tests.helpers import ARGO_LOOP, SUBJOB_PATH, argo, argo_message, argo_states
+from tests.helpers import ARGO_LOOP, SUBJOB_PATH, argo, argo_message, argo_states, at_once
 from workflows.intake import submit_argo
 
 
@@ -58,17 +56,7 @@ def test_concurrent_advances_increment_once(env):
     argo_tasks.stage_in.apply(args=(argo_id,))
     argo_tasks.advance_task.apply(args=(argo_id,))
     finish_subjob(argo_tasks.load(argo_id)[1][0].id)
-    barrier = threading.Barrier(4)
-
-    def advance() -> None:
-        barrier.wait()
-        argo_tasks.advance(argo_id)
-
-    threads = [threading.Thread(target=advance) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    at_once(4, lambda _i: argo_tasks.advance(argo_id))
     job = argo(argo_id)
     assert job.current_subjob == 1
     assert job.state == "SUBJOB_SUBMITTED"

@@ -8,7 +8,6 @@ the batch jobs are real processes under the local scheduler.
 from __future__ import annotations
 
 import json
-import threading
 from datetime import datetime
 
 import pytest
@@ -16,7 +15,7 @@ from sqlalchemy import func, select
 
 from edgeceleryapp import operations
 from edgeceleryapp.db import engine, session_scope
-from edgeceleryapp.errors import TransientError, ValidationFailed
+from edgeceleryapp.errors import ValidationFailed
 from edgeceleryapp.models import JobEvent, SubJob, utcnow
 from edgeceleryapp.state_store import move_subjob
 from edgeceleryapp.status_outbox import write_pending_marks
@@ -26,11 +25,13 @@ from tests.helpers import (
     JOHNDOE,
     SUBJOB_PATH,
     argo_message,
+    at_once,
     balsam_message,
     echo_app,
     poll_until_ended,
     run_to_end,
     script,
+    step_at_once,
     subjob,
     subjob_states,
     submit_config_job,
@@ -85,22 +86,7 @@ def test_concurrent_submissions_of_one_subjob_submit_once(any_db_env):
     site.stage_in.apply(args=(job_id,))
     site.preprocess.apply(args=(job_id,))
     workers = 6
-    barrier = threading.Barrier(workers)
-    outcomes: list[str] = []
-
-    def submit(token: str) -> None:
-        barrier.wait()
-        try:
-            site.execute("submit", job_id, token=token)
-            outcomes.append("ok")
-        except TransientError:
-            outcomes.append("busy")
-
-    threads = [threading.Thread(target=submit, args=(f"task-{i}",)) for i in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = step_at_once("submit", job_id, workers, tokens=True)
     assert len(outcomes) == workers, "no thread died of an unexpected error"
     assert outcomes.count("ok") >= 1
     assert subjob(job_id).state == "SUBMITTED"
@@ -116,22 +102,16 @@ def test_compare_and_set_race_has_exactly_one_winner(any_db_env):
     job_id = submit_balsam(balsam_message(), start=False)
     assert job_id == 1, "each test starts from an empty database"
     racers = 8
-    barrier = threading.Barrier(racers)
     results: list[bool] = []
     errors: list[BaseException] = []
 
-    def race() -> None:
-        barrier.wait()
+    def race(_i: int) -> None:
         try:
             results.append(move_subjob(job_id, "CREATED", ["STAGED_IN"], "raced"))
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=race) for _ in range(racers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    at_once(racers, race)
     assert errors == []
     assert sorted(results) == [False] * (racers - 1) + [True]
     with session_scope() as s:

@@ -4,7 +4,6 @@ submission, failure states. The batch jobs are real processes under the local sc
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from tests.helpers import (
     poll_until_ended,
     run_to_end,
     run_to_submitted,
+    step_at_once,
     subjob,
     subjob_states,
     submit_config_job,
@@ -143,22 +143,7 @@ def test_concurrent_submissions_of_one_subjob_submit_once(env):
     job_id = submit_balsam(balsam_message(), start=False)
     site.stage_in.apply(args=(job_id,))
     site.preprocess.apply(args=(job_id,))
-    barrier = threading.Barrier(4)
-    outcomes: list[str] = []
-
-    def submit(token: str) -> None:
-        barrier.wait()
-        try:
-            site.execute("submit", job_id, token=token)
-            outcomes.append("ok")
-        except TransientError:
-            outcomes.append("busy")
-
-    threads = [threading.Thread(target=submit, args=(f"task-{i}",)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = step_at_once("submit", job_id, 4, tokens=True)
     assert subjob(job_id).state == "SUBMITTED"
     assert outcomes.count("ok") >= 1
     spool = env.site_workdir("alpha") / ".local-scheduler"
@@ -174,23 +159,8 @@ def test_concurrent_stage_in_records_one_transition(env):
     job_id = submit_balsam(
         balsam_message(input_url=input_dir(env, {"a.txt": "x" * 100_000})), start=False
     )
-    barrier = threading.Barrier(3)
-
-    outcomes: list[str] = []
-
-    def stage() -> None:
-        barrier.wait()
-        try:
-            site.execute("stage_in", job_id)
-            outcomes.append("ok")
-        except TransientError:  # a duplicate found the file being written: it retries later
-            outcomes.append("busy")
-
-    threads = [threading.Thread(target=stage) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # A duplicate that finds the file being written is told 'busy': it retries later.
+    outcomes = step_at_once("stage_in", job_id, 3)
     assert "ok" in outcomes
     site.execute("stage_in", job_id)  # a retry of a 'busy' one finds the step done
     assert subjob_states(job_id) == ["CREATED", "STAGED_IN"]
