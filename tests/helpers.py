@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from edgeceleryapp import applications
-from edgeceleryapp.db import session_scope
+from edgeceleryapp.db import read_scope, session_scope
 from edgeceleryapp.devstack import wait_for
+from edgeceleryapp.errors import TransientError
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
+from tasks import site as site_tasks
 from tasks.poll import poll_site
+from workflows.intake import submit_balsam
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # The expected timelines, written out here rather than read from edgeceleryapp.states, so a
 # change to the state machine shows up as a failing test.
@@ -84,8 +92,136 @@ def echo_app(root: Path, site: str, name: str = "echo", exit_code: int = 0) -> N
     applications.add_app(name, site, exe, config_script=cfg)
 
 
+def gated_app(root: Path, exit_code: int = 0, patience: float = 60) -> None:
+    """An application at site alpha that runs until a file named ``go`` appears in its work
+    directory (or ``patience`` seconds pass), records the run and exits ``exit_code``."""
+    exe = script(
+        root / "apps" / "gated" / "app.py",
+        f"""
+        import os, sys, time
+        deadline = time.monotonic() + {patience}
+        while not os.path.exists("go") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with open("runs.log", "a") as fh:
+            fh.write("run\\n")
+        sys.exit({exit_code})
+        """,
+    )
+    applications.add_app("gated", "alpha", exe)
+
+
 def balsam_message(site: str = "alpha", app: str = "echo", **fields: object) -> dict:
+    """A valid Balsam job message: one run of ``app`` at ``site``."""
     return {"name": "test job", "site": site, "application": app, **fields}
+
+
+def argo_message(
+    name: str = "chain", sites: tuple[str, ...] = ("alpha", "beta"), app: str = "echo", **fields
+) -> dict:
+    """A valid Argo job message: one subjob of ``app`` at each site, named ``name-0``, ...;
+    ``fields`` add to the message or replace its parts (``subjobs`` too)."""
+    return {
+        "name": name,
+        "subjobs": [
+            {"name": f"{name}-{i}", "site": site, "application": app}
+            for i, site in enumerate(sites)
+        ],
+        **fields,
+    }
+
+
+# The user of seed 000 Table 3, as the fields of an Argo job message.
+JOHNDOE = {"username": "johndoe", "email": "johndoe@doe.gov"}
+
+
+def input_dir(env, files: dict[str, str]) -> str:
+    """A local input folder holding ``files`` (name -> text); its URL."""
+    folder = env.data / "in"
+    folder.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return f"local://{folder}"
+
+
+def submit_config_job(env) -> int:
+    """A Balsam job of the echo app at alpha, not started: its config file (two lines, two
+    arguments) in a local input folder, its output to the local folder ``out``."""
+    return submit_balsam(
+        balsam_message(
+            config_file="app.ini",
+            input_url=input_dir(env, {"app.ini": "--events\n100\n"}),
+            output_url=f"local://{env.data / 'out'}",
+        ),
+        start=False,
+    )
+
+
+def run_to_submitted(subjob_id: int) -> None:
+    """Run a subjob's site steps up to its batch submission, as its site worker would."""
+    for step in ("stage_in", "preprocess", "submit"):
+        getattr(site_tasks, step).apply(args=(subjob_id,))
+
+
+def run_to_end(subjob_id: int) -> SubJob:
+    """Run every site step of a subjob, the poller in between; the subjob at the end."""
+    run_to_submitted(subjob_id)
+    poll_until_ended(subjob_id)
+    finish_after_batch(subjob_id)
+    return subjob(subjob_id)
+
+
+def finish_after_batch(subjob_id: int) -> None:
+    """The site steps after the batch job: post-processing and stage out."""
+    for step in ("postprocess", "stage_out"):
+        getattr(site_tasks, step).apply(args=(subjob_id,))
+
+
+def at_once(workers: int, work: Callable[[int], object]) -> None:
+    """Run ``work(0)`` ... ``work(workers - 1)`` on threads released together; wait for all."""
+    barrier = threading.Barrier(workers)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        work(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def step_at_once(step: str, subjob_id: int, workers: int, tokens: bool = False) -> list[str]:
+    """Run one site step of a subjob from ``workers`` threads at once (with ``tokens``, each
+    as its own delivery: tokens task-0, task-1, ...); what each was told: "ok", or "busy" (a
+    TransientError, after which its retry comes later)."""
+    outcomes: list[str] = []
+
+    def run(i: int) -> None:
+        try:
+            site_tasks.execute(step, subjob_id, token=f"task-{i}" if tokens else "")
+            outcomes.append("ok")
+        except TransientError:
+            outcomes.append("busy")
+
+    at_once(workers, run)
+    return outcomes
+
+
+def start_service(name: str, timeout: float) -> dict[str, str]:
+    """Start (or find running) one of the project's test services, ``scripts/<name>.sh``;
+    the environment its tools need (the ``export`` line it ends with)."""
+    done = subprocess.run(
+        [str(ROOT / "scripts" / f"{name}.sh"), "start"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = done.stdout.strip().splitlines()[-1]
+    assert line.startswith("export "), done.stdout
+    return dict(item.split("=", 1) for item in line.removeprefix("export ").split())
 
 
 def batch_name(subjob_id: int, attempt: int = 1) -> str:
@@ -96,7 +232,7 @@ def batch_name(subjob_id: int, attempt: int = 1) -> str:
 
 
 def count(model: type) -> int:
-    with session_scope() as s:
+    with read_scope() as s:
         return s.scalar(select(func.count()).select_from(model))
 
 

@@ -2,42 +2,20 @@
 
 from __future__ import annotations
 
-import threading
-
 from edgeceleryapp.state_store import move_subjob
 from tasks import argo as argo_tasks
-from tests.helpers import ARGO_LOOP, argo, argo_states
+from tests.helpers import ARGO_LOOP, SUBJOB_PATH, argo, argo_message, argo_states, at_once
 from workflows.intake import submit_argo
 
 
 def two_subjob_job(env, **fields) -> int:
-    return submit_argo(
-        {
-            "name": "twice",
-            "subjobs": [
-                {"name": "a", "site": "alpha", "application": "echo"},
-                {"name": "b", "site": "beta", "application": "echo"},
-            ],
-            **fields,
-        },
-        start=False,
-    )
+    """An Argo job with a subjob at alpha then one at beta, not started."""
+    return submit_argo(argo_message("twice", **fields), start=False)
 
 
-def finish_subjob(subjob_id: int, state: str = "CREATED") -> None:
-    """Walk a subjob to JOB_FINISHED as its site would (the Argo job mirrors it)."""
-    path = [
-        "STAGED_IN",
-        "PREPROCESSED",
-        "SUBMITTED",
-        "QUEUED",
-        "RUNNING",
-        "EXECUTION_FINISHED",
-        "POSTPROCESSED",
-        "STAGED_OUT",
-        "JOB_FINISHED",
-    ]
-    assert move_subjob(subjob_id, state, path)
+def finish_subjob(subjob_id: int) -> None:
+    """Walk a new subjob to JOB_FINISHED as its site would (the Argo job mirrors it)."""
+    assert move_subjob(subjob_id, "CREATED", SUBJOB_PATH[1:])
 
 
 def test_argo_steps_twice_in_a_row_make_one_pass_through_the_loop(env):
@@ -78,17 +56,7 @@ def test_concurrent_advances_increment_once(env):
     argo_tasks.stage_in.apply(args=(argo_id,))
     argo_tasks.advance_task.apply(args=(argo_id,))
     finish_subjob(argo_tasks.load(argo_id)[1][0].id)
-    barrier = threading.Barrier(4)
-
-    def advance() -> None:
-        barrier.wait()
-        argo_tasks.advance(argo_id)
-
-    threads = [threading.Thread(target=advance) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    at_once(4, lambda _i: argo_tasks.advance(argo_id))
     job = argo(argo_id)
     assert job.current_subjob == 1
     assert job.state == "SUBJOB_SUBMITTED"

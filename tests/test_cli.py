@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 
 from edgeceleryapp.cli import main
 from edgeceleryapp.state_store import move_argo
+from tests.helpers import argo_message, balsam_message
 
 
 @pytest.fixture
@@ -38,26 +39,8 @@ def write(path: Path, data: Any) -> str:
     return str(path)
 
 
-def argo_message(name: str = "chain", group: str = "g1", sites=("alpha", "beta")) -> dict:
-    return {
-        "name": name,
-        "group_identifier": group,
-        "subjobs": [
-            {"name": f"{name}-{i}", "site": site, "application": "echo"}
-            for i, site in enumerate(sites)
-        ],
-    }
-
-
-def balsam_message(**fields: Any) -> dict:
-    return {
-        "name": "single",
-        "site": "alpha",
-        "application": "echo",
-        "queue": "prod",
-        "num_nodes": 2,
-        **fields,
-    }
+# What the Balsam jobs added here ask for, beyond balsam_message's defaults.
+SINGLE = {"name": "single", "queue": "prod", "num_nodes": 2}
 
 
 def submit(cli, tmp_path: Path, message: dict) -> int:
@@ -66,7 +49,7 @@ def submit(cli, tmp_path: Path, message: dict) -> int:
 
 
 def add_job(cli, tmp_path: Path, **fields: Any) -> int:
-    path = write(tmp_path / "job.json", balsam_message(**fields))
+    path = write(tmp_path / "job.json", balsam_message(**{**SINGLE, **fields}))
     return int(ok(cli("job", "add", path, "--no-start")).stdout.strip())
 
 
@@ -273,9 +256,9 @@ def table_ids(result: Result) -> list[int]:
 
 @pytest.fixture
 def three_jobs(cli, tmp_path) -> tuple[int, int, int]:
-    a = submit(cli, tmp_path, argo_message("a", "g1", ("alpha", "beta")))
-    b = submit(cli, tmp_path, argo_message("b", "g2", ("beta",)))
-    c = submit(cli, tmp_path, argo_message("c", "g1", ("beta", "beta")))
+    a = submit(cli, tmp_path, argo_message("a", ("alpha", "beta"), group_identifier="g1"))
+    b = submit(cli, tmp_path, argo_message("b", ("beta",), group_identifier="g2"))
+    c = submit(cli, tmp_path, argo_message("c", ("beta", "beta"), group_identifier="g1"))
     return a, b, c
 
 
@@ -346,7 +329,7 @@ def test_argo_ls_unknown_state_is_invalid_input(cli):
 
 
 def test_argo_show_has_subjobs_and_events(cli, tmp_path):
-    argo_id = submit(cli, tmp_path, argo_message("shown", "g9", ("beta", "alpha")))
+    argo_id = submit(cli, tmp_path, argo_message("shown", ("beta", "alpha"), group_identifier="g9"))
     data = json.loads(ok(cli("argo", "show", str(argo_id), "--json")).stdout)
     assert data["id"] == argo_id
     assert data["name"] == "shown"
@@ -407,12 +390,14 @@ def test_job_add_and_ls(cli, tmp_path):
 
 
 def test_job_add_reads_stdin(cli):
-    result = ok(cli("job", "add", "-", "--no-start", input=json.dumps(balsam_message())))
+    result = ok(cli("job", "add", "-", "--no-start", input=json.dumps(balsam_message(**SINGLE))))
     assert show_job(cli, int(result.stdout))["name"] == "single"
 
 
 def test_job_add_invalid_exits_2(cli, tmp_path):
-    path = write(tmp_path / "job.json", balsam_message(num_nodes=0, site="gamma"))
+    path = write(
+        tmp_path / "job.json", balsam_message(**{**SINGLE, "num_nodes": 0, "site": "gamma"})
+    )
     result = cli("job", "add", path, "--no-start")
     assert result.exit_code == 2
     assert "num_nodes" in result.stderr

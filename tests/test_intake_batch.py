@@ -11,25 +11,20 @@ from typing import Any
 import pytest
 from celery.canvas import Signature
 from kombu import Connection, Queue
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from edgeceleryapp import next_step
 from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
+from tests.helpers import argo_message, count
 from workflows import chains, intake, intake_consumer
 from workflows.intake_consumer import IntakeConsumer, receive_batch
 
 
-def job(name: str, sites: tuple[str, ...] = ("alpha", "beta")) -> dict:
-    return {
-        "name": name,
-        "job_status_routing_key": "batch_test",
-        "subjobs": [
-            {"name": f"{name}-{i}", "site": site, "application": "echo"}
-            for i, site in enumerate(sites)
-        ],
-    }
+def job(name: str) -> dict:
+    """A valid Argo job at alpha then beta; its status messages go to ``batch_test``."""
+    return argo_message(name, job_status_routing_key="batch_test")
 
 
 @pytest.fixture
@@ -51,11 +46,6 @@ def queued_tasks(sq: Any) -> list[tuple[str, list, list[str]]]:
         found.append((message.headers["task"], args, later))
         message.ack()
     return found
-
-
-def count(model: type) -> int:
-    with read_scope() as s:
-        return s.scalar(select(func.count()).select_from(model))
 
 
 def test_a_batch_stores_valid_jobs_refuses_bad_ones_and_starts_each_once(env, argo_queue):
@@ -153,6 +143,14 @@ def consumer(hub: FakeHub | None) -> IntakeConsumer:
     return step
 
 
+def deliver_one(name: str) -> FakeMessage:
+    """Job ``name`` handed, as one message, to a consumer without a timer; the message, which
+    records what became of it."""
+    message = FakeMessage(f"{name}1")
+    consumer(None).on_message(job(name), message)
+    return message
+
+
 def test_messages_wait_for_the_window_then_go_as_one_batch(env, argo_queue, monkeypatch):
     batches = []
     real = intake_consumer.receive_batch
@@ -189,9 +187,7 @@ def test_a_batch_that_cannot_be_stored_goes_back_whole(env, argo_queue, monkeypa
         raise OSError("database unreachable")
 
     monkeypatch.setattr(intake, "store_argos", broken)
-    step = consumer(None)
-    message = FakeMessage("x1")
-    step.on_message(job("x"), message)
+    message = deliver_one("x")
     assert message.outcome == "requeue"
     assert count(ArgoJob) == 0
 
@@ -203,9 +199,7 @@ def test_a_broker_that_refuses_the_first_tasks_fails_the_jobs_and_requeues(
         raise ConnectionError("broker away")
 
     monkeypatch.setattr(chains, "send", refused)
-    step = consumer(None)
-    message = FakeMessage("r1")
-    step.on_message(job("r"), message)
+    message = deliver_one("r")
     assert message.outcome == "requeue"
     with read_scope() as s:
         (argo,) = s.scalars(select(ArgoJob))

@@ -18,6 +18,8 @@ from edgeceleryapp.settings import reset_settings
 from edgeceleryapp.throttle import Breaker, QueuePolicy
 from tasks import poll, site, site_steps
 from tests.helpers import (
+    SUBJOB_PATH,
+    argo_message,
     balsam_message,
     batch_name,
     echo_app,
@@ -145,15 +147,10 @@ def test_node_failure_resubmits_until_attempts_run_out(env, monkeypatch):
     final = subjob(job_id)
     assert final.state == "EXECUTION_FINISHED_FAILED"
     assert "no attempts left" in final.state_message
+    # To SUBMITTED, back to PREPROCESSED for the second attempt, which fails while running.
     assert subjob_states(job_id) == [
-        "CREATED",
-        "STAGED_IN",
-        "PREPROCESSED",
-        "SUBMITTED",
-        "PREPROCESSED",
-        "SUBMITTED",
-        "QUEUED",
-        "RUNNING",
+        *SUBJOB_PATH[:4],
+        *SUBJOB_PATH[2:6],
         "EXECUTION_FINISHED_FAILED",
     ]
     for attempt in (1, 2):
@@ -180,10 +177,7 @@ def test_cancel_kills_the_batch_job_and_ends_the_argo_job(env, monkeypatch):
         """,
     )
     applications.add_app("forever", "alpha", never)
-    argo_id = submit_argo(
-        {"name": "c", "subjobs": [{"name": "a", "site": "alpha", "application": "forever"}]},
-        start=False,
-    )
+    argo_id = submit_argo(argo_message("c", ("alpha",), "forever"), start=False)
     from tasks import argo as argo_tasks
 
     argo_tasks.stage_in.apply(args=(argo_id,))

@@ -8,7 +8,6 @@ the batch jobs are real processes under the local scheduler.
 from __future__ import annotations
 
 import json
-import threading
 from datetime import datetime
 
 import pytest
@@ -16,22 +15,27 @@ from sqlalchemy import func, select
 
 from edgeceleryapp import applications, job_views
 from edgeceleryapp.db import engine, session_scope
-from edgeceleryapp.errors import TransientError, ValidationFailed
+from edgeceleryapp.errors import ValidationFailed
 from edgeceleryapp.models import JobEvent, SubJob, utcnow
 from edgeceleryapp.state_store import move_subjob
 from edgeceleryapp.status_outbox import write_pending_marks
 from tasks import site
 from tasks.site_steps import workdir_of
 from tests.helpers import (
+    JOHNDOE,
     SUBJOB_PATH,
+    argo_message,
+    at_once,
     balsam_message,
     echo_app,
     poll_until_ended,
+    run_to_end,
     script,
+    step_at_once,
     subjob,
     subjob_states,
+    submit_config_job,
 )
-from tests.test_steps import input_dir, run_to_end
 from workflows.intake import submit_argo, submit_balsam
 
 
@@ -45,14 +49,7 @@ def test_balsam_job_runs_through_every_site_step_to_job_finished(any_db_env):
     env = any_db_env
     echo_app(env.root, "alpha")
     before = utcnow()
-    job_id = submit_balsam(
-        balsam_message(
-            config_file="app.ini",
-            input_url=input_dir(env, {"app.ini": "--events\n100\n"}),
-            output_url=f"local://{env.data / 'out'}",
-        ),
-        start=False,
-    )
+    job_id = submit_config_job(env)
     final = run_to_end(job_id)
     assert final.state == "JOB_FINISHED", final.state_message
     assert final.exit_code == 0
@@ -89,22 +86,7 @@ def test_concurrent_submissions_of_one_subjob_submit_once(any_db_env):
     site.stage_in.apply(args=(job_id,))
     site.preprocess.apply(args=(job_id,))
     workers = 6
-    barrier = threading.Barrier(workers)
-    outcomes: list[str] = []
-
-    def submit(token: str) -> None:
-        barrier.wait()
-        try:
-            site.execute("submit", job_id, token=token)
-            outcomes.append("ok")
-        except TransientError:
-            outcomes.append("busy")
-
-    threads = [threading.Thread(target=submit, args=(f"task-{i}",)) for i in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = step_at_once("submit", job_id, workers, tokens=True)
     assert len(outcomes) == workers, "no thread died of an unexpected error"
     assert outcomes.count("ok") >= 1
     assert subjob(job_id).state == "SUBMITTED"
@@ -120,22 +102,16 @@ def test_compare_and_set_race_has_exactly_one_winner(any_db_env):
     job_id = submit_balsam(balsam_message(), start=False)
     assert job_id == 1, "each test starts from an empty database"
     racers = 8
-    barrier = threading.Barrier(racers)
     results: list[bool] = []
     errors: list[BaseException] = []
 
-    def race() -> None:
-        barrier.wait()
+    def race(_i: int) -> None:
         try:
             results.append(move_subjob(job_id, "CREATED", ["STAGED_IN"], "raced"))
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=race) for _ in range(racers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    at_once(racers, race)
     assert errors == []
     assert sorted(results) == [False] * (racers - 1) + [True]
     with session_scope() as s:
@@ -153,22 +129,35 @@ def test_compare_and_set_race_has_exactly_one_winner(any_db_env):
     assert subjob(job_id).state_message == "raced"
 
 
-def argo_message(group: str, **fields: object) -> dict:
-    return {
-        "name": "alpGenGeneration",
-        "user_id": f"{group}.job001",
-        "group_identifier": group,
-        "username": "johndoe",
-        "email": "johndoe@doe.gov",
-        "input_url": "local:///data/in",
-        "output_url": "local:///data/out",
-        "job_status_routing_key": "atlas_job_monitor",
-        "subjobs": [
-            {"name": "warmup", "site": "alpha", "application": "echo", "num_nodes": 2},
-            {"name": "generate", "site": "beta", "application": "echo", "config_file": "a.ini"},
-        ],
-        **fields,
-    }
+def alpgen_message(group: str, **fields: object) -> dict:
+    """An Argo job like seed 000 Table 3 in ``group``: a subjob at alpha, then one at beta."""
+    return argo_message(
+        **{
+            "name": "alpGenGeneration",
+            "user_id": f"{group}.job001",
+            "group_identifier": group,
+            **JOHNDOE,
+            "input_url": "local:///data/in",
+            "output_url": "local:///data/out",
+            "job_status_routing_key": "atlas_job_monitor",
+            "subjobs": [
+                {"name": "warmup", "site": "alpha", "application": "echo", "num_nodes": 2},
+                {"name": "generate", "site": "beta", "application": "echo", "config_file": "a.ini"},
+            ],
+            **fields,
+        }
+    )
+
+
+def named_all(value: str) -> dict:
+    """An Argo job whose every name and identifier is ``value``."""
+    return alpgen_message(
+        value,
+        name=value,
+        user_id=value,
+        username=value,
+        subjobs=[{"name": value, "site": "alpha", "application": "echo"}],
+    )
 
 
 def _time(text: str) -> datetime:
@@ -179,9 +168,9 @@ def _time(text: str) -> datetime:
 def test_argo_job_is_stored_and_read_back(any_db_env):
     before = utcnow()
     group = "alpGen.wjet.enu.5jets.13TeV.prodset001"
-    first = submit_argo(argo_message(group), start=False)
-    other = submit_argo(argo_message("another.group"), start=False)
-    second = submit_argo(argo_message(group, name="second"), start=False)
+    first = submit_argo(alpgen_message(group), start=False)
+    other = submit_argo(alpgen_message("another.group"), start=False)
+    second = submit_argo(alpgen_message(group, name="second"), start=False)
     assert len({first, other, second}) == 3
 
     shown = job_views.show_argo(first)
@@ -227,16 +216,7 @@ def test_names_are_stored_up_to_the_column_width_and_refused_beyond(any_db_env):
     """Names and identifiers live in 256-character columns, which PostgreSQL enforces:
     validation admits exactly what they hold and reports the rest as field errors."""
     long = "n" * 256
-    argo_id = submit_argo(
-        argo_message(
-            long,
-            name=long,
-            user_id=long,
-            username=long,
-            subjobs=[{"name": long, "site": "alpha", "application": "echo"}],
-        ),
-        start=False,
-    )
+    argo_id = submit_argo(named_all(long), start=False)
     shown = job_views.show_argo(argo_id)
     assert shown["name"] == shown["user_id"] == shown["username"] == long
     assert shown["group_identifier"] == long
@@ -247,16 +227,7 @@ def test_names_are_stored_up_to_the_column_width_and_refused_beyond(any_db_env):
 
     too_long = long + "n"
     with pytest.raises(ValidationFailed) as refused:
-        submit_argo(
-            argo_message(
-                too_long,
-                name=too_long,
-                user_id=too_long,
-                username=too_long,
-                subjobs=[{"name": too_long, "site": "alpha", "application": "echo"}],
-            ),
-            start=False,
-        )
+        submit_argo(named_all(too_long), start=False)
     fields = {field for field, _ in refused.value.errors}
     assert fields == {"name", "user_id", "username", "group_identifier", "subjobs[0].name"}
     with pytest.raises(ValidationFailed):

@@ -4,7 +4,6 @@ submission, failure states. The batch jobs are real processes under the local sc
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -23,44 +22,21 @@ from tests.helpers import (
     balsam_message,
     count,
     echo_app,
+    input_dir,
     poll_until_ended,
+    run_to_end,
+    run_to_submitted,
+    step_at_once,
     subjob,
     subjob_states,
+    submit_config_job,
 )
 from workflows.intake import submit_balsam
 
 
-def run_to_submitted(subjob_id: int) -> None:
-    for step in ("stage_in", "preprocess", "submit"):
-        getattr(site, step).apply(args=(subjob_id,))
-
-
-def run_to_end(subjob_id: int) -> SubJob:
-    run_to_submitted(subjob_id)
-    poll_until_ended(subjob_id)
-    for step in ("postprocess", "stage_out"):
-        getattr(site, step).apply(args=(subjob_id,))
-    return subjob(subjob_id)
-
-
-def input_dir(env, files: dict[str, str]) -> str:
-    folder = env.data / "in"
-    folder.mkdir(exist_ok=True)
-    for name, text in files.items():
-        (folder / name).write_text(text)
-    return f"local://{folder}"
-
-
 def test_balsam_job_runs_through_every_state_and_stages_output(env):
     echo_app(env.root, "alpha")
-    job_id = submit_balsam(
-        balsam_message(
-            config_file="app.ini",
-            input_url=input_dir(env, {"app.ini": "--events\n100\n"}),
-            output_url=f"local://{env.data / 'out'}",
-        ),
-        start=False,
-    )
+    job_id = submit_config_job(env)
     final = run_to_end(job_id)
     assert final.state == "JOB_FINISHED"
     assert subjob_states(job_id) == SUBJOB_PATH
@@ -116,12 +92,19 @@ def test_hostile_config_text_is_never_evaluated(env, config_name):
     assert not list(env.root.rglob("CANARY")), "no file named by the injected text exists"
 
 
-def test_config_file_escaping_the_work_directory_is_refused(env):
+def staged_beside_a_secret(env, config_file: str) -> tuple[int, Path]:
+    """A job of the echo app at alpha naming ``config_file``, staged in; and a file with
+    secret arguments outside its work directory."""
     secret = env.data / "secret.ini"
     secret.write_text("--leak\n")
     echo_app(env.root, "alpha")
-    job_id = submit_balsam(balsam_message(config_file="app.ini"), start=False)
+    job_id = submit_balsam(balsam_message(config_file=config_file), start=False)
     site.stage_in.apply(args=(job_id,))
+    return job_id, secret
+
+
+def test_config_file_escaping_the_work_directory_is_refused(env):
+    job_id, _secret = staged_beside_a_secret(env, "app.ini")
     # Past validation (which refuses '..'), a path could still be tampered with in the DB.
     with session_scope() as s:
         s.execute(update(SubJob).where(SubJob.id == job_id).values(config_file="../../x.ini"))
@@ -131,11 +114,7 @@ def test_config_file_escaping_the_work_directory_is_refused(env):
 
 
 def test_config_file_symlink_out_of_the_work_directory_is_refused(env):
-    secret = env.data / "secret.ini"
-    secret.write_text("--leak\n")
-    echo_app(env.root, "alpha")
-    job_id = submit_balsam(balsam_message(config_file="link.ini"), start=False)
-    site.stage_in.apply(args=(job_id,))
+    job_id, secret = staged_beside_a_secret(env, "link.ini")
     (workdir_of(subjob(job_id)) / "link.ini").symlink_to(secret)
     site.preprocess.apply(args=(job_id,))
     assert subjob(job_id).state == "PREPROCESSED_FAILED"
@@ -164,22 +143,7 @@ def test_concurrent_submissions_of_one_subjob_submit_once(env):
     job_id = submit_balsam(balsam_message(), start=False)
     site.stage_in.apply(args=(job_id,))
     site.preprocess.apply(args=(job_id,))
-    barrier = threading.Barrier(4)
-    outcomes: list[str] = []
-
-    def submit(token: str) -> None:
-        barrier.wait()
-        try:
-            site.execute("submit", job_id, token=token)
-            outcomes.append("ok")
-        except TransientError:
-            outcomes.append("busy")
-
-    threads = [threading.Thread(target=submit, args=(f"task-{i}",)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = step_at_once("submit", job_id, 4, tokens=True)
     assert subjob(job_id).state == "SUBMITTED"
     assert outcomes.count("ok") >= 1
     spool = env.site_workdir("alpha") / ".local-scheduler"
@@ -195,23 +159,8 @@ def test_concurrent_stage_in_records_one_transition(env):
     job_id = submit_balsam(
         balsam_message(input_url=input_dir(env, {"a.txt": "x" * 100_000})), start=False
     )
-    barrier = threading.Barrier(3)
-
-    outcomes: list[str] = []
-
-    def stage() -> None:
-        barrier.wait()
-        try:
-            site.execute("stage_in", job_id)
-            outcomes.append("ok")
-        except TransientError:  # a duplicate found the file being written: it retries later
-            outcomes.append("busy")
-
-    threads = [threading.Thread(target=stage) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # A duplicate that finds the file being written is told 'busy': it retries later.
+    outcomes = step_at_once("stage_in", job_id, 3)
     assert "ok" in outcomes
     site.execute("stage_in", job_id)  # a retry of a 'busy' one finds the step done
     assert subjob_states(job_id) == ["CREATED", "STAGED_IN"]

@@ -9,12 +9,13 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import ValidationFailed
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
 from edgeceleryapp.settings import get_settings
+from tests.helpers import JOHNDOE, argo_message, count
 from workflows.intake import submit_argo, submit_balsam
 from workflows.schemas import ArgoJobMessage, BalsamJobMessage
 from workflows.validation import parse_json, validate_argo, validate_balsam
@@ -37,29 +38,19 @@ TABLE_1 = {
 
 # Seed 000, Table 3: an example Argo job. The table's second subjob is written `{ ... }`; it is
 # replaced here by the serial step of section 3.1 run on a small HTCondor cluster.
+# Its Argo-level fields repeat Table 1's name and description; its first subjob is Table 1's
+# job under another name, with a hyphen in the application's name.
 TABLE_3 = {
-    "name": "alpGenGeneration",
-    "description": "W-boson to 4 jet events at 13TeV using AlpGen",
+    "name": TABLE_1["name"],
+    "description": TABLE_1["description"],
     "user_id": "alpGen.wjet.enu.5jets.13TeV.prodset001.job001",
     "group_identifier": "alpGen.wjet.enu.5jets.13TeV.prodset001",
-    "username": "johndoe",
-    "email": "johndoe@doe.gov",
+    **JOHNDOE,
     "input_url": "gsiftp://path/to/input",
     "output_url": "gsiftp://path/to/output",
     "job_status_routing_key": "atlas_job_monitor",
     "subjobs": [
-        {
-            "name": "alpGenGenerator",
-            "description": "W-boson to 4 jet events at 13TeV using AlpGen",
-            "site": "mira",
-            "queue": "prod-short",
-            "project": "EnergyFEC",
-            "wall_time_minutes": 30,
-            "num_nodes": 16384,
-            "processes_per_node": 64,
-            "application": "alpGen-wjets",
-            "config_file": "alpGen.ini",
-        },
+        {**TABLE_1, "name": "alpGenGenerator", "application": "alpGen-wjets"},
         {
             "name": "alpGenUnweight",
             "description": "Unweight and filter the generated W-boson + 4 jet events",
@@ -175,18 +166,19 @@ def test_email_may_be_a_comma_separated_list():
 
 def valid_argo(**fields: Any) -> dict[str, Any]:
     """A storable Argo job at the test deployment's sites."""
-    message: dict[str, Any] = {
-        "name": "chain",
-        "group_identifier": "tests",
-        "input_url": "local:///data/in",
-        "output_url": "local:///data/out",
-        "subjobs": [
-            {"name": "first", "site": "alpha", "application": "echo", "config_file": "a.cfg"},
-            {"name": "second", "site": "beta", "application": "echo", "wall_time_minutes": 5},
-        ],
-    }
-    message.update(fields)
-    return message
+    return argo_message(
+        **{
+            "name": "chain",
+            "group_identifier": "tests",
+            "input_url": "local:///data/in",
+            "output_url": "local:///data/out",
+            "subjobs": [
+                {"name": "first", "site": "alpha", "application": "echo", "config_file": "a.cfg"},
+                {"name": "second", "site": "beta", "application": "echo", "wall_time_minutes": 5},
+            ],
+            **fields,
+        }
+    )
 
 
 def without(key: str) -> dict[str, Any]:
@@ -204,12 +196,8 @@ def sub(index: int, *, drop: str | None = None, **fields: Any) -> dict[str, Any]
     return message
 
 
-def counts() -> tuple[int, int, int]:
-    with session_scope() as s:
-        return tuple(
-            s.scalar(select(func.count()).select_from(model))
-            for model in (ArgoJob, SubJob, JobEvent)
-        )
+def counts() -> tuple[int, ...]:
+    return tuple(count(model) for model in (ArgoJob, SubJob, JobEvent))
 
 
 INVALID = [

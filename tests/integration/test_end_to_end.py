@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,22 +16,41 @@ from edgeceleryapp import applications
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.models import JobEvent
-from tests.helpers import ARGO_LOOP, SUBJOB_PATH, batch_name, echo_app, script
+from tests.helpers import (
+    ARGO_ENDS,
+    ARGO_LOOP,
+    JOHNDOE,
+    SUBJOB_PATH,
+    argo_message,
+    batch_name,
+    echo_app,
+    script,
+)
 from tests.integration.conftest import StatusListener
 
 pytestmark = pytest.mark.integration
 
 
-def argo_message(dep, name: str, subjobs: list[dict], **fields) -> dict:
-    return {
-        "name": name,
-        "user_id": f"{name}.job001",
-        "group_identifier": f"group.{name}",
-        "username": "johndoe",
-        "email": "johndoe@doe.gov",
-        "subjobs": subjobs,
+def e2e_message(name: str, subjobs: list[dict], **fields) -> dict:
+    """An Argo job of user johndoe in its own group, with these subjobs."""
+    return argo_message(
+        name,
+        user_id=f"{name}.job001",
+        group_identifier=f"group.{name}",
+        **JOHNDOE,
+        subjobs=subjobs,
         **fields,
-    }
+    )
+
+
+@contextmanager
+def listening(dep, routing_key: str) -> Iterator[StatusListener]:
+    """The status messages sent on ``routing_key`` while the block runs."""
+    listener = StatusListener(dep.redis.url, routing_key)
+    try:
+        yield listener
+    finally:
+        listener.close()
 
 
 def subjob(site: str, app: str, **fields) -> dict:
@@ -57,11 +78,9 @@ def test_two_site_argo_job_completes_with_every_state_and_message(apps):
     inp.mkdir()
     (inp / "app.ini").write_text("--events\n42\n")
     out = dep.data / "e2e-out"
-    listener = StatusListener(dep.redis.url, "e2e_monitor")
-    try:
+    with listening(dep, "e2e_monitor") as listener:
         argo_id = dep.submit(
-            argo_message(
-                dep,
+            e2e_message(
                 "e2e",
                 [
                     subjob("alpha", "stepone", config_file="app.ini"),
@@ -72,13 +91,11 @@ def test_two_site_argo_job_completes_with_every_state_and_message(apps):
                 job_status_routing_key="e2e_monitor",
             )
         )
-        final = dep.wait_state(argo_id, {"HISTORY"} | {s + "_FAILED" for s in ARGO_LOOP})
+        final = dep.wait_state(argo_id, ARGO_ENDS)
         assert final["state"] == "HISTORY", final
         listener.drain_until(
             lambda bodies: any(b["kind"] == "argo" and b["to_state"] == "HISTORY" for b in bodies)
         )
-    finally:
-        listener.close()
 
     # The timeline: every Argo state of 2.2.1 in order, the loop once per subjob.
     argo_timeline = [e["to_state"] for e in final["events"] if e["subjob_id"] is None]
@@ -116,11 +133,9 @@ def test_two_site_argo_job_completes_with_every_state_and_message(apps):
 
 def test_unregistered_application_is_refused_at_its_site(apps):
     dep = apps
-    listener = StatusListener(dep.redis.url, "refusal_monitor")
-    try:
+    with listening(dep, "refusal_monitor") as listener:
         argo_id = dep.submit(
-            argo_message(
-                dep,
+            e2e_message(
                 "refused",
                 [subjob("beta", "stepone")],
                 job_status_routing_key="refusal_monitor",
@@ -130,8 +145,6 @@ def test_unregistered_application_is_refused_at_its_site(apps):
         listener.drain_until(
             lambda b: any(m["to_state"].endswith("_FAILED") and m["kind"] == "argo" for m in b)
         )
-    finally:
-        listener.close()
     assert final["state"] == "SUBJOB_IN_PREPROCESSED_FAILED"
     (sj,) = final["subjobs"]
     assert sj["state"] == "STAGED_IN_FAILED"
@@ -155,11 +168,9 @@ def test_failing_application_fails_then_retry_runs_it_to_history(apps):
         """,
     )
     applications.add_app("flaky", "beta", exe)
-    listener = StatusListener(dep.redis.url, "flaky_monitor")
-    try:
+    with listening(dep, "flaky_monitor") as listener:
         argo_id = dep.submit(
-            argo_message(
-                dep,
+            e2e_message(
                 "flaky",
                 [subjob("alpha", "stepone"), subjob("beta", "flaky")],
                 job_status_routing_key="flaky_monitor",
@@ -179,8 +190,6 @@ def test_failing_application_fails_then_retry_runs_it_to_history(apps):
         flag.write_text("")
         assert dep.cli("retry", str(argo_id)).strip() == "SUBJOB_IN_PREPROCESSED"
         final = dep.wait_state(argo_id, {"HISTORY", "SUBJOB_RUN_FINISHED_FAILED"})
-    finally:
-        listener.close()
     assert final["state"] == "HISTORY"
     second = final["subjobs"][1]
     assert second["attempt"] == 2
@@ -219,7 +228,7 @@ def test_site_worker_killed_mid_chain_then_restarted_completes_once(apps):
         """,
     )
     applications.add_app("slowpre", "gamma", exe, preprocess=pre)
-    argo_id = dep.submit(argo_message(dep, "killed", [subjob("gamma", "slowpre")]))
+    argo_id = dep.submit(e2e_message("killed", [subjob("gamma", "slowpre")]))
     wait_for(started.exists, 30, "the preprocess step to start")
     dep.workers["gamma"].kill(signal.SIGKILL)
     go.write_text("")

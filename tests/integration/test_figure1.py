@@ -5,33 +5,22 @@ the test CA), real workers, the demo's AlpGen-style applications."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from edgeceleryapp.cli.demo import demo_message, install_demo_apps
+from tests.helpers import ARGO_ENDS, start_service
 from tests.integration.conftest import running_deployment
 from tests.sshd import start_sshd
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 SITES = ("hep_cluster", "mira")
 
 
 @pytest.fixture(scope="module")
 def gridftp() -> dict[str, str]:
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "gridftp.sh"), "start"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    last = done.stdout.strip().splitlines()[-1]
-    assert last.startswith("export ")
-    return dict(item.split("=", 1) for item in last.split()[1:])
+    return start_service("gridftp", timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -81,23 +70,7 @@ def test_figure_one_scp_in_gridftp_between_sites_scp_out(figure1):
     )
     message["subjobs"][0]["output_url"] = f"gsiftp://127.0.0.1:{dep.gridftp_port}{inbox}"
     argo_id = dep.submit(message)
-    final = dep.wait_state(
-        argo_id,
-        {"HISTORY"}
-        | {
-            f"{s}_FAILED"
-            for s in (
-                "STAGED_IN",
-                "SUBJOB_IN_PREPROCESSED",
-                "SUBJOB_QUEUED",
-                "SUBJOB_RUN_FINISHED",
-                "SUBJOB_IN_POSTPROCESSED",
-                "SUBJOB_COMPLETED",
-                "STAGED_OUT",
-            )
-        },
-        timeout=180,
-    )
+    final = dep.wait_state(argo_id, ARGO_ENDS, timeout=180)
     assert final["state"] == "HISTORY", final
     first, second = final["subjobs"]
     assert second["input_url"] == first["output_url"], "subjob 2 reads what subjob 1 wrote"

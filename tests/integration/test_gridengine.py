@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,6 @@ from backends.schedulers.base import FINISHED, QUEUED, RUNNING, BatchStatus, Sch
 from edgeceleryapp import applications
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.settings import get_settings, reset_settings
-from tasks import site
 from tasks.site_steps import workdir_of
 from tests.helpers import (
     ARGO_ENDS,
@@ -24,8 +22,12 @@ from tests.helpers import (
     balsam_message,
     batch_name,
     echo_app,
+    finish_after_batch,
+    gated_app,
     poll_until_ended,
+    run_to_submitted,
     script,
+    start_service,
     subjob,
     subjob_states,
 )
@@ -33,22 +35,12 @@ from tests.integration.conftest import running_deployment
 from workflows.intake import submit_balsam
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def sge_env() -> dict[str, str]:
     """Start (or find running) the project's Grid Engine; the environment its tools need."""
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "gridengine.sh"), "start"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = done.stdout.strip().splitlines()[-1]
-    assert line.startswith("export "), done.stdout
-    return dict(item.split("=", 1) for item in line.removeprefix("export ").split())
+    return start_service("gridengine", timeout=600)
 
 
 @pytest.fixture
@@ -67,26 +59,6 @@ def sge_site(env, sge_env, monkeypatch):  # type: ignore[no-untyped-def]
     return env
 
 
-def run_to_submitted(job_id: int) -> None:
-    for step in ("stage_in", "preprocess", "submit"):
-        getattr(site, step).apply(args=(job_id,))
-
-
-def gated_app(root: Path) -> None:
-    """An application that runs until a file named ``go`` appears in its work directory."""
-    exe = script(
-        root / "apps" / "gated" / "app.py",
-        """
-        import os, time
-        deadline = time.monotonic() + 120
-        while not os.path.exists("go") and time.monotonic() < deadline:
-            time.sleep(0.02)
-        open("runs.log", "a").write("run\\n")
-        """,
-    )
-    applications.add_app("gated", "alpha", exe)
-
-
 def accounted(scheduler: Scheduler, batch_id: str) -> BatchStatus | None:
     """The job's status once it has ended (the answer then comes from qacct); an unknown id
     asked alongside is left out of the answer."""
@@ -97,7 +69,7 @@ def accounted(scheduler: Scheduler, batch_id: str) -> BatchStatus | None:
 
 
 def test_a_subjob_runs_through_grid_engine_and_qacct_reports_it(sge_site):
-    gated_app(sge_site.root)
+    gated_app(sge_site.root, patience=120)
     out = sge_site.data / "out"
     job_id = submit_balsam(balsam_message(app="gated", output_url=f"local://{out}"), start=False)
     run_to_submitted(job_id)
@@ -121,8 +93,7 @@ def test_a_subjob_runs_through_grid_engine_and_qacct_reports_it(sge_site):
     (workdir_of(subjob(job_id)) / "go").touch()
     ended = poll_until_ended(job_id, timeout=60)
     assert ended.state == "EXECUTION_FINISHED", ended.state_message
-    for step in ("postprocess", "stage_out"):
-        getattr(site, step).apply(args=(job_id,))
+    finish_after_batch(job_id)
     assert subjob_states(job_id) == SUBJOB_PATH
     assert (out / "runs.log").read_text() == "run\n"
 
@@ -145,7 +116,7 @@ def test_a_failing_application_is_failed_with_its_exit_code(sge_site):
 
 
 def test_a_cancelled_job_leaves_the_queue(sge_site):
-    gated_app(sge_site.root)
+    gated_app(sge_site.root, patience=120)
     job_id = submit_balsam(balsam_message(app="gated"), start=False)
     run_to_submitted(job_id)
     batch_id = subjob(job_id).batch_job_id

@@ -20,25 +20,20 @@ from edgeceleryapp import applications
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.models import SubJob
-from tests.helpers import ARGO_ENDS, batch_name
+from tests.helpers import ARGO_ENDS, ROOT, batch_name, script, start_service
 from tests.integration.conftest import running_deployment
 from tests.sshd import start_sshd
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 SLURM_TOOLS = ("sbatch", "squeue", "sacct", "scontrol", "scancel")
 
 
 @pytest.fixture(scope="module")
 def slurm_conf() -> str:
     """Start (or find running) the project's one-node cluster; its SLURM_CONF."""
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "slurm.sh"), "start"], capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = done.stdout.strip().splitlines()[-1]
-    assert line.startswith("export SLURM_CONF="), done.stdout
-    return line.split("=", 1)[1]
+    exported = start_service("slurm", timeout=600)
+    assert list(exported) == ["SLURM_CONF"], exported
+    return exported["SLURM_CONF"]
 
 
 def write_shims(folder: Path) -> Path:
@@ -98,11 +93,32 @@ def cluster(tmp_path_factory, slurm_conf):
 
 
 def register(dep, name: str, site: str, body: str = "") -> None:
-    exe = dep.root / "apps" / f"{name}.py"
-    exe.parent.mkdir(exist_ok=True)
-    exe.write_text(f"#!{sys.executable}\n" + (body or "open('ran', 'a').write('ran\\n')\n"))
-    exe.chmod(0o755)
-    applications.add_app(name, site, str(exe))
+    exe = script(dep.root / "apps" / f"{name}.py", body or "open('ran', 'a').write('ran\\n')\n")
+    applications.add_app(name, site, exe)
+
+
+def submit_from_a_process(dep, prefix: str, site: str, app: str, n: int) -> list[int]:
+    """Submit ``n`` Balsam jobs of ``app`` at ``site`` (named prefix0, prefix1, ...) from a
+    separate process, as a client of the deployment would; their ids."""
+    submit = (
+        "import json, sys\n"
+        "from workflows.intake import submit_balsam\n"
+        "print(json.dumps([submit_balsam(m) for m in json.loads(sys.argv[1])]))\n"
+    )
+    messages = [
+        {"name": f"{prefix}{i}", "site": site, "application": app, "wall_time_minutes": 5}
+        for i in range(n)
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", submit, json.dumps(messages)],
+        env=dep.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(ROOT),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
 
 
 def slurm_jobs_named(name: str, slurm_conf: str) -> list[str]:
@@ -153,23 +169,7 @@ def test_two_hundred_subjobs_cost_one_status_command_per_interval(cluster):
     register(dep, "quick", "cluster", "pass\n")
     log = dep.shims / "calls.log"
     log.write_text("")
-    submit = (
-        "import json, sys\n"
-        "from workflows.intake import submit_balsam\n"
-        "ids = [submit_balsam({'name': f'q{i}', 'site': 'cluster', 'application': 'quick',"
-        " 'wall_time_minutes': 5}) for i in range(200)]\n"
-        "print(json.dumps(ids))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", submit],
-        env=dep.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=str(ROOT),
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    ids = json.loads(done.stdout)
+    ids = submit_from_a_process(dep, "q", "cluster", "quick", 200)
 
     def finished() -> bool:
         with session_scope() as s:
@@ -228,22 +228,7 @@ def test_worker_killed_right_after_slurm_accepted_submits_once(cluster, slurm_co
 def test_max_queued_bounds_our_pending_jobs(cluster, slurm_conf):
     dep = cluster
     register(dep, "brief", "throttled", "import time\ntime.sleep(0.3)\n")
-    submit = (
-        "import json\n"
-        "from workflows.intake import submit_balsam\n"
-        "print(json.dumps([submit_balsam({'name': f't{i}', 'site': 'throttled',"
-        " 'application': 'brief', 'wall_time_minutes': 5}) for i in range(50)]))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", submit],
-        env=dep.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=str(ROOT),
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    ids = set(json.loads(done.stdout))
+    ids = set(submit_from_a_process(dep, "t", "throttled", "brief", 50))
     env = {**os.environ, "SLURM_CONF": slurm_conf}
     most = samples = 0
     prefix = batch_name(0).removesuffix("0a1")
