@@ -55,45 +55,9 @@ COMM=globus-gridftp- # the server's /proc/PID/comm (15 characters)
 
 case $DATA_PORTS in [0-9]*,[0-9]*) ;; *) echo "gridftp.sh: EDGECELERY_GRIDFTP_DATA_PORTS must be lo,hi" >&2; exit 2 ;; esac
 
-log() { printf 'gridftp.sh: %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
-
-# True when the pid file names a live (non-zombie) process called $2 (containers whose init
-# does not reap orphans keep dead daemons as zombies, which `kill -0` reports as alive).
-alive() {
-  local pid stat
-  [ -s "$1" ] || return 1
-  pid=$(tr -dc 0-9 <"$1")
-  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
-  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] || return 1
-  stat=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || return 1
-  case ${stat%% *} in Z | X | x | '') return 1 ;; esac
-}
-
-now() { date +%s.%N; }
-before() { awk -v d="$1" -v n="$(now)" 'BEGIN { exit !(n < d) }'; }
-deadline() { awk -v n="$(now)" -v t="${1:-$TIMEOUT}" 'BEGIN { printf "%.3f", n + t }'; }
-
-# Poll (every 0.2 s) until the command succeeds, failing after $TIMEOUT seconds.
-wait_for() {
-  local what=$1 logfile=$2 end
-  shift 2
-  end=$(deadline)
-  until "$@" >/dev/null 2>&1; do
-    if ! before "$end"; then
-      [ -f "$logfile" ] && tail -n 20 "$logfile" >&2
-      die "timed out after ${TIMEOUT}s waiting for $what"
-    fi
-    sleep 0.2
-  done
-}
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = 'install ok installed' ]; }
+SCRIPT=gridftp.sh
+# shellcheck source=scripts/daemon-lib.sh
+. "$(dirname "$0")/daemon-lib.sh"
 
 install_packages() {
   # The server; globus-url-copy; grid-proxy-init/-info; gfal2 for the plug-in's namespace
@@ -177,20 +141,6 @@ EOF
     X509_CERT_DIR=$CERTS grid-proxy-init -q -cert "$DIR/usercert.pem" -key "$DIR/userkey.pem" \
       -out "$PROXY" -valid 168:00 </dev/null >/dev/null || die "grid-proxy-init failed"
   fi
-}
-
-# Write $1 from stdin when the content differs; return 0 when it changed.
-write_if_changed() {
-  local target=$1 mode=$2 tmp
-  tmp=$(mktemp "$target.XXXXXX")
-  cat >"$tmp"
-  chmod "$mode" "$tmp"
-  if [ -f "$target" ] && cmp -s "$tmp" "$target"; then
-    rm -f "$tmp"
-    return 1
-  fi
-  mv -f "$tmp" "$target"
-  return 0
 }
 
 CONF_CHANGED=0

@@ -50,45 +50,9 @@ case $ACCOUNTING in
   *) echo "slurm.sh: EDGECELERY_SLURM_ACCOUNTING must be slurmdbd or none" >&2; exit 2 ;;
 esac
 
-log() { printf 'slurm.sh: %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
-
-# True when the pid file names a live (non-zombie) process called $2. The init process of
-# some containers does not reap orphans quickly, so a dead daemon can linger as a zombie,
-# which `kill -0` would report as alive.
-alive() {
-  local pid stat
-  [ -s "$1" ] || return 1
-  pid=$(tr -dc 0-9 <"$1")
-  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
-  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] || return 1
-  stat=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || return 1
-  case ${stat%% *} in Z | X | x | '') return 1 ;; esac
-}
-
-now() { date +%s.%N; }
-# before DEADLINE: true while the deadline (a `now` value) is in the future.
-before() { awk -v d="$1" -v n="$(now)" 'BEGIN { exit !(n < d) }'; }
-deadline() { awk -v n="$(now)" -v t="${1:-$TIMEOUT}" 'BEGIN { printf "%.3f", n + t }'; }
-
-# Poll (every 0.2 s) until the command succeeds, failing after $TIMEOUT seconds.
-wait_for() {
-  local what=$1 logfile=$2 end
-  shift 2
-  end=$(deadline)
-  until "$@" >/dev/null 2>&1; do
-    if ! before "$end"; then
-      [ -n "$logfile" ] && [ -f "$logfile" ] && tail -n 20 "$logfile" >&2
-      die "timed out after ${TIMEOUT}s waiting for $what"
-    fi
-    sleep 0.2
-  done
-}
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+SCRIPT=slurm.sh
+# shellcheck source=scripts/daemon-lib.sh
+. "$(dirname "$0")/daemon-lib.sh"
 
 check_port_free() {
   if port_in_use "$1"; then
@@ -112,8 +76,6 @@ stop_daemon() {
   fi
   rm -f "$pidfile"
 }
-
-installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = 'install ok installed' ]; }
 
 install_packages() {
   local pkgs=(slurm-wlm munge) missing=() p created_policy=0
@@ -163,20 +125,6 @@ ensure_munge() {
   wait_for "munged" /var/log/munge/munged.log munge_works
   # Remember that this script started it, so that stop only stops its own munged.
   cp /run/munge/munged.pid "$RUN/munged.pid" 2>/dev/null || true
-}
-
-# Write $1 from stdin when the content differs; return 0 when it changed.
-write_if_changed() {
-  local target=$1 mode=$2 tmp
-  tmp=$(mktemp "$target.XXXXXX")
-  cat >"$tmp"
-  chmod "$mode" "$tmp"
-  if [ -f "$target" ] && cmp -s "$tmp" "$target"; then
-    rm -f "$tmp"
-    return 1
-  fi
-  mv -f "$tmp" "$target"
-  return 0
 }
 
 node_hw() {
