@@ -18,6 +18,7 @@ from backends.batchscript import CONTROL_DIR, EXIT_CODE_FILE, SCRIPT_FILE
 from backends.runners import runner_for
 from backends.schedulers import BatchRequest, scheduler_for
 from backends.transfers import TransferContext, transfer_for
+from edgeceleryapp import states
 from edgeceleryapp.batch_names import batch_job_name
 from edgeceleryapp.db import read_connection, session_scope
 from edgeceleryapp.errors import (
@@ -234,7 +235,7 @@ def _queue_counts(s: Session, subjob: SubjobView) -> tuple[int, int, int]:
         .where(
             SubJob.site == subjob.site,
             SubJob.id != subjob.id,
-            SubJob.state.in_(("PREPROCESSED", "SUBMITTED", "QUEUED", "RUNNING")),
+            SubJob.state.in_(("PREPROCESSED", *states.IN_FLIGHT)),
         )
         .group_by(SubJob.state, SubJob.submit_claim.is_not(None), SubJob.id < subjob.id)
     ).all()
@@ -242,7 +243,7 @@ def _queue_counts(s: Session, subjob: SubjobView) -> tuple[int, int, int]:
     for state, claimed, older, n in rows:
         if state == "RUNNING":
             running += n
-        elif state in ("SUBMITTED", "QUEUED") or claimed:
+        elif state in states.IN_FLIGHT or claimed:  # RUNNING is counted above
             queued += n
         elif older:
             ahead += n
