@@ -157,6 +157,10 @@ def for_subjob(subjob: SubjobLike, state: str | None = None) -> Owed:
         return ended
     if state in states.IN_FLIGHT:
         return Owed(PARKED, subjob_id=subjob.id, site=subjob.site, reason="batch job in flight")
+    if state not in _SITE_BY_START:  # only passed through inside one step's transaction
+        return Owed(
+            STOPPED, subjob_id=subjob.id, site=subjob.site, reason=f"no step starts at {state}"
+        )
     in_argo = subjob.argo_job_id is not None
     return Owed(
         STEP,
