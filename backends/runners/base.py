@@ -34,7 +34,6 @@ class Runner(ABC):
     def __init__(self, site: SiteSettings):
         self.site = site
 
-    @abstractmethod
     def run(
         self,
         argv: Sequence[str],
@@ -47,3 +46,17 @@ class Runner(ABC):
         """Run ``argv``; a time-out raises ``TransientError``, a missing program
         ``PermanentError``. A non-zero exit is returned, not raised: the caller knows what it
         means."""
+        argv = tuple(str(a) for a in argv)
+        return self.execute(argv, cwd, env, timeout or self.site.command_timeout, stdin)
+
+    @abstractmethod
+    def execute(
+        self,
+        argv: tuple[str, ...],
+        cwd: str | None,
+        env: Mapping[str, str] | None,
+        timeout: float,
+        stdin: bytes | None,
+    ) -> CommandResult:
+        """``run`` for this runner's kind of host, with the arguments already strings and the
+        site's time-out applied."""

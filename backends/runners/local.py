@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from backends.runners.base import CommandResult, Runner
 from edgeceleryapp.errors import PermanentError, TransientError
 
 
 class LocalRunner(Runner):
-    def run(
+    def execute(
         self,
-        argv: Sequence[str],
-        *,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-        stdin: bytes | None = None,
+        argv: tuple[str, ...],
+        cwd: str | None,
+        env: Mapping[str, str] | None,
+        timeout: float,
+        stdin: bytes | None,
     ) -> CommandResult:
-        argv = tuple(str(a) for a in argv)
         try:
             done = subprocess.run(
                 argv,
@@ -28,7 +26,7 @@ class LocalRunner(Runner):
                 input=stdin,
                 stdin=None if stdin is not None else subprocess.DEVNULL,
                 capture_output=True,
-                timeout=timeout or self.site.command_timeout,
+                timeout=timeout,
                 check=False,
             )
         except subprocess.TimeoutExpired:
