@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping
 
-from backends.runners.base import CommandResult, Runner
+from backends.runners.base import Command, CommandResult, Runner
 from edgeceleryapp.errors import PermanentError, TransientError
 
 
 class LocalRunner(Runner):
-    def execute(
-        self,
-        argv: tuple[str, ...],
-        cwd: str | None,
-        env: Mapping[str, str] | None,
-        timeout: float,
-        stdin: bytes | None,
-    ) -> CommandResult:
+    def execute(self, command: Command) -> CommandResult:
+        argv, timeout, stdin, env = command.argv, command.timeout, command.stdin, command.env
         try:
             done = subprocess.run(
                 argv,
-                cwd=cwd,
+                cwd=command.cwd,
                 env=dict(env) if env is not None else None,
                 input=stdin,
                 stdin=None if stdin is not None else subprocess.DEVNULL,

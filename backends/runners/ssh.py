@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import paramiko
 
-from backends.runners.base import CommandResult, Runner
+from backends.runners.base import Command, CommandResult, Runner
 from backends.ssh_connection import Connections
 from edgeceleryapp.errors import ConfigurationError, TransientError
 from edgeceleryapp.settings import SiteSettings
@@ -41,18 +41,12 @@ class SSHRunner(Runner):
         self.ssh = site.ssh
         self.key = (self.ssh.host, self.ssh.port, self.ssh.username)
 
-    def execute(
-        self,
-        argv: tuple[str, ...],
-        cwd: str | None,
-        env: Mapping[str, str] | None,
-        timeout: float,
-        stdin: bytes | None,
-    ) -> CommandResult:
-        command = remote_command(argv, cwd, env)
+    def execute(self, command: Command) -> CommandResult:
+        argv, timeout, stdin = command.argv, command.timeout, command.stdin
+        remote = remote_command(argv, command.cwd, command.env)
         client = connections.get(self.key, self.ssh)
         try:
-            channel_in, channel_out, channel_err = client.exec_command(command, timeout=timeout)
+            channel_in, channel_out, channel_err = client.exec_command(remote, timeout=timeout)
             if stdin is not None:
                 channel_in.write(stdin)
             channel_in.channel.shutdown_write()

@@ -7,7 +7,6 @@ tell whether a submission already happened before the worker crashed.
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +120,9 @@ class BatchScheduler(Scheduler):
     # Per command that answers for the jobs it knows and exits non-zero for the others: its
     # words for "no such job".
     absent: dict[str, tuple[str, ...]] = {}
+    submit_command: tuple[str, ...] = ()  # the script's path follows, unless on stdin
     script_on_stdin = False  # the submit command reads the script from stdin (LSF)
+    cancel_command: tuple[str, ...] = ()  # the batch job's id follows
 
     def fields(self, job: BatchRequest) -> dict[str, object]:
         """What the directive template may name."""
@@ -155,8 +156,8 @@ class BatchScheduler(Scheduler):
     def prepare(self, script: Path, job: BatchRequest) -> None:
         """Anything the scheduler needs beside the script before submission; nothing here."""
 
-    @abstractmethod
-    def submit_argv(self, script: Path, job: BatchRequest) -> list[str]: ...
+    def submit_argv(self, script: Path, job: BatchRequest) -> list[str]:
+        return [*self.submit_command, *([] if self.script_on_stdin else [str(script)])]
 
     @abstractmethod
     def parse_submit(self, output: str) -> str | None:
@@ -184,8 +185,8 @@ class BatchScheduler(Scheduler):
     def parse_history(self, output: str, ids: list[str]) -> dict[str, BatchStatus]:
         return self.parse_statuses(output, ids)
 
-    @abstractmethod
-    def cancel_argv(self, batch_id: str) -> list[str]: ...
+    def cancel_argv(self, batch_id: str) -> list[str]:
+        return [*self.cancel_command, batch_id]
 
     def answered(self, result: CommandResult) -> bool:
         """Whether a non-zero exit still answered: by default when every error line says "no
@@ -239,29 +240,3 @@ class BatchScheduler(Scheduler):
 
     def cancel(self, batch_id: str) -> None:
         self.command(self.cancel_argv(batch_id), "cancel")
-
-
-def is_id(text: str) -> bool:
-    """A batch job id as the tools print them: a number, maybe with the server's name."""
-    return text.split(".")[0].isdigit()
-
-
-def last_line(output: str) -> str:
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def first_group(pattern: re.Pattern[str], output: str) -> str | None:
-    match = pattern.search(output)
-    return None if match is None else match.group(1)
-
-
-Listing = dict[str, tuple[str, BatchStatus]]  # id -> (job name, status), for tools that name jobs
-
-
-def named(listing: Listing, name: str) -> list[str]:
-    return [job_id for job_id, (job_name, _) in listing.items() if job_name == name]
-
-
-def states(listing: Listing) -> dict[str, BatchStatus]:
-    return {job_id: status for job_id, (_, status) in listing.items()}

@@ -14,17 +14,8 @@ import re
 from pathlib import Path
 
 from backends.runners.base import CommandResult
-from backends.schedulers.base import (
-    BatchRequest,
-    BatchScheduler,
-    BatchStatus,
-    Cause,
-    Listing,
-    State,
-    last_line,
-    named,
-    states,
-)
+from backends.schedulers.base import BatchRequest, BatchScheduler, BatchStatus, Cause, State
+from backends.schedulers.parsing import Listing, last_line, named, states
 
 TRANSIENT = ("failed to connect", "connection refused", "timed out", "try again", "not responding")
 HEADER = "Jobid:JobName:State"
@@ -90,6 +81,8 @@ class CobaltScheduler(BatchScheduler):
     )
     optional = (("queue", "-q {queue}"), ("project", "-A {project}"))
     transient = TRANSIENT
+    submit_command = ("qsub",)
+    cancel_command = ("qdel",)
 
     @property
     def spool(self) -> Path:
@@ -101,9 +94,6 @@ class CobaltScheduler(BatchScheduler):
     def prepare(self, script: Path, job: BatchRequest) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
         script.chmod(0o755)  # Cobalt runs the script itself
-
-    def submit_argv(self, script: Path, job: BatchRequest) -> list[str]:
-        return ["qsub", str(script)]
 
     def parse_submit(self, output: str) -> str | None:
         job_id = last_line(output)
@@ -131,9 +121,6 @@ class CobaltScheduler(BatchScheduler):
             if ended is not None:
                 out[job_id] = ended
         return out
-
-    def cancel_argv(self, batch_id: str) -> list[str]:
-        return ["qdel", batch_id]
 
     def answered(self, result: CommandResult) -> bool:
         """Exit 1 with no output at all: none of the ids is in the queue."""

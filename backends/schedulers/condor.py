@@ -17,16 +17,8 @@ import re
 from pathlib import Path
 
 from backends.batchscript import CONTROL_DIR
-from backends.schedulers.base import (
-    BatchRequest,
-    BatchScheduler,
-    BatchStatus,
-    Cause,
-    Listing,
-    State,
-    first_group,
-    states,
-)
+from backends.schedulers.base import BatchRequest, BatchScheduler, BatchStatus, Cause, State
+from backends.schedulers.parsing import Listing, first_group, states
 from edgeceleryapp.errors import PermanentError
 
 TRANSIENT = (
@@ -109,6 +101,7 @@ class CondorScheduler(BatchScheduler):
         ("minutes", "allowed_job_duration = {seconds}"),
     )
     transient = TRANSIENT
+    cancel_command = ("condor_rm",)
     absent = {"condor_rm": ABSENT}
 
     def fields(self, job: BatchRequest) -> dict[str, object]:
@@ -155,6 +148,3 @@ class CondorScheduler(BatchScheduler):
 
     def history_argv(self, missing: list[str]) -> list[str] | None:
         return ["condor_history", "-json", "-attributes", ATTRS, *missing]
-
-    def cancel_argv(self, batch_id: str) -> list[str]:
-        return ["condor_rm", batch_id]

@@ -10,17 +10,10 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 from backends.runners.base import CommandResult
-from backends.schedulers.base import (
-    BatchRequest,
-    BatchScheduler,
-    BatchStatus,
-    Cause,
-    State,
-    first_group,
-)
+from backends.schedulers.base import BatchScheduler, BatchStatus, Cause, State
+from backends.schedulers.parsing import first_group
 
 TRANSIENT = (
     "lsf is down",
@@ -76,11 +69,10 @@ class LSFScheduler(BatchScheduler):
     template = ("-J {name}", "-o {out}", "-e {err}", "-n {procs}", '-R "span[ptile={ppn}]"')
     optional = (("minutes", "-W {minutes}"), ("queue", "-q {queue}"), ("project", "-P {project}"))
     transient = TRANSIENT
+    submit_command = ("bsub",)
+    cancel_command = ("bkill",)
     absent = {"bjobs": ABSENT, "bkill": ABSENT}
     script_on_stdin = True
-
-    def submit_argv(self, script: Path, job: BatchRequest) -> list[str]:
-        return ["bsub"]
 
     def parse_submit(self, output: str) -> str | None:
         return first_group(SUBMITTED, output)
@@ -93,9 +85,6 @@ class LSFScheduler(BatchScheduler):
 
     def parse_statuses(self, output: str, ids: list[str]) -> dict[str, BatchStatus]:
         return parse_bjobs_json(output)
-
-    def cancel_argv(self, batch_id: str) -> list[str]:
-        return ["bkill", batch_id]
 
     def answered(self, result: CommandResult) -> bool:
         """An unknown id makes ``bjobs -json`` exit 255 after answering for the others."""

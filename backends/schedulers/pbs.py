@@ -11,20 +11,9 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
-from backends.schedulers.base import (
-    BatchRequest,
-    BatchScheduler,
-    BatchStatus,
-    Cause,
-    Listing,
-    State,
-    is_id,
-    last_line,
-    named,
-    states,
-)
+from backends.schedulers.base import BatchRequest, BatchScheduler, BatchStatus, Cause, State
+from backends.schedulers.parsing import Listing, is_id, last_line, named, states
 
 TRANSIENT = (
     "cannot connect to server",
@@ -112,14 +101,13 @@ class PBSProScheduler(BatchScheduler):
         ("project", "-A {project}"),
     )
     transient = TRANSIENT
+    submit_command = ("qsub",)
+    cancel_command = ("qdel",)
     absent = {"qstat": ABSENT, "qdel": ABSENT}
 
     def fields(self, job: BatchRequest) -> dict[str, object]:
         values = super().fields(job)
         return values | {"resources": self.resources.format(**values)}
-
-    def submit_argv(self, script: Path, job: BatchRequest) -> list[str]:
-        return ["qsub", str(script)]
 
     def parse_submit(self, output: str) -> str | None:
         job_id = last_line(output)
@@ -136,9 +124,6 @@ class PBSProScheduler(BatchScheduler):
 
     def parse_statuses(self, output: str, ids: list[str]) -> dict[str, BatchStatus]:
         return by_number(ids, parse_pro_json(output))
-
-    def cancel_argv(self, batch_id: str) -> list[str]:
-        return ["qdel", batch_id]
 
 
 class TorqueScheduler(PBSProScheduler):

@@ -12,20 +12,10 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 from backends.runners.base import CommandResult
-from backends.schedulers.base import (
-    BatchRequest,
-    BatchScheduler,
-    BatchStatus,
-    Cause,
-    Listing,
-    State,
-    first_group,
-    named,
-    states,
-)
+from backends.schedulers.base import BatchScheduler, BatchStatus, Cause, State
+from backends.schedulers.parsing import Listing, first_group, named, states
 
 TRANSIENT = (
     "unable to contact qmaster",
@@ -96,10 +86,9 @@ class SGEScheduler(BatchScheduler):
         ("project", "-P {project}"),
     )
     transient = TRANSIENT
+    submit_command = ("qsub",)
+    cancel_command = ("qdel",)
     absent = {"qacct": ABSENT}
-
-    def submit_argv(self, script: Path, job: BatchRequest) -> list[str]:
-        return ["qsub", str(script)]
 
     def parse_submit(self, output: str) -> str | None:
         return first_group(SUBMITTED, output)
@@ -122,9 +111,6 @@ class SGEScheduler(BatchScheduler):
 
     def parse_history(self, output: str, ids: list[str]) -> dict[str, BatchStatus]:
         return states(parse_qacct(output))
-
-    def cancel_argv(self, batch_id: str) -> list[str]:
-        return ["qdel", batch_id]
 
     def answered(self, result: CommandResult) -> bool:
         """qdel of a job that has ended: 'denied: job "7" does not exist', on stdout."""

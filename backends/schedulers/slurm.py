@@ -8,9 +8,7 @@ are those of Slurm 22.05 (Debian 12), unchanged since 20.11.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from backends.schedulers.base import BatchRequest, BatchScheduler, BatchStatus, Cause, State
+from backends.schedulers.base import BatchScheduler, BatchStatus, Cause, State
 
 # The controller's own words for a passing condition (slurm/src/common/slurm_errno.c).
 TRANSIENT = (
@@ -112,9 +110,8 @@ class SlurmScheduler(BatchScheduler):
         ("minutes", "--time={minutes}"),
     )
     transient = TRANSIENT
-
-    def submit_argv(self, script: Path, job: BatchRequest) -> list[str]:
-        return ["sbatch", "--parsable", str(script)]
+    submit_command = ("sbatch", "--parsable")
+    cancel_command = ("scancel",)
 
     def parse_submit(self, output: str) -> str | None:
         job_id = output.strip().split(";")[0]  # "id;cluster" on a multi-cluster site
@@ -140,6 +137,3 @@ class SlurmScheduler(BatchScheduler):
 
     def parse_statuses(self, output: str, ids: list[str]) -> dict[str, BatchStatus]:
         return parse_sacct(output) if self.site.accounting else parse_squeue(output)
-
-    def cancel_argv(self, batch_id: str) -> list[str]:
-        return ["scancel", batch_id]
