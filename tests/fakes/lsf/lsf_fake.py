@@ -19,6 +19,7 @@ import os
 import sys
 import time
 
+import common
 import engine
 
 WITH_VALUE = {"-J", "-q", "-P", "-W", "-n", "-R", "-o", "-e", "-oo", "-eo", "-cwd", "-G"}
@@ -38,29 +39,15 @@ REASONS = {
 
 
 def parse(args: list[str], tool: str) -> tuple[dict[str, str], list[str]]:
-    opts: dict[str, str] = {}
-    rest: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if rest:  # the command and its arguments
-            rest.append(arg)
-        elif tool == "bjobs" and arg == "-o":
-            opts[arg] = args[i + 1]
-            i += 1
-        elif arg in FLAGS and not (tool == "bsub" and arg == "-a"):
-            opts[arg] = ""
-        elif arg in WITH_VALUE:
-            if i + 1 >= len(args):
-                engine.fail(f"{tool}: option requires an argument -- {arg}", 255)
-            opts[arg] = args[i + 1]
-            i += 1
-        elif arg.startswith("-"):
-            engine.fail(f"{tool}: illegal option -- {arg.lstrip('-')}\nUsage: {tool} ...", 255)
-        else:
-            rest.append(arg)
-        i += 1
-    return opts, rest
+    opts, rest = common.parse(
+        args,
+        tool,
+        with_value=WITH_VALUE,
+        flags=FLAGS - {"-a"} if tool == "bsub" else FLAGS,
+        unknown=("{tool}: illegal option -- {name}\nUsage: {tool} ...", 255),
+        missing=("{tool}: option requires an argument -- {arg}", 255),
+    )
+    return common.last(opts), rest
 
 
 def minutes(text: str) -> int:
@@ -73,12 +60,9 @@ def bsub(args: list[str]) -> None:
     if command:
         engine.fail("bsub: this fake takes the job script on stdin (bsub < job.sh)", 255)
     text = sys.stdin.read()
-    opts, _ = parse(engine.directives(text, "#BSUB"), "bsub")
-    opts.update(cli)
+    opts = common.submitted(cli, text, "#BSUB", lambda found: parse(found, "bsub"))
     queue = opts.get("-q", "normal")
-    refused = engine.refusal(f"{queue}: No such queue. Job not submitted.")
-    if refused:
-        engine.fail(refused, 255)
+    common.refuse_if_asked(f"{queue}: No such queue. Job not submitted.", 255)
     total = int(opts.get("-n", "1"))
     with engine.state() as data:
         job = engine.new_job(

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import common
 import engine
 
 FLAVOR = os.environ.get("FAKE_PBS_FLAVOR", "pbspro")
@@ -61,13 +62,6 @@ def parse_options(args: list[str], tool: str) -> tuple[dict[str, list[str]], lis
     return opts, rest
 
 
-def seconds(text: str) -> int:
-    parts = [int(p) for p in text.split(":")]
-    while len(parts) < 3:
-        parts.insert(0, 0)
-    return parts[0] * 3600 + parts[1] * 60 + parts[2]
-
-
 def hms(total: int | None) -> str:
     total = total or 0
     return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
@@ -82,14 +76,13 @@ def qsub(args: list[str]) -> None:
         text = script.read_text()
     except OSError:
         engine.fail(f"qsub: script file:: No such file or directory ({script})", 2)
-    opts, _ = parse_options(engine.directives(text, "#PBS"), "qsub")
-    opts.update(cli)  # the command line wins over the script's directives
+    opts = common.submitted(cli, text, "#PBS", lambda found: parse_options(found, "qsub"))
     nodes = ppn = 1
     walltime = None
     for res in ",".join(opts.get("l", [])).split(","):
         key, _, value = res.partition("=")
         if key == "walltime":
-            walltime = seconds(value)
+            walltime = common.seconds(value)
         elif key == "select" and PRO:
             chunks = value.split(":")
             nodes = int(chunks[0]) if chunks[0].isdigit() else 1
@@ -105,9 +98,8 @@ def qsub(args: list[str]) -> None:
                 "qsub: submit error (Unknown resource type  MSG=cannot locate resource select)", 1
             )
     queue = (opts.get("q") or ["workq" if PRO else "batch"])[-1]
-    refused = engine.refusal("qsub: Unknown queue" if PRO else "qsub: submit error (Unknown queue)")
-    if refused:
-        engine.fail(refused, 170 if PRO else 1)
+    refusal = "qsub: Unknown queue" if PRO else "qsub: submit error (Unknown queue)"
+    common.refuse_if_asked(refusal, 170 if PRO else 1)
     with engine.state() as data:
         job = engine.new_job(
             data,
