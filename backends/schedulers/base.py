@@ -8,13 +8,17 @@ tell whether a submission already happened before the worker crashed.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from backends.batchscript import CONTROL_DIR, render_body
 from backends.runners.base import CommandResult, Runner
 from edgeceleryapp.errors import PermanentError, TransientError
 from edgeceleryapp.settings import SiteSettings
+
+T = TypeVar("T")
 
 
 class State:
@@ -207,19 +211,29 @@ class BatchScheduler(Scheduler):
         error = TransientError if transient else PermanentError
         raise error(f"{what}: {argv[0]} exited with code {result.returncode}: {result.tail()}")
 
+    @staticmethod
+    def read(what: str, argv: list[str], parse: Callable[..., T], *args: object) -> T:
+        """A parse hook's result; an answer it cannot read (json's, ElementTree's or int's
+        complaint) is the scheduler's failure, typed as such."""
+        try:
+            return parse(*args)
+        except (ValueError, SyntaxError, KeyError) as exc:
+            raise PermanentError(f"{what}: cannot read {argv[0]}'s answer: {exc!r}") from None
+
     def submit(self, script: Path, job: BatchRequest) -> str:
         self.prepare(script, job)
         argv = self.submit_argv(script, job)
         stdin = script.read_bytes() if self.script_on_stdin else None
         output = self.command(argv, "submit", stdin)
-        job_id = self.parse_submit(output)
+        job_id = self.read("submit", argv, self.parse_submit, output)
         if job_id is None:
             raise PermanentError(f"submit: {argv[0]} answered {output!r}, not a job id")
         return job_id
 
     def find(self, name: str) -> str | None:
         for argv in self.find_argvs(name):
-            ids = self.parse_found(argv, self.command(argv, "find"), name)
+            output = self.command(argv, "find")
+            ids = self.read("find", argv, self.parse_found, argv, output, name)
             if ids:
                 return ids[-1]
         return None
@@ -227,7 +241,9 @@ class BatchScheduler(Scheduler):
     def statuses(self, ids: list[str]) -> dict[str, BatchStatus]:
         if not ids:
             return {}
-        out = self.parse_statuses(self.command(self.status_argv(ids), "status"), ids)
+        argv = self.status_argv(ids)
+        output = self.command(argv, "status")
+        out = self.read("status", argv, self.parse_statuses, output, ids)
         missing = [i for i in ids if i not in out]
         ended = self.ended(missing) if missing else {}
         out |= {i: ended[i] for i in missing if i in ended}
@@ -236,7 +252,10 @@ class BatchScheduler(Scheduler):
     def ended(self, missing: list[str]) -> dict[str, BatchStatus]:
         """What became of jobs the status command no longer lists."""
         argv = self.history_argv(missing)
-        return {} if argv is None else self.parse_history(self.command(argv, "status"), missing)
+        if argv is None:
+            return {}
+        output = self.command(argv, "status")
+        return self.read("status", argv, self.parse_history, output, missing)
 
     def cancel(self, batch_id: str) -> None:
         self.command(self.cancel_argv(batch_id), "cancel")
