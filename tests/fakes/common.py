@@ -15,10 +15,10 @@ Complaint = tuple[str, int]  # the tool's message ({tool}, {arg}, {name} filled 
 def parse(
     args: list[str],
     tool: str,
-    *,
     with_value: Collection[str],
     flags: Collection[str],
     unknown: Complaint,
+    *,
     missing: Complaint | None = None,
     optional: Collection[str] = (),
     inline: bool = False,

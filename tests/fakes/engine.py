@@ -123,6 +123,15 @@ def state() -> Iterator[dict]:
         part.replace(path)
 
 
+@contextlib.contextmanager
+def ticked(job_env) -> Iterator[dict]:  # type: ignore[no-untyped-def]
+    """The job table after one scheduler cycle (``tick``), locked as ``state`` locks it: what
+    every command of a real scheduler sees."""
+    with state() as data:
+        tick(data, job_env)
+        yield data
+
+
 def hangs(directory: Path) -> list[str]:
     """For tests: the commands that hung so far (tool name and pid)."""
     try:

@@ -24,6 +24,12 @@ import engine
 WITH_VALUE = {"-A", "-q", "-t", "-n", "-o", "-e", "-O", "-M", "-u", "--cwd", "--jobname"}
 WITH_VALUE |= {"--proccount", "--mode", "--debuglog", "--env", "--attrs", "--header"}
 FLAGS = {"-h", "-f", "-l", "--full", "--long"}
+UNKNOWN = (
+    "Usage: {tool}.py [options] <executable> [<excutable options>]\n"
+    "{tool}.py: error: no such option: {arg}",
+    2,
+)
+MISSING = ("{tool}: option {arg} requires an argument", 1)
 FIELDS = {
     "jobid": lambda j: str(j["id"]),
     "jobname": lambda j: j["name"],
@@ -49,19 +55,7 @@ ENDINGS = {
 
 
 def parse(args: list[str], tool: str) -> tuple[dict[str, str], list[str]]:
-    opts, rest = common.parse(
-        args,
-        tool,
-        with_value=WITH_VALUE,
-        flags=FLAGS,
-        inline=True,
-        unknown=(
-            "Usage: {tool}.py [options] <executable> [<excutable options>]\n"
-            "{tool}.py: error: no such option: {arg}",
-            2,
-        ),
-        missing=("{tool}: option {arg} requires an argument", 1),
-    )
+    opts, rest = common.parse(args, tool, WITH_VALUE, FLAGS, UNKNOWN, missing=MISSING, inline=True)
     return common.last(opts), rest
 
 

@@ -25,6 +25,7 @@ import engine
 
 STATUS = {"queued": 1, "running": 2}
 CONSTRAINT = re.compile(r'^\s*JobBatchName\s*==\s*"([^"]*)"\s*$')
+UNKNOWN = ('{tool}: unknown argument {arg}\nUse "{tool} -help" for details', 1)
 HOLDS = {
     "node_fail": (
         26,
@@ -36,14 +37,9 @@ HOLDS = {
 
 
 def parse(args: list[str], tool: str, with_value: set[str], flags: set[str]) -> tuple[dict, list]:
+    complaint = ("{tool}: {arg} requires another argument", 1)
     return common.parse(
-        args,
-        tool,
-        with_value=with_value,
-        flags=flags,
-        options_end=False,
-        unknown=('{tool}: unknown argument {arg}\nUse "{tool} -help" for details', 1),
-        missing=("{tool}: {arg} requires another argument", 1),
+        args, tool, with_value, flags, UNKNOWN, missing=complaint, options_end=False
     )
 
 

@@ -25,6 +25,8 @@ import engine
 WITH_VALUE = {"-J", "-q", "-P", "-W", "-n", "-R", "-o", "-e", "-oo", "-eo", "-cwd", "-G"}
 WITH_VALUE |= {"-u", "-m", "-g", "-nnodes", "-alloc_flags", "-M", "-L", "-app"}
 FLAGS = {"-H", "-r", "-rn", "-x", "-B", "-N", "-a", "-json", "-noheader", "-l", "-w", "-p"}
+UNKNOWN = ("{tool}: illegal option -- {name}\nUsage: {tool} ...", 255)
+MISSING = ("{tool}: option requires an argument -- {arg}", 255)
 REASONS = {
     "cancelled": ("TERM_OWNER: job killed by owner", 130),
     "preempted": ("TERM_PREEMPT: job killed after preemption", 130),
@@ -39,14 +41,8 @@ REASONS = {
 
 
 def parse(args: list[str], tool: str) -> tuple[dict[str, str], list[str]]:
-    opts, rest = common.parse(
-        args,
-        tool,
-        with_value=WITH_VALUE,
-        flags=FLAGS - {"-a"} if tool == "bsub" else FLAGS,
-        unknown=("{tool}: illegal option -- {name}\nUsage: {tool} ...", 255),
-        missing=("{tool}: option requires an argument -- {arg}", 255),
-    )
+    flags = FLAGS - {"-a"} if tool == "bsub" else FLAGS
+    opts, rest = common.parse(args, tool, WITH_VALUE, flags, UNKNOWN, missing=MISSING)
     return common.last(opts), rest
 
 
@@ -132,8 +128,7 @@ def bjobs(args: list[str]) -> None:
         delimiter = tail.strip().strip("'\"")
     fields = spec.split()
     clean = float(os.environ.get("FAKE_CLEAN_PERIOD", "3600"))
-    with engine.state() as data:
-        engine.tick(data, job_env)
+    with engine.ticked(job_env) as data:
         jobs = [
             j
             for j in engine.visible(data)
@@ -173,8 +168,7 @@ def bjobs(args: list[str]) -> None:
 def bkill(args: list[str]) -> None:
     _opts, ids = parse(args, "bkill")
     code = 0
-    with engine.state() as data:
-        engine.tick(data, job_env)
+    with engine.ticked(job_env) as data:
         for wanted in ids:
             job = next((j for j in engine.visible(data) if str(j["id"]) == wanted), None)
             if job is None:

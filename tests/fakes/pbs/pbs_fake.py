@@ -241,8 +241,7 @@ def qstat(args: list[str]) -> None:
     json_out = PRO and opts.get("F", [""])[-1] == "json"
     history = PRO and "x" in opts
     xml_out = not PRO and "x" in opts
-    with engine.state() as data:
-        engine.tick(data, job_env)
+    with engine.ticked(job_env) as data:
         jobs = listed(data, history)
         every = listed(data, True)
     errors, code = [], 0
@@ -309,8 +308,7 @@ def qselect(args: list[str]) -> None:
     opts, _ = parse_options(args, "qselect")
     if "x" in opts and not PRO:
         engine.fail("qselect: invalid option -- 'x'", 2)
-    with engine.state() as data:
-        engine.tick(data, job_env)
+    with engine.ticked(job_env) as data:
         jobs = (
             listed(data, "x" in opts)
             if PRO
@@ -328,8 +326,7 @@ def qselect(args: list[str]) -> None:
 def qdel(args: list[str]) -> None:
     _opts, ids = parse_options(args, "qdel")
     code = 0
-    with engine.state() as data:
-        engine.tick(data, job_env)
+    with engine.ticked(job_env) as data:
         for wanted in ids:
             job = lookup(engine.visible(data), wanted)
             if job is None:

@@ -32,6 +32,7 @@ CELL_HOST = "fakenode01"
 WITH_VALUE = {"-N", "-q", "-P", "-A", "-l", "-o", "-e", "-j", "-S", "-wd", "-r", "-b"}
 WITH_VALUE |= {"-m", "-M", "-hold_jid", "-u", "-s", "-d", "-pe", "-js"}
 FLAGS = {"-terse", "-cwd", "-h", "-V", "-xml", "-f", "-ext", "-now"}
+UNKNOWN = ('error: ERROR! invalid option argument "{arg}"\nUsage: {tool} ...', 1)
 FAILED = {
     "": (0, None),
     "cancelled": (100, 137),
@@ -49,14 +50,8 @@ FAILED_TEXT = {
 
 
 def parse(args: list[str], tool: str) -> tuple[common.Options, list[str]]:
-    return common.parse(
-        args,
-        tool,
-        with_value=WITH_VALUE,
-        flags=FLAGS,
-        optional={"-j"} if tool == "qacct" else (),
-        unknown=('error: ERROR! invalid option argument "{arg}"\nUsage: {tool} ...', 1),
-    )
+    optional = {"-j"} if tool == "qacct" else ()
+    return common.parse(args, tool, WITH_VALUE, FLAGS, UNKNOWN, optional=optional)
 
 
 def qsub(args: list[str]) -> None:
@@ -115,8 +110,7 @@ def qstat(args: list[str]) -> None:
     if "-j" in opts:
         engine.fail("this fake answers qstat [-xml] [-u user] only", 1)
     user = (opts.get("-u") or [engine.owner()])[-1]
-    with engine.state() as data:
-        engine.tick(data, job_env)
+    with engine.ticked(job_env) as data:
         jobs = [
             j
             for j in engine.visible(data)
@@ -174,8 +168,7 @@ def qacct(args: list[str]) -> None:
     opts, _ = parse(args, "qacct")
     wanted = (opts.get("-j") or [""])[-1]
     days = float((opts.get("-d") or ["0"])[-1])
-    with engine.state() as data:
-        engine.tick(data, job_env)
+    with engine.ticked(job_env) as data:
         jobs = [j for j in engine.visible(data) if j["state"] == "done"]
         ever_ended = any(j["state"] == "done" for j in data["jobs"].values())
     if not ever_ended:
@@ -226,8 +219,7 @@ def qdel(args: list[str]) -> None:
     _opts, ids = parse(args, "qdel")
     code = 0
     who = engine.owner()
-    with engine.state() as data:
-        engine.tick(data, job_env)
+    with engine.ticked(job_env) as data:
         for wanted in ids:
             job = next(
                 (
