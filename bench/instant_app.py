@@ -7,7 +7,8 @@
 - ``held``: every batch job waits in the queue for ever; each status command is appended to
   the file named by ``BENCH_STATUS_LOG`` (``bench/scheduler_load.py`` counts them).
 
-Site workers run on it with ``celery -A bench.instant_app worker -Q site.NAME``.
+Sites name them by dotted path (``scheduler = "bench.instant_app:InstantScheduler"``); site
+workers run on this module with ``celery -A bench.instant_app worker -Q site.NAME``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import time
 from pathlib import Path
 
 from backends.batchscript import EXIT_CODE_FILE
-from backends.schedulers import SCHEDULERS
 from backends.schedulers.base import QUEUED, BatchRequest, BatchStatus, Scheduler
 from edgeceleryapp.celery import app
 
@@ -59,6 +59,4 @@ class HeldScheduler(Scheduler):
         """Nothing runs, so nothing is left to cancel."""
 
 
-SCHEDULERS["instant"] = InstantScheduler
-SCHEDULERS["held"] = HeldScheduler
 __all__ = ["app"]

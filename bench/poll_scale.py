@@ -33,7 +33,7 @@ def main() -> None:
     config.write_text(
         f'database_url = "sqlite:///{root / "bench.db"}"\n'
         f'[argo]\nstaging_dir = "{root / "argo"}"\n'
-        f'[sites.bench]\nscheduler = "sim"\nworkdir = "{root / "site"}"\n'
+        f'[sites.bench]\nscheduler = "local"\nworkdir = "{root / "site"}"\n'
         "poll_interval = 1\nstatus_interval = 1\n"
     )
     os.environ["EDGECELERY_CONFIG"] = str(config)
@@ -41,7 +41,7 @@ def main() -> None:
     from celery.canvas import Signature
     from sqlalchemy import insert, update
 
-    from backends.schedulers import SCHEDULERS
+    from backends.runners import runner_for
     from backends.schedulers.base import RUNNING, BatchStatus, Scheduler
     from edgeceleryapp.db import init_db, session_scope
     from edgeceleryapp.models import SiteMonitor, SubJob, utcnow
@@ -65,7 +65,7 @@ def main() -> None:
         def cancel(self, batch_id):  # pragma: no cover
             pass
 
-    SCHEDULERS["sim"] = SimScheduler
+    poll.scheduler_for = lambda site: SimScheduler(site, runner_for(site))  # type: ignore[assignment]
     sent: list[str] = []
     Signature.apply_async = lambda self, *a, **k: sent.append(self.name or "chain")  # type: ignore[method-assign]
 

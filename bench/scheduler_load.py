@@ -62,7 +62,7 @@ def main() -> None:
         ("mira",),
         poll_interval=1.0,
         status_interval=30.0,
-        site_settings={"mira": {"scheduler": "held"}},
+        site_settings={"mira": {"scheduler": "bench.instant_app:HeldScheduler"}},
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECELERY_")}
     env.update(EDGECELERY_CONFIG=str(config), BENCH_STATUS_LOG=str(status_log))

@@ -16,8 +16,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from backends import registry
 from edgeceleryapp.errors import ConfigurationError
 
 ENV_PREFIX = "EDGECELERY_"
@@ -68,6 +77,9 @@ class TransferSettings(_Strict):
 
     # Allowed URL schemes and remote hosts; None allows every registered scheme / any host.
     schemes: list[str] | None = None
+    # A site's own transfer plug-ins: URL scheme -> dotted path of its class
+    # (e.g. s3 = "mysite.transfers:S3Transfer").
+    plugins: dict[str, str] = Field(default_factory=dict)
     hosts: list[str] | None = None
     checksum: Literal["sha256", "adler32"] = "sha256"
     ssh: SSHCredentials | None = None
@@ -78,6 +90,22 @@ class TransferSettings(_Strict):
     # https:// stage-in: a CA bundle (default: the system's).
     ca_file: Path | None = None
     timeout: float = Field(3600.0, gt=0)
+
+    @field_validator("plugins")
+    @classmethod
+    def _dotted_paths(cls, value: dict[str, str]) -> dict[str, str]:
+        for scheme, path in value.items():
+            if not registry.DOTTED_PATH.match(path):
+                raise ValueError(f"{scheme}: {path!r} is not a dotted path to a class")
+        return value
+
+    @model_validator(mode="after")
+    def _known_schemes(self) -> TransferSettings:
+        known = registry.TRANSFERS | self.plugins
+        for scheme in self.schemes or []:
+            if problem := registry.unknown("transfer scheme", scheme, known, paths=False):
+                raise ValueError(f"schemes: {problem}")
+        return self
 
 
 class SiteSettings(_Strict):
@@ -122,6 +150,14 @@ class SiteSettings(_Strict):
     breaker_cooldown: float = Field(300.0, gt=0)
     # How long a throttled submission waits before it asks again.
     throttle_wait: float = Field(10.0, gt=0)
+
+    @field_validator("scheduler", "runner")
+    @classmethod
+    def _registered(cls, value: str, info: ValidationInfo) -> str:
+        table = registry.SCHEDULERS if info.field_name == "scheduler" else registry.RUNNERS
+        if problem := registry.unknown(str(info.field_name), value, table):
+            raise ValueError(problem)
+        return value
 
     @field_validator("workdir")
     @classmethod

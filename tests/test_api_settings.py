@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from backends.schedulers import scheduler_for
+from backends.schedulers.pbs import TorqueScheduler
+from backends.transfers import TransferContext, transfer_for
 from edgeceleryapp import api
 from edgeceleryapp.errors import ConfigurationError, ValidationFailed
 from edgeceleryapp.models import ArgoJob
@@ -54,6 +59,51 @@ def test_settings_errors_name_the_key(tmp_path: Path):
     message = str(caught.value)
     assert "sites.mira.workdir: Value error, must be an absolute path" in message
     assert "sites.mira.poll_intervall" in message
+
+
+def test_a_misspelt_scheduler_fails_at_load_naming_the_known_ones(tmp_path: Path):
+    path = tmp_path / "s.toml"
+    path.write_text('[sites.mira]\nworkdir = "/tmp"\nscheduler = "slrum"\n')
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(path, {})
+    assert "sites.mira.scheduler: Value error, unknown scheduler 'slrum'" in str(caught.value)
+    assert "(known: cobalt, condor, local, lsf, pbs, sge, slurm, torque," in str(caught.value)
+
+
+def test_unknown_runners_and_transfer_schemes_fail_at_load(tmp_path: Path):
+    path = tmp_path / "s.toml"
+    for table, message in (
+        ('runner = "sssh"', "sites.mira.runner: Value error, unknown runner 'sssh' (known: local,"),
+        ('transfers.schemes = ["s3"]', "schemes: unknown transfer scheme 's3' (known: file, ftp,"),
+        ('transfers.plugins = {s3 = "not a path"}', "sites.mira.transfers.plugins"),
+    ):
+        path.write_text(f'[sites.mira]\nworkdir = "/tmp"\n{table}\n')
+        with pytest.raises(ConfigurationError) as caught:
+            load_settings(path, {})
+        assert message in str(caught.value)
+
+
+def test_a_site_names_its_own_plugins_by_dotted_path(tmp_path: Path):
+    path = tmp_path / "s.toml"
+    path.write_text(
+        '[sites.mira]\nworkdir = "/tmp"\nscheduler = "backends.schedulers.pbs.TorqueScheduler"\n'
+        '[sites.mira.transfers]\nschemes = ["s3"]\nplugins = {s3 = "mysite.transfers:S3"}\n'
+    )
+    site = load_settings(path, {}).sites["mira"]
+    assert isinstance(scheduler_for(site), TorqueScheduler)
+    wrong = site.model_copy(update={"scheduler": "edgeceleryapp.errors:PermanentError"})
+    with pytest.raises(ConfigurationError, match="is not a Scheduler class"):
+        scheduler_for(wrong)
+    with pytest.raises(ConfigurationError, match=r"cannot load 'mysite\.transfers:S3'"):
+        transfer_for("s3://bucket/key", TransferContext([tmp_path], site.transfers))
+
+
+def test_plugins_are_imported_only_when_a_site_names_them():
+    code = (
+        "import sys, backends.schedulers, backends.transfers, edgeceleryapp.settings\n"
+        "assert not {'paramiko', 'backends.schedulers.slurm'} & set(sys.modules), sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_missing_settings_file_is_named(tmp_path: Path):

@@ -7,8 +7,9 @@ from datetime import datetime
 
 import pytest
 
+from backends.batchscript import alive
 from backends.schedulers.base import FAILED, NODE_FAIL, BatchStatus
-from backends.schedulers.local import LocalScheduler
+from backends.schedulers.local import MARK
 from edgeceleryapp import applications, job_control
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import wait_for
@@ -197,7 +198,7 @@ def test_cancel_kills_the_batch_job_and_ends_the_argo_job(env, monkeypatch):
     spool = env.site_workdir("alpha") / ".local-scheduler"
     pid_file = spool / f"{subjob(sj.id).batch_job_id}.pid"
     assert pid_file.exists()
-    wait_for(lambda: not LocalScheduler._alive(pid_file), 10, "the batch job to stop")
+    wait_for(lambda: not alive(pid_file, MARK), 10, "the batch job to stop")
     assert subjob(sj.id).state == "KILLED"
     assert argo_tasks.load(argo_id)[0].state == "KILLED"
     poll.poll_site("alpha")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from backends.runners.base import CommandResult
 from backends.schedulers import scheduler_for
 from backends.schedulers.base import (
     CANCELLED,
@@ -35,6 +36,7 @@ from backends.schedulers.pbs import by_number, parse_pro_json, parse_torque_xml
 from backends.schedulers.sge import parse_qacct, parse_qstat_xml
 from edgeceleryapp import applications
 from edgeceleryapp.devstack import wait_for
+from edgeceleryapp.errors import PermanentError
 from edgeceleryapp.settings import SiteSettings, get_settings, reset_settings
 from tasks import site, site_steps
 from tasks.poll import poll_site
@@ -239,6 +241,30 @@ def test_cobalt_long_listing_and_cobaltlog_endings():
     late = log.rsplit("Tue", 1)[0] + "Tue ... Info: maximum execution time exceeded; initiating"
     assert parse_cobaltlog(late).cause == TIMEOUT
     assert parse_cobaltlog(log.split("Tue Jan 01 12:01")[0]) is None, "still going"
+
+
+class Answers:
+    """A runner that answers every command with the same output."""
+
+    def __init__(self, stdout: str):
+        self.stdout = stdout
+
+    def run(self, argv, **_options) -> CommandResult:  # type: ignore[no-untyped-def]
+        return CommandResult(tuple(argv), 0, self.stdout, "")
+
+
+@pytest.mark.parametrize("kind", ["slurm", *KINDS])
+def test_an_unreadable_answer_is_a_permanent_error(kind, tmp_path):
+    """Never a ValueError: the circuit breaker and the poller count typed errors only."""
+    plugin = scheduler_for(SiteSettings(scheduler=kind, workdir=tmp_path))
+    plugin.runner = Answers("{<garbled")
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\n")
+    with pytest.raises(PermanentError, match="not a job id"):
+        plugin.submit(script, BatchRequest(name="ec1a1", workdir=tmp_path, argv=["true"]))
+    if kind in ("pbs", "condor", "lsf", "sge", "torque"):
+        with pytest.raises(PermanentError, match="cannot read"):
+            plugin.statuses(["5"])
 
 
 HOSTILE = ["$(touch /tmp/x)", "a b", "'; rm -rf ~; '"]

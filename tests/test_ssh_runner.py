@@ -27,9 +27,9 @@ def sshd(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def fresh_connections():
     yield
-    for client in ssh_runner._clients.values():
+    for client in ssh_runner.connections.clients.values():
         client.close()
-    ssh_runner._clients.clear()
+    ssh_runner.connections.clients.clear()
 
 
 def site_over(server, tmp_path: Path, **ssh) -> SiteSettings:
@@ -78,15 +78,15 @@ def test_arguments_cwd_and_environment_arrive_literally(sshd, tmp_path):
 def test_one_connection_is_reused(sshd, tmp_path):
     runner = SSHRunner(site_over(sshd, tmp_path))
     runner.run(["true"])
-    transport = ssh_runner._clients[runner.key].get_transport()
+    transport = ssh_runner.connections.clients[runner.key].get_transport()
     SSHRunner(site_over(sshd, tmp_path)).run(["true"])
-    assert ssh_runner._clients[runner.key].get_transport() is transport
+    assert ssh_runner.connections.clients[runner.key].get_transport() is transport
 
 
 def test_a_dropped_connection_is_opened_again(sshd, tmp_path):
     runner = SSHRunner(site_over(sshd, tmp_path))
     runner.run(["true"])
-    ssh_runner._clients[runner.key].get_transport().close()
+    ssh_runner.connections.clients[runner.key].get_transport().close()
     assert runner.run(["echo", "again"]).stdout == "again\n"
 
 

@@ -34,9 +34,9 @@ def sshd(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def fresh_connections():
     yield
-    for client in sftp_mod._clients.values():
+    for client in sftp_mod.connections.clients.values():
         client.close()
-    sftp_mod._clients.clear()
+    sftp_mod.connections.clients.clear()
 
 
 def ctx(server, root: Path, checksum: str = "sha256", seen: list | None = None, **ssh):
@@ -204,7 +204,7 @@ def test_one_connection_is_reused(sshd, tmp_path):
         transfer_for(url("sftp", sshd, tmp_path / "f"), ctx(sshd, tmp_path)).download(
             url("sftp", sshd, tmp_path / "f"), tmp_path / "copy"
         )
-    assert len(sftp_mod._clients) == 1
+    assert len(sftp_mod.connections.clients) == 1
 
 
 def test_a_dropped_connection_is_opened_again(sshd, tmp_path):
@@ -212,7 +212,7 @@ def test_a_dropped_connection_is_opened_again(sshd, tmp_path):
     address = url("sftp", sshd, tmp_path / "f")
     transfer = transfer_for(address, ctx(sshd, tmp_path))
     transfer.download(address, tmp_path / "copy")
-    next(iter(sftp_mod._clients.values())).get_transport().close()
+    next(iter(sftp_mod.connections.clients.values())).get_transport().close()
     transfer.download(address, tmp_path / "again")
     assert (tmp_path / "again" / "f").read_text() == "x"
 

@@ -30,11 +30,21 @@ class CommandResult:
         return text or "(no output)"
 
 
+@dataclass(frozen=True)
+class Command:
+    """One command as ``run`` hands it on: the arguments strings, the site's time-out applied."""
+
+    argv: tuple[str, ...]
+    cwd: str | None
+    env: Mapping[str, str] | None
+    timeout: float
+    stdin: bytes | None
+
+
 class Runner(ABC):
     def __init__(self, site: SiteSettings):
         self.site = site
 
-    @abstractmethod
     def run(
         self,
         argv: Sequence[str],
@@ -47,3 +57,9 @@ class Runner(ABC):
         """Run ``argv``; a time-out raises ``TransientError``, a missing program
         ``PermanentError``. A non-zero exit is returned, not raised: the caller knows what it
         means."""
+        argv = tuple(str(a) for a in argv)
+        return self.execute(Command(argv, cwd, env, timeout or self.site.command_timeout, stdin))
+
+    @abstractmethod
+    def execute(self, command: Command) -> CommandResult:
+        """``run`` for this runner's kind of host."""

@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping, Sequence
 
-from backends.runners.base import CommandResult, Runner
+from backends.runners.base import Command, CommandResult, Runner
 from edgeceleryapp.errors import PermanentError, TransientError
 
 
 class LocalRunner(Runner):
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
-        stdin: bytes | None = None,
-    ) -> CommandResult:
-        argv = tuple(str(a) for a in argv)
+    def execute(self, command: Command) -> CommandResult:
+        argv, timeout, stdin, env = command.argv, command.timeout, command.stdin, command.env
         try:
             done = subprocess.run(
                 argv,
-                cwd=cwd,
+                cwd=command.cwd,
                 env=dict(env) if env is not None else None,
                 input=stdin,
                 stdin=None if stdin is not None else subprocess.DEVNULL,
                 capture_output=True,
-                timeout=timeout or self.site.command_timeout,
+                timeout=timeout,
                 check=False,
             )
         except subprocess.TimeoutExpired:

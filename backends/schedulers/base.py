@@ -11,27 +11,41 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from backends.batchscript import render_body
+from backends.batchscript import CONTROL_DIR, render_body
 from backends.runners.base import CommandResult, Runner
 from edgeceleryapp.errors import PermanentError, TransientError
 from edgeceleryapp.settings import SiteSettings
 
-# What a plug-in maps its scheduler's native states to.
-QUEUED = "QUEUED"
-RUNNING = "RUNNING"
-FINISHED = "EXECUTION_FINISHED"
-FAILED = "FAILED"  # ended for a resource-side reason: node failure, preemption, cancelled...
+T = TypeVar("T")
 
-# Why a batch job ended badly, in the scheduler's terms mapped to ours. A site's
-# ``resubmit_on`` setting lists the causes that earn a new attempt (aCT: resource-side errors
-# are resubmitted, job errors are propagated).
-NODE_FAIL = "NODE_FAIL"
-BOOT_FAIL = "BOOT_FAIL"
-PREEMPTED = "PREEMPTED"
-TIMEOUT = "TIMEOUT"
-CANCELLED = "CANCELLED"
-OUT_OF_MEMORY = "OUT_OF_MEMORY"
+
+class State:
+    """What a plug-in maps its scheduler's native states to."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    FINISHED = "EXECUTION_FINISHED"
+    FAILED = "FAILED"  # ended for a resource-side reason: node failure, preemption, cancelled...
+
+
+class Cause:
+    """Why a batch job ended badly, in the scheduler's terms mapped to ours. A site's
+    ``resubmit_on`` setting lists the causes that earn a new attempt (aCT: resource-side
+    errors are resubmitted, job errors are propagated)."""
+
+    NODE_FAIL = "NODE_FAIL"
+    BOOT_FAIL = "BOOT_FAIL"
+    PREEMPTED = "PREEMPTED"
+    TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+
+
+QUEUED, RUNNING, FINISHED, FAILED = State.QUEUED, State.RUNNING, State.FINISHED, State.FAILED
+NODE_FAIL, BOOT_FAIL, PREEMPTED = Cause.NODE_FAIL, Cause.BOOT_FAIL, Cause.PREEMPTED
+TIMEOUT, CANCELLED, OUT_OF_MEMORY = Cause.TIMEOUT, Cause.CANCELLED, Cause.OUT_OF_MEMORY
 
 
 @dataclass(frozen=True)
@@ -77,34 +91,6 @@ class Scheduler(ABC):
         lines = ["#!/bin/sh", *self.directives(job), *render_body(job.workdir, job.argv, job.env)]
         return "\n".join(lines) + "\n"
 
-    def command(
-        self,
-        argv: list[str],
-        what: str,
-        transient: tuple[str, ...] = (),
-        *,
-        absent: tuple[str, ...] = (),
-        stdin: bytes | None = None,
-        answered: Callable[[CommandResult], bool] | None = None,
-    ) -> str:
-        """Run a scheduler command; its output, or the error type its failure deserves.
-
-        The tools answer for the jobs they know and complain about the others: a non-zero exit
-        whose every error line says "no such job" (one of ``absent``), or that ``answered``
-        accepts, still returns the output. Otherwise a failure whose output contains one of
-        ``transient`` (the scheduler's own words for "busy", "timed out", "try again") is a
-        ``TransientError``, and any other is permanent.
-        """
-        result = self.runner.run(argv, timeout=self.site.command_timeout, stdin=stdin)
-        if result.ok or (answered is not None and answered(result)):
-            return result.stdout
-        errors = [line.lower() for line in result.stderr.splitlines() if line.strip()]
-        if absent and errors and all(any(a.lower() in e for a in absent) for e in errors):
-            return result.stdout
-        text = f"{result.stdout}\n{result.stderr}".lower()
-        error = TransientError if any(t.lower() in text for t in transient) else PermanentError
-        raise error(f"{what}: {argv[0]} exited with code {result.returncode}: {result.tail()}")
-
     @abstractmethod
     def submit(self, script: Path, job: BatchRequest) -> str:
         """Submit the script; return the scheduler's id for the batch job."""
@@ -121,3 +107,155 @@ class Scheduler(ABC):
     @abstractmethod
     def cancel(self, batch_id: str) -> None:
         """Ask the scheduler to remove the batch job."""
+
+
+class BatchScheduler(Scheduler):
+    """A scheduler reached through its commands, in the manner of PSI/J's batch executors: this
+    class runs the commands, types their failures and handles what every scheduler shares;
+    a plug-in supplies a directive template and pure hooks that build each command's
+    arguments and parse each answer, so its parsing is tested on the tools' own output with
+    no server."""
+
+    prefix = ""  # the directive prefix ("#SBATCH"); none for a scheduler that reads none
+    template: tuple[str, ...] = ()  # directive lines, formatted with ``fields(job)``
+    optional: tuple[tuple[str, str], ...] = ()  # (field, line): the line when the field is set
+    # The scheduler's own words for a passing condition ("busy", "timed out", "try again").
+    transient: tuple[str, ...] = ()
+    # Per command that answers for the jobs it knows and exits non-zero for the others: its
+    # words for "no such job".
+    absent: dict[str, tuple[str, ...]] = {}
+    submit_command: tuple[str, ...] = ()  # the script's path follows, unless on stdin
+    script_on_stdin = False  # the submit command reads the script from stdin (LSF)
+    cancel_command: tuple[str, ...] = ()  # the batch job's id follows
+
+    def fields(self, job: BatchRequest) -> dict[str, object]:
+        """What the directive template may name."""
+        control = job.workdir / CONTROL_DIR
+        minutes = job.wall_time_minutes or 0
+        return {
+            "name": job.name,
+            "workdir": job.workdir,
+            "out": control / "batch.out",
+            "err": control / "batch.err",
+            "nodes": job.num_nodes,
+            "ppn": job.processes_per_node,
+            "procs": job.num_nodes * job.processes_per_node,
+            "minutes": minutes,
+            "hours": minutes // 60,
+            "mins": minutes % 60,
+            "queue": job.queue,
+            "project": job.project,
+        }
+
+    def header(self, job: BatchRequest, **extra: object) -> list[str]:
+        """The template's lines, then the site's approved options, one line each."""
+        values = self.fields(job) | extra
+        lines = [line.format(**values) for line in self.template]
+        lines += [line.format(**values) for key, line in self.optional if values[key]]
+        return [*lines, *job.options]
+
+    def directives(self, job: BatchRequest) -> list[str]:
+        return [f"{self.prefix} {line}" for line in self.header(job)] if self.prefix else []
+
+    def prepare(self, script: Path, job: BatchRequest) -> None:
+        """Anything the scheduler needs beside the script before submission; nothing here."""
+
+    def submit_argv(self, script: Path, job: BatchRequest) -> list[str]:
+        return [*self.submit_command, *([] if self.script_on_stdin else [str(script)])]
+
+    @abstractmethod
+    def parse_submit(self, output: str) -> str | None:
+        """The new job's id in the submit command's answer, None if it holds none."""
+
+    @abstractmethod
+    def find_argvs(self, name: str) -> list[list[str]]:
+        """Commands that list jobs named ``name``, asked in turn until one lists any."""
+
+    def parse_found(self, argv: list[str], output: str, name: str) -> list[str]:
+        """Ids in a find command's answer, oldest first: by default one number per line."""
+        return [line.strip() for line in output.splitlines() if line.strip().isdigit()]
+
+    @abstractmethod
+    def status_argv(self, ids: list[str]) -> list[str]: ...
+
+    @abstractmethod
+    def parse_statuses(self, output: str, ids: list[str]) -> dict[str, BatchStatus]: ...
+
+    def history_argv(self, missing: list[str]) -> list[str] | None:
+        """Where the scheduler keeps jobs that left the status command's answer; None when it
+        keeps them nowhere else."""
+        return None
+
+    def parse_history(self, output: str, ids: list[str]) -> dict[str, BatchStatus]:
+        return self.parse_statuses(output, ids)
+
+    def cancel_argv(self, batch_id: str) -> list[str]:
+        return [*self.cancel_command, batch_id]
+
+    def answered(self, result: CommandResult) -> bool:
+        """Whether a non-zero exit still answered: by default when every error line says "no
+        such job" in the command's own words (see ``absent``)."""
+        words = [w.lower() for w in self.absent.get(result.argv[0], ())]
+        errors = [line.lower() for line in result.stderr.splitlines() if line.strip()]
+        return bool(words and errors) and all(any(w in e for w in words) for e in errors)
+
+    def command(self, argv: list[str], what: str, stdin: bytes | None = None) -> str:
+        """Run a scheduler command; its output, or the error type its failure deserves: a
+        failure in the scheduler's words for a passing condition is a ``TransientError``, any
+        other is permanent."""
+        result = self.runner.run(argv, timeout=self.site.command_timeout, stdin=stdin)
+        if result.ok or self.answered(result):
+            return result.stdout
+        text = f"{result.stdout}\n{result.stderr}".lower()
+        transient = any(t.lower() in text for t in self.transient)
+        error = TransientError if transient else PermanentError
+        raise error(f"{what}: {argv[0]} exited with code {result.returncode}: {result.tail()}")
+
+    @staticmethod
+    def read(what: str, argv: list[str], parse: Callable[..., T], *args: object) -> T:
+        """A parse hook's result; an answer it cannot read (json's, ElementTree's or int's
+        complaint) is the scheduler's failure, typed as such."""
+        try:
+            return parse(*args)
+        except (ValueError, SyntaxError, KeyError) as exc:
+            raise PermanentError(f"{what}: cannot read {argv[0]}'s answer: {exc!r}") from None
+
+    def submit(self, script: Path, job: BatchRequest) -> str:
+        self.prepare(script, job)
+        argv = self.submit_argv(script, job)
+        stdin = script.read_bytes() if self.script_on_stdin else None
+        output = self.command(argv, "submit", stdin)
+        job_id = self.read("submit", argv, self.parse_submit, output)
+        if job_id is None:
+            raise PermanentError(f"submit: {argv[0]} answered {output!r}, not a job id")
+        return job_id
+
+    def find(self, name: str) -> str | None:
+        for argv in self.find_argvs(name):
+            output = self.command(argv, "find")
+            ids = self.read("find", argv, self.parse_found, argv, output, name)
+            if ids:
+                return ids[-1]
+        return None
+
+    def statuses(self, ids: list[str]) -> dict[str, BatchStatus]:
+        if not ids:
+            return {}
+        argv = self.status_argv(ids)
+        output = self.command(argv, "status")
+        out = self.read("status", argv, self.parse_statuses, output, ids)
+        missing = [i for i in ids if i not in out]
+        ended = self.ended(missing) if missing else {}
+        out |= {i: ended[i] for i in missing if i in ended}
+        return {i: out[i] for i in ids if i in out}
+
+    def ended(self, missing: list[str]) -> dict[str, BatchStatus]:
+        """What became of jobs the status command no longer lists."""
+        argv = self.history_argv(missing)
+        if argv is None:
+            return {}
+        output = self.command(argv, "status")
+        return self.read("status", argv, self.parse_history, output, missing)
+
+    def cancel(self, batch_id: str) -> None:
+        self.command(self.cancel_argv(batch_id), "cancel")

@@ -16,20 +16,9 @@ import json
 import re
 from pathlib import Path
 
-from backends.schedulers.base import (
-    CANCELLED,
-    FAILED,
-    FINISHED,
-    NODE_FAIL,
-    OUT_OF_MEMORY,
-    PREEMPTED,
-    QUEUED,
-    RUNNING,
-    TIMEOUT,
-    BatchRequest,
-    BatchStatus,
-    Scheduler,
-)
+from backends.batchscript import CONTROL_DIR
+from backends.schedulers.base import BatchRequest, BatchScheduler, BatchStatus, Cause, State
+from backends.schedulers.parsing import Listing, first_group, states
 from edgeceleryapp.errors import PermanentError
 
 TRANSIENT = (
@@ -47,102 +36,115 @@ ATTRS = (
 )
 SUBMITTED = re.compile(r"^\s*(\d+\.\d+) - \d+\.\d+\s*$", re.M)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-HOLD_CODES = {1: CANCELLED, 46: TIMEOUT, 47: TIMEOUT}  # UserRequest, JobDurationExceeded...
+HOLD_CODES = {
+    1: Cause.CANCELLED,
+    46: Cause.TIMEOUT,
+    47: Cause.TIMEOUT,
+}  # UserRequest, JobDurationExceeded...
 
 
 def hold_cause(code: int | None, reason: str) -> str:
     said = reason.lower()
     if "node" in said and any(w in said for w in ("down", "fail", "lost")):
-        return NODE_FAIL
+        return Cause.NODE_FAIL
     if "memory" in said:
-        return OUT_OF_MEMORY
-    return HOLD_CODES.get(code or 0, PREEMPTED)
+        return Cause.OUT_OF_MEMORY
+    return HOLD_CODES.get(code or 0, Cause.PREEMPTED)
 
 
-def parse_ads(output: str) -> dict[str, tuple[str, BatchStatus]]:
+def parse_ads(output: str) -> Listing:
     """id ("123.0") -> (JobBatchName, status) from ``condor_q``/``condor_history -json``."""
-    out: dict[str, tuple[str, BatchStatus]] = {}
+    out: Listing = {}
     for a in json.loads(output) if output.strip() else []:
         status, note = a.get("JobStatus"), f"condor: JobStatus {a.get('JobStatus')}"
         if status == 1:
             again = a.get("NumJobStarts", 0) > 0
-            result = BatchStatus(QUEUED, None, note + (" (evicted, idle again)" if again else ""))
+            result = BatchStatus(
+                State.QUEUED, None, note + (" (evicted, idle again)" if again else "")
+            )
         elif status in (2, 6, 7):
-            result = BatchStatus(RUNNING, None, note)
+            result = BatchStatus(State.RUNNING, None, note)
         elif status == 3:
-            result = BatchStatus(FAILED, None, f"{note} ({a.get('RemoveReason', '')})", CANCELLED)
+            result = BatchStatus(
+                State.FAILED, None, f"{note} ({a.get('RemoveReason', '')})", Cause.CANCELLED
+            )
         elif status == 5:
             reason = a.get("HoldReason", "")
             cause = hold_cause(a.get("HoldReasonCode"), reason)
-            result = BatchStatus(FAILED, None, f"{note} (held: {reason})", cause)
+            result = BatchStatus(State.FAILED, None, f"{note} (held: {reason})", cause)
         elif a.get("ExitBySignal"):
-            result = BatchStatus(FINISHED, None, f"{note} (killed by signal {a.get('ExitSignal')})")
+            result = BatchStatus(
+                State.FINISHED, None, f"{note} (killed by signal {a.get('ExitSignal')})"
+            )
         else:
-            result = BatchStatus(FINISHED, a.get("ExitCode"), note)
+            result = BatchStatus(State.FINISHED, a.get("ExitCode"), note)
         out[f"{a['ClusterId']}.{a.get('ProcId', 0)}"] = (a.get("JobBatchName", ""), result)
     return out
 
 
-class CondorScheduler(Scheduler):
+class CondorScheduler(BatchScheduler):
     kind = "condor"
+    template = (
+        "universe = {universe}",
+        "executable = {script}",
+        "initialdir = {workdir}",
+        "output = {out}",
+        "error = {err}",
+        "log = {log}",
+        "batch_name = {name}",
+        "request_cpus = {ppn}",
+        "should_transfer_files = NO",
+    )
+    optional = (
+        ("parallel", "machine_count = {nodes}"),
+        ("project", '+ProjectName = "{project}"'),
+        ("minutes", "allowed_job_duration = {seconds}"),
+    )
+    transient = TRANSIENT
+    cancel_command = ("condor_rm",)
+    absent = {"condor_rm": ABSENT}
+
+    def fields(self, job: BatchRequest) -> dict[str, object]:
+        parallel = job.num_nodes > 1
+        return super().fields(job) | {
+            "universe": "parallel" if parallel else "vanilla",
+            "parallel": parallel,
+            "log": job.workdir / CONTROL_DIR / "condor.log",
+            "seconds": (job.wall_time_minutes or 0) * 60,
+        }
 
     def description(self, script: Path, job: BatchRequest) -> str:
-        control = job.workdir / ".edgecelery"
-        lines = [
-            "universe = " + ("parallel" if job.num_nodes > 1 else "vanilla"),
-            f"executable = {script}",
-            f"initialdir = {job.workdir}",
-            f"output = {control / 'batch.out'}",
-            f"error = {control / 'batch.err'}",
-            f"log = {control / 'condor.log'}",
-            f"batch_name = {job.name}",
-            f"request_cpus = {job.processes_per_node}",
-            "should_transfer_files = NO",
-        ]
-        if job.num_nodes > 1:
-            lines.append(f"machine_count = {job.num_nodes}")
-        if job.project:
-            lines.append(f'+ProjectName = "{job.project}"')
-        if job.wall_time_minutes:
-            lines.append(f"allowed_job_duration = {job.wall_time_minutes * 60}")
-        return "\n".join([*lines, *job.options, "queue"]) + "\n"
+        return "\n".join([*self.header(job, script=script), "queue"]) + "\n"
 
-    def submit(self, script: Path, job: BatchRequest) -> str:
+    def prepare(self, script: Path, job: BatchRequest) -> None:
         script.chmod(0o755)  # HTCondor runs the executable itself
-        sub = script.with_suffix(".sub")
-        part = sub.with_suffix(".sub.part")
+        part = script.with_suffix(".sub.part")
         part.write_text(self.description(script, job))
-        part.replace(sub)
-        out = self.command(["condor_submit", "-terse", str(sub)], "submit", TRANSIENT)
-        match = SUBMITTED.search(out)
-        if match is None:
-            raise PermanentError(f"submit: condor_submit answered {out!r}, not a job id")
-        return match.group(1)
+        part.replace(script.with_suffix(".sub"))
 
-    def find(self, name: str) -> str | None:
+    def submit_argv(self, script: Path, job: BatchRequest) -> list[str]:
+        return ["condor_submit", "-terse", str(script.with_suffix(".sub"))]
+
+    def parse_submit(self, output: str) -> str | None:
+        return first_group(SUBMITTED, output)
+
+    def find_argvs(self, name: str) -> list[list[str]]:
         if not SAFE_NAME.match(name):
             raise PermanentError(f"find: {name!r} is not a batch job name")
         constraint = ["-constraint", f'JobBatchName == "{name}"']
-        for argv in (
+        return [
             ["condor_q", "-json", "-attributes", ATTRS, *constraint],
             ["condor_history", "-json", "-attributes", ATTRS, "-limit", "1", *constraint],
-        ):
-            ids = list(parse_ads(self.command(argv, "find", TRANSIENT)))
-            if ids:
-                return ids[-1]
-        return None
+        ]
 
-    def statuses(self, ids: list[str]) -> dict[str, BatchStatus]:
-        if not ids:
-            return {}
-        argv = ["condor_q", "-json", "-attributes", ATTRS, *ids]
-        out = {i: s for i, (_, s) in parse_ads(self.command(argv, "status", TRANSIENT)).items()}
-        missing = [i for i in ids if i not in out]
-        if missing:
-            argv = ["condor_history", "-json", "-attributes", ATTRS, *missing]
-            ended = parse_ads(self.command(argv, "status", TRANSIENT))
-            out |= {i: s for i, (_, s) in ended.items() if i in missing}
-        return {i: out[i] for i in ids if i in out}
+    def parse_found(self, argv: list[str], output: str, name: str) -> list[str]:
+        return list(parse_ads(output))
 
-    def cancel(self, batch_id: str) -> None:
-        self.command(["condor_rm", batch_id], "cancel", TRANSIENT, absent=ABSENT)
+    def status_argv(self, ids: list[str]) -> list[str]:
+        return ["condor_q", "-json", "-attributes", ATTRS, *ids]
+
+    def parse_statuses(self, output: str, ids: list[str]) -> dict[str, BatchStatus]:
+        return states(parse_ads(output))
+
+    def history_argv(self, missing: list[str]) -> list[str] | None:
+        return ["condor_history", "-json", "-attributes", ATTRS, *missing]

@@ -10,23 +10,10 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
-from backends.schedulers.base import (
-    CANCELLED,
-    FAILED,
-    FINISHED,
-    NODE_FAIL,
-    OUT_OF_MEMORY,
-    PREEMPTED,
-    QUEUED,
-    RUNNING,
-    TIMEOUT,
-    BatchRequest,
-    BatchStatus,
-    Scheduler,
-)
-from edgeceleryapp.errors import PermanentError
+from backends.runners.base import CommandResult
+from backends.schedulers.base import BatchScheduler, BatchStatus, Cause, State
+from backends.schedulers.parsing import first_group
 
 TRANSIENT = (
     "lsf is down",
@@ -40,16 +27,16 @@ TRANSIENT = (
 )
 ABSENT = ("is not found", "no matching job", "already finished")
 FIELDS = "jobid job_name stat exit_code exit_reason"
-STATES = {"PEND": QUEUED, "PSUSP": QUEUED, "WAIT": QUEUED, "PROV": QUEUED}
-STATES |= {"RUN": RUNNING, "USUSP": RUNNING, "SSUSP": RUNNING, "UNKWN": RUNNING}
-STATES |= {"ZOMBI": RUNNING, "DONE": FINISHED, "EXIT": FINISHED}
+STATES = dict.fromkeys(("PEND", "PSUSP", "WAIT", "PROV"), State.QUEUED)
+STATES |= dict.fromkeys(("RUN", "USUSP", "SSUSP", "UNKWN", "ZOMBI"), State.RUNNING)
+STATES |= dict.fromkeys(("DONE", "EXIT"), State.FINISHED)
 # Termination reasons (bjobs -l / bhist words, or the descriptions -o exit_reason prints).
 CAUSES = (
-    (("TERM_PREEMPT", "preempt"), PREEMPTED),
-    (("TERM_RUNLIMIT", "TERM_DEADLINE", "TERM_CPULIMIT", "run time limit"), TIMEOUT),
-    (("TERM_MEMLIMIT", "TERM_SWAP", "memory limit"), OUT_OF_MEMORY),
-    (("TERM_REMOVE_HUNG_JOB", "TERM_ZOMBIE", "host became unavailable"), NODE_FAIL),
-    (("TERM_OWNER", "TERM_ADMIN", "TERM_FORCE_OWNER", "TERM_FORCE_ADMIN"), CANCELLED),
+    (("TERM_PREEMPT", "preempt"), Cause.PREEMPTED),
+    (("TERM_RUNLIMIT", "TERM_DEADLINE", "TERM_CPULIMIT", "run time limit"), Cause.TIMEOUT),
+    (("TERM_MEMLIMIT", "TERM_SWAP", "memory limit"), Cause.OUT_OF_MEMORY),
+    (("TERM_REMOVE_HUNG_JOB", "TERM_ZOMBIE", "host became unavailable"), Cause.NODE_FAIL),
+    (("TERM_OWNER", "TERM_ADMIN", "TERM_FORCE_OWNER", "TERM_FORCE_ADMIN"), Cause.CANCELLED),
 )
 SUBMITTED = re.compile(r"Job <(\d+)> is submitted")
 
@@ -67,61 +54,40 @@ def parse_bjobs_json(output: str) -> dict[str, BatchStatus]:
         stat, reason = record.get("STAT", ""), record.get("EXIT_REASON", "")
         code_text = record.get("EXIT_CODE", "")
         code = int(code_text) if code_text.lstrip("-").isdigit() else None
-        state = STATES.get(stat, QUEUED)
+        state = STATES.get(stat, State.QUEUED)
         if stat == "DONE":
             code = 0
         note = f"lsf: {stat}" + (f" ({reason})" if reason else "")
         cause = cause_of(reason) if stat == "EXIT" else ""
-        out[record["JOBID"]] = BatchStatus(FAILED if cause else state, code, note, cause)
+        out[record["JOBID"]] = BatchStatus(State.FAILED if cause else state, code, note, cause)
     return out
 
 
-class LSFScheduler(Scheduler):
+class LSFScheduler(BatchScheduler):
     kind = "lsf"
+    prefix = "#BSUB"
+    template = ("-J {name}", "-o {out}", "-e {err}", "-n {procs}", '-R "span[ptile={ppn}]"')
+    optional = (("minutes", "-W {minutes}"), ("queue", "-q {queue}"), ("project", "-P {project}"))
+    transient = TRANSIENT
+    submit_command = ("bsub",)
+    cancel_command = ("bkill",)
+    absent = {"bjobs": ABSENT, "bkill": ABSENT}
+    script_on_stdin = True
 
-    def directives(self, job: BatchRequest) -> list[str]:
-        control = job.workdir / ".edgecelery"
-        lines = [
-            f"-J {job.name}",
-            f"-o {control / 'batch.out'}",
-            f"-e {control / 'batch.err'}",
-            f"-n {job.num_nodes * job.processes_per_node}",
-            f'-R "span[ptile={job.processes_per_node}]"',
-        ]
-        if job.wall_time_minutes:
-            lines.append(f"-W {job.wall_time_minutes}")
-        if job.queue:
-            lines.append(f"-q {job.queue}")
-        if job.project:
-            lines.append(f"-P {job.project}")
-        return [f"#BSUB {line}" for line in [*lines, *job.options]]
+    def parse_submit(self, output: str) -> str | None:
+        return first_group(SUBMITTED, output)
 
-    def submit(self, script: Path, job: BatchRequest) -> str:
-        out = self.command(["bsub"], "submit", TRANSIENT, stdin=script.read_bytes())
-        match = SUBMITTED.search(out)
-        if match is None:
-            raise PermanentError(f"submit: bsub answered {out!r}, not a job id")
-        return match.group(1)
+    def find_argvs(self, name: str) -> list[list[str]]:
+        return [["bjobs", "-a", "-noheader", "-o", "jobid", "-J", name]]
 
-    def find(self, name: str) -> str | None:
-        out = self.command(
-            ["bjobs", "-a", "-noheader", "-o", "jobid", "-J", name],
-            "find",
-            TRANSIENT,
-            absent=ABSENT,
+    def status_argv(self, ids: list[str]) -> list[str]:
+        return ["bjobs", "-a", "-json", "-o", FIELDS, *ids]
+
+    def parse_statuses(self, output: str, ids: list[str]) -> dict[str, BatchStatus]:
+        return parse_bjobs_json(output)
+
+    def answered(self, result: CommandResult) -> bool:
+        """An unknown id makes ``bjobs -json`` exit 255 after answering for the others."""
+        return super().answered(result) or (
+            result.argv[0] == "bjobs" and '"RECORDS"' in result.stdout
         )
-        ids = [line.strip() for line in out.splitlines() if line.strip().isdigit()]
-        return ids[-1] if ids else None
-
-    def statuses(self, ids: list[str]) -> dict[str, BatchStatus]:
-        if not ids:
-            return {}
-        argv = ["bjobs", "-a", "-json", "-o", FIELDS, *ids]
-        # An unknown id makes bjobs exit 255 after answering for the others.
-        out = self.command(
-            argv, "status", TRANSIENT, absent=ABSENT, answered=lambda r: '"RECORDS"' in r.stdout
-        )
-        return parse_bjobs_json(out)
-
-    def cancel(self, batch_id: str) -> None:
-        self.command(["bkill", batch_id], "cancel", TRANSIENT, absent=ABSENT)

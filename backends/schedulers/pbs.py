@@ -11,22 +11,9 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
-from backends.schedulers.base import (
-    FAILED,
-    FINISHED,
-    NODE_FAIL,
-    OUT_OF_MEMORY,
-    PREEMPTED,
-    QUEUED,
-    RUNNING,
-    TIMEOUT,
-    BatchRequest,
-    BatchStatus,
-    Scheduler,
-)
-from edgeceleryapp.errors import PermanentError
+from backends.schedulers.base import BatchRequest, BatchScheduler, BatchStatus, Cause, State
+from backends.schedulers.parsing import Listing, is_id, last_line, named, states
 
 TRANSIENT = (
     "cannot connect to server",
@@ -42,29 +29,30 @@ ABSENT = ("unknown job id", "job has finished", "invalid state for job")
 ENDED = ("F", "X", "C")
 ACTIVE = ("R", "E", "B", "S", "U")
 # Exit statuses that name a cause (JOB_EXEC_* of each dialect; 256+signal is a signal).
-PRO_CODES = {-1: NODE_FAIL, -3: NODE_FAIL, -14: NODE_FAIL, -20: NODE_FAIL, -29: TIMEOUT}
-PRO_CODES |= {-26: OUT_OF_MEMORY, -27: OUT_OF_MEMORY, -28: TIMEOUT}
-TORQUE_CODES = {-1: NODE_FAIL, -3: NODE_FAIL, -10: OUT_OF_MEMORY, -11: TIMEOUT, -12: TIMEOUT}
-TORQUE_CODES |= {271: TIMEOUT}  # SIGTERM at the wall-time limit
+LOST, LIMIT, MEMORY = Cause.NODE_FAIL, Cause.TIMEOUT, Cause.OUT_OF_MEMORY
+PRO_CODES = {-1: LOST, -3: LOST, -14: LOST, -20: LOST, -29: LIMIT}
+PRO_CODES |= {-26: MEMORY, -27: MEMORY, -28: LIMIT}
+TORQUE_CODES = {-1: LOST, -3: LOST, -10: MEMORY, -11: LIMIT, -12: LIMIT}
+TORQUE_CODES |= {271: LIMIT}  # SIGTERM at the wall-time limit
 
 
 def status_of(state: str, code: int | None, comment: str, codes: dict[int, str]) -> BatchStatus:
     note = f"pbs: {state}" + (f", exit status {code}" if code is not None else "")
     note += f" ({comment})" if comment else ""
     if state not in ENDED:
-        return BatchStatus(RUNNING if state in ACTIVE else QUEUED, None, note)
+        return BatchStatus(State.RUNNING if state in ACTIVE else State.QUEUED, None, note)
     said = comment.lower()
     if "node" in said and ("down" in said or "fail" in said):
-        return BatchStatus(FAILED, code, note, NODE_FAIL)
+        return BatchStatus(State.FAILED, code, note, LOST)
     if "preempt" in said:
-        return BatchStatus(FAILED, code, note, PREEMPTED)
+        return BatchStatus(State.FAILED, code, note, Cause.PREEMPTED)
     if "walltime" in said and "exceed" in said:
-        return BatchStatus(FAILED, code, note, TIMEOUT)
+        return BatchStatus(State.FAILED, code, note, LIMIT)
     if code is not None and code in codes:
-        return BatchStatus(FAILED, code, note, codes[code])
+        return BatchStatus(State.FAILED, code, note, codes[code])
     if code is not None and code < 0:
-        return BatchStatus(FAILED, code, note)
-    return BatchStatus(FINISHED, code, note)
+        return BatchStatus(State.FAILED, code, note)
+    return BatchStatus(State.FINISHED, code, note)
 
 
 def by_number(ids: list[str], answer: dict[str, BatchStatus]) -> dict[str, BatchStatus]:
@@ -84,9 +72,9 @@ def parse_pro_json(output: str) -> dict[str, BatchStatus]:
     }
 
 
-def parse_torque_xml(output: str) -> dict[str, tuple[str, BatchStatus]]:
+def parse_torque_xml(output: str) -> Listing:
     """``qstat -x`` of TORQUE: id -> (job name, status)."""
-    out: dict[str, tuple[str, BatchStatus]] = {}
+    out: Listing = {}
     if not output.strip():
         return out
     for job in ET.fromstring(output).iter("Job"):  # noqa: S314 - our own scheduler's answer
@@ -101,73 +89,56 @@ def parse_torque_xml(output: str) -> dict[str, tuple[str, BatchStatus]]:
     return out
 
 
-class PBSProScheduler(Scheduler):
+class PBSProScheduler(BatchScheduler):
     kind = "pbs"
+    prefix = "#PBS"
+    resources = "select={nodes}:ncpus={ppn}:mpiprocs={ppn}"
+    # "-r n": a lost run ends the attempt; resubmit_on decides what comes next.
+    template = ("-N {name}", "-o {out}", "-e {err}", "-l {resources}", "-r n")
+    optional = (
+        ("minutes", "-l walltime={hours:02d}:{mins:02d}:00"),
+        ("queue", "-q {queue}"),
+        ("project", "-A {project}"),
+    )
+    transient = TRANSIENT
+    submit_command = ("qsub",)
+    cancel_command = ("qdel",)
+    absent = {"qstat": ABSENT, "qdel": ABSENT}
 
-    def resources(self, job: BatchRequest) -> str:
-        ppn = job.processes_per_node
-        return f"select={job.num_nodes}:ncpus={ppn}:mpiprocs={ppn}"
+    def fields(self, job: BatchRequest) -> dict[str, object]:
+        values = super().fields(job)
+        return values | {"resources": self.resources.format(**values)}
 
-    def directives(self, job: BatchRequest) -> list[str]:
-        control = job.workdir / ".edgecelery"
-        lines = [
-            f"-N {job.name}",
-            f"-o {control / 'batch.out'}",
-            f"-e {control / 'batch.err'}",
-            f"-l {self.resources(job)}",
-            "-r n",  # a lost run ends the attempt; resubmit_on decides what comes next
-        ]
-        if job.wall_time_minutes:
-            lines.append(
-                f"-l walltime={job.wall_time_minutes // 60:02d}:{job.wall_time_minutes % 60:02d}:00"
-            )
-        if job.queue:
-            lines.append(f"-q {job.queue}")
-        if job.project:
-            lines.append(f"-A {job.project}")
-        return [f"#PBS {line}" for line in [*lines, *job.options]]
+    def parse_submit(self, output: str) -> str | None:
+        job_id = last_line(output)
+        return job_id if is_id(job_id) else None
 
-    def submit(self, script: Path, job: BatchRequest) -> str:
-        out = self.command(["qsub", str(script)], "submit", TRANSIENT)
-        lines = [line.strip() for line in out.splitlines() if line.strip()]
-        if not lines or not lines[-1].split(".")[0].isdigit():
-            raise PermanentError(f"submit: qsub answered {out!r}, not a job id")
-        return lines[-1]
+    def find_argvs(self, name: str) -> list[list[str]]:
+        return [["qselect", "-x", "-N", name]]
 
-    def find(self, name: str) -> str | None:
-        out = self.command(["qselect", "-x", "-N", name], "find", TRANSIENT)
-        ids = [line.strip() for line in out.splitlines() if line.strip()]
-        return ids[-1] if ids else None
+    def parse_found(self, argv: list[str], output: str, name: str) -> list[str]:
+        return [line.strip() for line in output.splitlines() if line.strip()]
 
-    def statuses(self, ids: list[str]) -> dict[str, BatchStatus]:
-        if not ids:
-            return {}
-        out = self.command(
-            ["qstat", "-f", "-F", "json", "-x", *ids], "status", TRANSIENT, absent=ABSENT
-        )
-        return by_number(ids, parse_pro_json(out))
+    def status_argv(self, ids: list[str]) -> list[str]:
+        return ["qstat", "-f", "-F", "json", "-x", *ids]
 
-    def cancel(self, batch_id: str) -> None:
-        self.command(["qdel", batch_id], "cancel", TRANSIENT, absent=ABSENT)
+    def parse_statuses(self, output: str, ids: list[str]) -> dict[str, BatchStatus]:
+        return by_number(ids, parse_pro_json(output))
 
 
 class TorqueScheduler(PBSProScheduler):
     kind = "torque"
+    resources = "nodes={nodes}:ppn={ppn}"
 
-    def resources(self, job: BatchRequest) -> str:
-        return f"nodes={job.num_nodes}:ppn={job.processes_per_node}"
-
-    def find(self, name: str) -> str | None:
+    def find_argvs(self, name: str) -> list[list[str]]:
         # Every job the server knows, completed ones (kept for keep_completed) included.
-        out = self.command(["qstat", "-x"], "find", TRANSIENT, absent=ABSENT)
-        ids = [
-            job_id for job_id, (job_name, _) in parse_torque_xml(out).items() if job_name == name
-        ]
-        return ids[-1] if ids else None
+        return [["qstat", "-x"]]
 
-    def statuses(self, ids: list[str]) -> dict[str, BatchStatus]:
-        if not ids:
-            return {}
-        out = self.command(["qstat", "-x", *ids], "status", TRANSIENT, absent=ABSENT)
-        answer = {job_id: status for job_id, (_, status) in parse_torque_xml(out).items()}
-        return by_number(ids, answer)
+    def parse_found(self, argv: list[str], output: str, name: str) -> list[str]:
+        return named(parse_torque_xml(output), name)
+
+    def status_argv(self, ids: list[str]) -> list[str]:
+        return ["qstat", "-x", *ids]
+
+    def parse_statuses(self, output: str, ids: list[str]) -> dict[str, BatchStatus]:
+        return by_number(ids, states(parse_torque_xml(output)))

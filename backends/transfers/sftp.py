@@ -26,7 +26,6 @@ import contextlib
 import os
 import posixpath
 import stat
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,14 +34,13 @@ from urllib.parse import unquote, urlsplit
 
 import paramiko
 
-from backends.runners.ssh import _connect
+from backends.ssh_connection import Connections
 from backends.transfers.base import EXCLUDE, Transfer
 from backends.transfers.checksum import CHUNK, file_digest, hasher
 from edgeceleryapp.errors import EdgeCeleryError, PermanentError, TransientError, UnsafePath
 from edgeceleryapp.settings import SSHSettings
 
-_clients: dict[tuple, paramiko.SSHClient] = {}
-_lock = threading.Lock()
+connections = Connections()
 _READ_AHEAD = paramiko.SFTPFile.MAX_REQUEST_SIZE  # larger files are read with prefetch
 Attrs = paramiko.SFTPAttributes
 Moved = Callable[[int], None]
@@ -99,13 +97,7 @@ class SFTPTransfer(Transfer):
         dropped), and the remote path; SFTP and connection errors mapped."""
         ssh, path = self._target(url)
         self._key = (ssh.host, ssh.port, ssh.username, str(ssh.key_file), str(ssh.known_hosts))
-        with _lock:
-            client = _clients.get(self._key)
-            transport = client.get_transport() if client else None
-            if client is None or transport is None or not transport.is_active():
-                if client is not None:
-                    client.close()
-                client = _clients[self._key] = _connect(ssh)
+        client = connections.get(self._key, ssh)
         with self._mapped(url):
             try:
                 sftp = client.open_sftp()
@@ -131,10 +123,7 @@ class SFTPTransfer(Transfer):
         except PermissionError as exc:
             raise PermanentError(f"{exc.filename or where}: permission denied") from None
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            with _lock:
-                client = _clients.pop(self._key, None)
-            if client is not None:
-                client.close()
+            connections.drop(self._key)
             raise TransientError(f"{where}: {exc or type(exc).__name__} (ssh)") from None
 
     def _at(self, path: str) -> str:

@@ -6,7 +6,8 @@ tool's output; this module keeps what they share: the job table, real execution,
 State lives in ``$FAKE_SCHED_DIR/state.json`` (an ``fcntl`` lock on ``state.lock`` around every
 read-modify-write), one record per job: id, name, queue, account, state, submit/start/end
 times, script, pid, exit code, cause. A job is started for real, as a detached process
-(``setsid -f``, like backends/schedulers/local.py) whose pid and exit status land in
+(with backends/batchscript.py's ``start_detached``, as the local scheduler does) whose pid and
+exit status land in
 ``$FAKE_SCHED_DIR/jobs/<id>.pid`` / ``.exit``, so the project's exit-code file appears in the
 job's work directory. The scheduler "cycle" runs on every call of any fake (``tick``): queued
 jobs start, running ones are looked at, faults are applied.
@@ -37,18 +38,15 @@ import json
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from backends.batchscript import alive as alive_run
+from backends.batchscript import read_int, start_detached
+
 MARK = "fake-sched-job"
-# A fixed program; paths reach it as positional arguments. Started once per job (noclobber).
-WRAPPER = (
-    'set -C; { echo "$$" > "$1"; } 2>/dev/null || exit 0; set +C; '
-    '/bin/sh "$3" > "$4" 2> "$5"; echo "$?" > "$2.part"; mv -f "$2.part" "$2"'
-)
 KILL_FAULTS = (("node_fail", "node_fail"), ("preempt", "preempted"), ("timeout", "timeout"))
 START_GRACE = 5.0  # seconds a just-started job may take to write its pid file
 
@@ -123,6 +121,15 @@ def state() -> Iterator[dict]:
         part = path.with_suffix(".part")
         part.write_text(json.dumps(data, indent=1))
         part.replace(path)
+
+
+@contextlib.contextmanager
+def ticked(job_env) -> Iterator[dict]:  # type: ignore[no-untyped-def]
+    """The job table after one scheduler cycle (``tick``), locked as ``state`` locks it: what
+    every command of a real scheduler sees."""
+    with state() as data:
+        tick(data, job_env)
+        yield data
 
 
 def hangs(directory: Path) -> list[str]:
@@ -200,47 +207,23 @@ def _files(job: dict) -> tuple[Path, Path]:
 
 
 def _pid(job: dict) -> int | None:
-    try:
-        return int(_files(job)[0].read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def _alive(job: dict) -> bool:
-    pid = _pid(job)
-    if pid is None:
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return MARK.encode() in cmdline and str(_files(job)[0]).encode() in cmdline
+    return read_int(_files(job)[0])
 
 
 def alive(job: dict) -> bool:
     """Whether the job's process (the wrapper and its script) still runs."""
-    return _alive(job)
+    return alive_run(_files(job)[0], MARK)
 
 
 def _exit_code(job: dict) -> int | None:
-    try:
-        return int(_files(job)[1].read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
+    return read_int(_files(job)[1])
 
 
 def _start(job: dict, env: dict[str, str]) -> None:
     pid_file, exit_file = _files(job)
-    paths = [str(pid_file), str(exit_file), job["script"], job["out"], job["err"]]
-    subprocess.run(
-        ["setsid", "-f", "/bin/sh", "-c", WRAPPER, MARK, *paths],
-        cwd=job["cwd"] if os.path.isdir(job["cwd"]) else "/",
-        env={**os.environ, **env},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=True,
-    )
+    cwd = job["cwd"] if os.path.isdir(job["cwd"]) else "/"
+    files = (job["script"], job["out"], job["err"])
+    start_detached(MARK, pid_file, exit_file, files, cwd=cwd, env=env)
     job["state"], job["started"] = "running", time.time()
 
 
@@ -251,7 +234,7 @@ def _kill(job: dict) -> None:
     deadline = time.monotonic() + START_GRACE
     while _pid(job) is None and _exit_code(job) is None and time.monotonic() < deadline:
         time.sleep(0.01)  # just started: the wrapper has not written its pid yet
-    if _alive(job):
+    if alive(job):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(_pid(job), signal.SIGKILL)
 
@@ -306,7 +289,7 @@ def tick(data: dict, job_env=None) -> None:  # type: ignore[no-untyped-def]
         if code is not None:
             if time.time() - _files(job)[1].stat().st_mtime >= end_latency():
                 _end(job, code)
-        elif not _alive(job):
+        elif not alive(job):
             if _pid(job) is None and time.time() - job["started"] < START_GRACE:
                 continue  # starting
             code = _exit_code(job)  # ended between the two looks
@@ -320,12 +303,9 @@ def visible(data: dict) -> list[dict]:
 def kill_all(directory: Path) -> None:
     """For tests: end every job process the fakes started in ``directory``."""
     for job in load(directory)["jobs"].values():
-        try:
-            pid = int((Path(directory) / "jobs" / f"{job['id']}.pid").read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (FileNotFoundError, ValueError, ProcessLookupError):
-            continue
-        if MARK.encode() in cmdline and str(directory).encode() in cmdline:
+        pid_file = Path(directory) / "jobs" / f"{job['id']}.pid"
+        pid = read_int(pid_file)
+        if pid is not None and alive_run(pid_file, MARK):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
 

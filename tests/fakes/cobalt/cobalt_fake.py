@@ -18,11 +18,18 @@ import sys
 import time
 from pathlib import Path
 
+import common
 import engine
 
 WITH_VALUE = {"-A", "-q", "-t", "-n", "-o", "-e", "-O", "-M", "-u", "--cwd", "--jobname"}
 WITH_VALUE |= {"--proccount", "--mode", "--debuglog", "--env", "--attrs", "--header"}
 FLAGS = {"-h", "-f", "-l", "--full", "--long"}
+UNKNOWN = (
+    "Usage: {tool}.py [options] <executable> [<excutable options>]\n"
+    "{tool}.py: error: no such option: {arg}",
+    2,
+)
+MISSING = ("{tool}: option {arg} requires an argument", 1)
 FIELDS = {
     "jobid": lambda j: str(j["id"]),
     "jobname": lambda j: j["name"],
@@ -48,33 +55,8 @@ ENDINGS = {
 
 
 def parse(args: list[str], tool: str) -> tuple[dict[str, str], list[str]]:
-    opts: dict[str, str] = {}
-    rest: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        key, eq, inline = arg.partition("=")
-        if rest:
-            rest.append(arg)
-        elif arg in FLAGS:
-            opts[arg] = ""
-        elif key in WITH_VALUE and eq:
-            opts[key] = inline
-        elif arg in WITH_VALUE:
-            if i + 1 >= len(args):
-                engine.fail(f"{tool}: option {arg} requires an argument", 1)
-            opts[arg] = args[i + 1]
-            i += 1
-        elif arg.startswith("-"):
-            engine.fail(
-                f"Usage: {tool}.py [options] <executable> [<excutable options>]\n"
-                f"{tool}.py: error: no such option: {arg}",
-                2,
-            )
-        else:
-            rest.append(arg)
-        i += 1
-    return opts, rest
+    opts, rest = common.parse(args, tool, WITH_VALUE, FLAGS, UNKNOWN, missing=MISSING, inline=True)
+    return common.last(opts), rest
 
 
 def minutes(text: str) -> int:
@@ -91,15 +73,13 @@ def qsub(args: list[str]) -> None:
     script = os.path.abspath(rest[0])
     if not os.access(script, os.X_OK):
         engine.fail(f"qsub.py: error: command {script} is not executable", 1)
-    opts, _ = parse(engine.directives(Path(script).read_text(), "#COBALT"), "qsub")
-    opts.update(cli)
+    text = Path(script).read_text()
+    opts = common.submitted(cli, text, "#COBALT", lambda found: parse(found, "qsub"))
     for needed, word in (("-t", "time"), ("-n", "nodecount")):
         if needed not in opts:
             engine.fail(f"qsub.py: error: '{word}' not provided", 1)
     queue = opts.get("-q", "default")
-    refused = engine.refusal(f"Failed to submit job: queue '{queue}' does not exist")
-    if refused:
-        engine.fail(refused, 1)
+    common.refuse_if_asked(f"Failed to submit job: queue '{queue}' does not exist", 1)
     cwd = opts.get("--cwd", os.getcwd())
     with engine.state() as data:
         job = engine.new_job(

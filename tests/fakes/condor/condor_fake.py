@@ -20,10 +20,12 @@ import re
 import sys
 from pathlib import Path
 
+import common
 import engine
 
 STATUS = {"queued": 1, "running": 2}
 CONSTRAINT = re.compile(r'^\s*JobBatchName\s*==\s*"([^"]*)"\s*$')
+UNKNOWN = ('{tool}: unknown argument {arg}\nUse "{tool} -help" for details', 1)
 HOLDS = {
     "node_fail": (
         26,
@@ -35,24 +37,10 @@ HOLDS = {
 
 
 def parse(args: list[str], tool: str, with_value: set[str], flags: set[str]) -> tuple[dict, list]:
-    opts: dict[str, list[str]] = {}
-    rest: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg in flags:
-            opts.setdefault(arg, []).append("")
-        elif arg in with_value:
-            if i + 1 >= len(args):
-                engine.fail(f"{tool}: {arg} requires another argument", 1)
-            opts.setdefault(arg, []).append(args[i + 1])
-            i += 1
-        elif arg.startswith("-"):
-            engine.fail(f'{tool}: unknown argument {arg}\nUse "{tool} -help" for details', 1)
-        else:
-            rest.append(arg)
-        i += 1
-    return opts, rest
+    complaint = ("{tool}: {arg} requires another argument", 1)
+    return common.parse(
+        args, tool, with_value, flags, UNKNOWN, missing=complaint, options_end=False
+    )
 
 
 def description(text: str) -> dict[str, str]:
@@ -82,12 +70,12 @@ def condor_submit(args: list[str]) -> None:
         engine.fail("ERROR: no queue statement in the submit description", 1)
     if "executable" not in keys:
         engine.fail("ERROR: Executable not specified", 1)
-    refused = engine.refusal(
+    common.refuse_if_asked(
         "ERROR: Failed to commit job submission into the queue.\n"
-        "ERROR: Submit requirement ProjectNamed evaluated to false."
+        "ERROR: Submit requirement ProjectNamed evaluated to false.",
+        1,
+        before="Submitting job(s)\n",
     )
-    if refused:
-        engine.fail("Submitting job(s)\n" + refused, 1)
     initialdir = keys.get("initialdir", os.getcwd())
 
     def path(key: str) -> str:

@@ -19,11 +19,14 @@ import os
 import sys
 import time
 
+import common
 import engine
 
 WITH_VALUE = {"-J", "-q", "-P", "-W", "-n", "-R", "-o", "-e", "-oo", "-eo", "-cwd", "-G"}
 WITH_VALUE |= {"-u", "-m", "-g", "-nnodes", "-alloc_flags", "-M", "-L", "-app"}
 FLAGS = {"-H", "-r", "-rn", "-x", "-B", "-N", "-a", "-json", "-noheader", "-l", "-w", "-p"}
+UNKNOWN = ("{tool}: illegal option -- {name}\nUsage: {tool} ...", 255)
+MISSING = ("{tool}: option requires an argument -- {arg}", 255)
 REASONS = {
     "cancelled": ("TERM_OWNER: job killed by owner", 130),
     "preempted": ("TERM_PREEMPT: job killed after preemption", 130),
@@ -38,29 +41,9 @@ REASONS = {
 
 
 def parse(args: list[str], tool: str) -> tuple[dict[str, str], list[str]]:
-    opts: dict[str, str] = {}
-    rest: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if rest:  # the command and its arguments
-            rest.append(arg)
-        elif tool == "bjobs" and arg == "-o":
-            opts[arg] = args[i + 1]
-            i += 1
-        elif arg in FLAGS and not (tool == "bsub" and arg == "-a"):
-            opts[arg] = ""
-        elif arg in WITH_VALUE:
-            if i + 1 >= len(args):
-                engine.fail(f"{tool}: option requires an argument -- {arg}", 255)
-            opts[arg] = args[i + 1]
-            i += 1
-        elif arg.startswith("-"):
-            engine.fail(f"{tool}: illegal option -- {arg.lstrip('-')}\nUsage: {tool} ...", 255)
-        else:
-            rest.append(arg)
-        i += 1
-    return opts, rest
+    flags = FLAGS - {"-a"} if tool == "bsub" else FLAGS
+    opts, rest = common.parse(args, tool, WITH_VALUE, flags, UNKNOWN, missing=MISSING)
+    return common.last(opts), rest
 
 
 def minutes(text: str) -> int:
@@ -73,12 +56,9 @@ def bsub(args: list[str]) -> None:
     if command:
         engine.fail("bsub: this fake takes the job script on stdin (bsub < job.sh)", 255)
     text = sys.stdin.read()
-    opts, _ = parse(engine.directives(text, "#BSUB"), "bsub")
-    opts.update(cli)
+    opts = common.submitted(cli, text, "#BSUB", lambda found: parse(found, "bsub"))
     queue = opts.get("-q", "normal")
-    refused = engine.refusal(f"{queue}: No such queue. Job not submitted.")
-    if refused:
-        engine.fail(refused, 255)
+    common.refuse_if_asked(f"{queue}: No such queue. Job not submitted.", 255)
     total = int(opts.get("-n", "1"))
     with engine.state() as data:
         job = engine.new_job(
@@ -148,8 +128,7 @@ def bjobs(args: list[str]) -> None:
         delimiter = tail.strip().strip("'\"")
     fields = spec.split()
     clean = float(os.environ.get("FAKE_CLEAN_PERIOD", "3600"))
-    with engine.state() as data:
-        engine.tick(data, job_env)
+    with engine.ticked(job_env) as data:
         jobs = [
             j
             for j in engine.visible(data)
@@ -189,8 +168,7 @@ def bjobs(args: list[str]) -> None:
 def bkill(args: list[str]) -> None:
     _opts, ids = parse(args, "bkill")
     code = 0
-    with engine.state() as data:
-        engine.tick(data, job_env)
+    with engine.ticked(job_env) as data:
         for wanted in ids:
             job = next((j for j in engine.visible(data) if str(j["id"]) == wanted), None)
             if job is None:

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import common
 import engine
 
 FLAVOR = os.environ.get("FAKE_PBS_FLAVOR", "pbspro")
@@ -61,13 +62,6 @@ def parse_options(args: list[str], tool: str) -> tuple[dict[str, list[str]], lis
     return opts, rest
 
 
-def seconds(text: str) -> int:
-    parts = [int(p) for p in text.split(":")]
-    while len(parts) < 3:
-        parts.insert(0, 0)
-    return parts[0] * 3600 + parts[1] * 60 + parts[2]
-
-
 def hms(total: int | None) -> str:
     total = total or 0
     return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
@@ -82,14 +76,13 @@ def qsub(args: list[str]) -> None:
         text = script.read_text()
     except OSError:
         engine.fail(f"qsub: script file:: No such file or directory ({script})", 2)
-    opts, _ = parse_options(engine.directives(text, "#PBS"), "qsub")
-    opts.update(cli)  # the command line wins over the script's directives
+    opts = common.submitted(cli, text, "#PBS", lambda found: parse_options(found, "qsub"))
     nodes = ppn = 1
     walltime = None
     for res in ",".join(opts.get("l", [])).split(","):
         key, _, value = res.partition("=")
         if key == "walltime":
-            walltime = seconds(value)
+            walltime = common.seconds(value)
         elif key == "select" and PRO:
             chunks = value.split(":")
             nodes = int(chunks[0]) if chunks[0].isdigit() else 1
@@ -105,9 +98,8 @@ def qsub(args: list[str]) -> None:
                 "qsub: submit error (Unknown resource type  MSG=cannot locate resource select)", 1
             )
     queue = (opts.get("q") or ["workq" if PRO else "batch"])[-1]
-    refused = engine.refusal("qsub: Unknown queue" if PRO else "qsub: submit error (Unknown queue)")
-    if refused:
-        engine.fail(refused, 170 if PRO else 1)
+    refusal = "qsub: Unknown queue" if PRO else "qsub: submit error (Unknown queue)"
+    common.refuse_if_asked(refusal, 170 if PRO else 1)
     with engine.state() as data:
         job = engine.new_job(
             data,
@@ -249,8 +241,7 @@ def qstat(args: list[str]) -> None:
     json_out = PRO and opts.get("F", [""])[-1] == "json"
     history = PRO and "x" in opts
     xml_out = not PRO and "x" in opts
-    with engine.state() as data:
-        engine.tick(data, job_env)
+    with engine.ticked(job_env) as data:
         jobs = listed(data, history)
         every = listed(data, True)
     errors, code = [], 0
@@ -317,8 +308,7 @@ def qselect(args: list[str]) -> None:
     opts, _ = parse_options(args, "qselect")
     if "x" in opts and not PRO:
         engine.fail("qselect: invalid option -- 'x'", 2)
-    with engine.state() as data:
-        engine.tick(data, job_env)
+    with engine.ticked(job_env) as data:
         jobs = (
             listed(data, "x" in opts)
             if PRO
@@ -336,8 +326,7 @@ def qselect(args: list[str]) -> None:
 def qdel(args: list[str]) -> None:
     _opts, ids = parse_options(args, "qdel")
     code = 0
-    with engine.state() as data:
-        engine.tick(data, job_env)
+    with engine.ticked(job_env) as data:
         for wanted in ids:
             job = lookup(engine.visible(data), wanted)
             if job is None:

@@ -25,12 +25,14 @@ import sys
 import time
 from pathlib import Path
 
+import common
 import engine
 
 CELL_HOST = "fakenode01"
 WITH_VALUE = {"-N", "-q", "-P", "-A", "-l", "-o", "-e", "-j", "-S", "-wd", "-r", "-b"}
 WITH_VALUE |= {"-m", "-M", "-hold_jid", "-u", "-s", "-d", "-pe", "-js"}
 FLAGS = {"-terse", "-cwd", "-h", "-V", "-xml", "-f", "-ext", "-now"}
+UNKNOWN = ('error: ERROR! invalid option argument "{arg}"\nUsage: {tool} ...', 1)
 FAILED = {
     "": (0, None),
     "cancelled": (100, 137),
@@ -47,36 +49,9 @@ FAILED_TEXT = {
 }
 
 
-def parse(args: list[str], tool: str) -> tuple[dict[str, list[str]], list[str]]:
-    opts: dict[str, list[str]] = {}
-    rest: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if rest:
-            rest.append(arg)
-        elif arg in FLAGS:
-            opts.setdefault(arg, []).append("")
-        elif arg in WITH_VALUE or (arg == "-j" and tool == "qacct"):
-            value = args[i + 1] if i + 1 < len(args) else ""
-            if tool == "qacct" and arg == "-j" and value.startswith("-"):
-                value = ""
-            else:
-                i += 1
-            opts.setdefault(arg, []).append(value)
-        elif arg.startswith("-"):
-            engine.fail(f'error: ERROR! invalid option argument "{arg}"\nUsage: {tool} ...', 1)
-        else:
-            rest.append(arg)
-        i += 1
-    return opts, rest
-
-
-def seconds(text: str) -> int:
-    parts = [int(p) for p in text.split(":")]
-    while len(parts) < 3:
-        parts.insert(0, 0)
-    return parts[0] * 3600 + parts[1] * 60 + parts[2]
+def parse(args: list[str], tool: str) -> tuple[common.Options, list[str]]:
+    optional = {"-j"} if tool == "qacct" else ()
+    return common.parse(args, tool, WITH_VALUE, FLAGS, UNKNOWN, optional=optional)
 
 
 def qsub(args: list[str]) -> None:
@@ -87,20 +62,18 @@ def qsub(args: list[str]) -> None:
         text = Path(rest[0]).read_text()
     except OSError as exc:
         engine.fail(f"Unable to read script file because of error: {exc.strerror}\nExiting.", 1)
-    opts, _ = parse(engine.directives(text, "#$"), "qsub")
-    opts.update(cli)
+    opts = common.submitted(cli, text, "#$", lambda found: parse(found, "qsub"))
     queue = (opts.get("-q") or ["all.q"])[-1]
-    refused = engine.refusal(
+    common.refuse_if_asked(
         f'Unable to run job: Job was rejected because job requests unknown queue "{queue}".'
-        "\nExiting."
+        "\nExiting.",
+        1,
     )
-    if refused:
-        engine.fail(refused, 1)
     walltime = None
     for res in ",".join(opts.get("-l", [])).split(","):
         key, _, value = res.partition("=")
         if key in ("h_rt", "s_rt"):
-            walltime = seconds(value)
+            walltime = common.seconds(value)
     name = (opts.get("-N") or [os.path.basename(rest[0])])[-1]
     with engine.state() as data:
         job = engine.new_job(
@@ -137,8 +110,7 @@ def qstat(args: list[str]) -> None:
     if "-j" in opts:
         engine.fail("this fake answers qstat [-xml] [-u user] only", 1)
     user = (opts.get("-u") or [engine.owner()])[-1]
-    with engine.state() as data:
-        engine.tick(data, job_env)
+    with engine.ticked(job_env) as data:
         jobs = [
             j
             for j in engine.visible(data)
@@ -196,8 +168,7 @@ def qacct(args: list[str]) -> None:
     opts, _ = parse(args, "qacct")
     wanted = (opts.get("-j") or [""])[-1]
     days = float((opts.get("-d") or ["0"])[-1])
-    with engine.state() as data:
-        engine.tick(data, job_env)
+    with engine.ticked(job_env) as data:
         jobs = [j for j in engine.visible(data) if j["state"] == "done"]
         ever_ended = any(j["state"] == "done" for j in data["jobs"].values())
     if not ever_ended:
@@ -248,8 +219,7 @@ def qdel(args: list[str]) -> None:
     _opts, ids = parse(args, "qdel")
     code = 0
     who = engine.owner()
-    with engine.state() as data:
-        engine.tick(data, job_env)
+    with engine.ticked(job_env) as data:
         for wanted in ids:
             job = next(
                 (
