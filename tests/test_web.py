@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from edgeceleryapp.cli.demo import write_config
 from edgeceleryapp.db import engine, init_db, reset_engine, session_scope
+from edgeceleryapp.devstack import write_config
 from edgeceleryapp.models import ArgoJob, JobEvent
 from edgeceleryapp.settings import reset_settings
 from edgeceleryapp.state_store import move_argo
