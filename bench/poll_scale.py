@@ -28,13 +28,16 @@ def main() -> None:
     parser.add_argument("--finish-per-tick", type=int, default=100)
     args = parser.parse_args()
 
+    from edgeceleryapp.devstack import write_config
+
     root = Path(tempfile.mkdtemp(prefix="edgecelery-bench-"))
-    config = root / "edgecelery.toml"
-    config.write_text(
-        f'database_url = "sqlite:///{root / "bench.db"}"\n'
-        f'[argo]\nstaging_dir = "{root / "argo"}"\n'
-        f'[sites.bench]\nscheduler = "sim"\nworkdir = "{root / "site"}"\n'
-        "poll_interval = 1\nstatus_interval = 1\n"
+    config = write_config(
+        root,
+        "memory://",
+        ("bench",),
+        poll_interval=1,
+        status_interval=1,
+        site_settings={"bench": {"scheduler": "sim"}},
     )
     os.environ["EDGECELERY_CONFIG"] = str(config)
 
@@ -111,7 +114,7 @@ def main() -> None:
     finished = 0
     for tick in range(1, args.ticks + 1):
         for job_id in ids[finished : finished + args.finish_per_tick]:
-            control = root / "site" / "jobs" / str(job_id) / ".edgecelery"
+            control = root / "sites" / "bench" / "jobs" / str(job_id) / ".edgecelery"
             control.mkdir(parents=True, exist_ok=True)
             (control / "exitcode").write_text("0\n")
         finished += args.finish_per_tick
