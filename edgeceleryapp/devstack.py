@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,20 +258,25 @@ def write_config(
 
 
 @contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """SIGTERM raises SystemExit, so a stack stopped by ``kill`` stops its workers and Redis
-    too: they run in sessions of their own and would outlive it. Only the main thread can
-    set a handler; elsewhere the default stands."""
+def _sigterm_unwinds() -> Iterator[Callable[[], None]]:
+    """SIGTERM raises SystemExit, so a stack stopped by ``kill`` stops its processes too: they
+    run in sessions of their own and would outlive it. Yields what to call once the stopping
+    begins: from then on SIGTERM is ignored, so that a signal cannot cut the stopping short.
+    Only the main thread can set a handler; elsewhere the default stands."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield lambda: None
         return
 
+    def ignore() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
     def unwind(signum: int, _frame: FrameType | None) -> None:
+        ignore()
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, unwind)
     try:
-        yield
+        yield ignore
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -289,6 +294,7 @@ class DevStack:
     env: dict[str, str]
     redis: RedisServer
     workers: dict[str, Worker] = field(default_factory=dict)
+    services: list[subprocess.Popen] = field(default_factory=list)
 
     @property
     def broker_url(self) -> str:
@@ -317,6 +323,31 @@ class DevStack:
 
     def wait_for_workers(self, names: list[str], timeout: float = 60) -> None:
         wait_for_workers(self.broker_url, names, timeout)
+
+    def start_service(self, argv: list[str], log: Path) -> subprocess.Popen:
+        """Another ``edgecelery`` command (the job browser, Flower) in its own session,
+        stopped with the stack."""
+        log.parent.mkdir(parents=True, exist_ok=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edgeceleryapp.cli", *argv],
+            env=self.env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.services.append(process)
+        return process
+
+    def stop_services(self) -> None:
+        for process in self.services:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(10)
+        self.services.clear()
 
     def stop_workers(self) -> None:
         for worker in self.workers.values():
@@ -350,7 +381,7 @@ class DevStack:
         sites = tuple(sites)
         saved = os.environ.get("EDGECELERY_CONFIG")
         own_redis = redis is None
-        with _sigterm_unwinds():
+        with _sigterm_unwinds() as stopping:
             server = redis or RedisServer(root / "redis").start()
             stack: Self | None = None
             try:
@@ -373,7 +404,9 @@ class DevStack:
                     stack.start_workers(names, concurrency=concurrency)
                 yield stack
             finally:
+                stopping()
                 if stack is not None:
+                    stack.stop_services()
                     stack.stop_workers()
                 if own_redis:
                     server.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -116,28 +115,6 @@ def monitoring_settings(password: str, flower_db: Path) -> str:
     )
 
 
-def start_service(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """An ``edgecelery`` command (the job browser, Flower) in its own session."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [sys.executable, "-m", "edgeceleryapp.cli", *argv],
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop_service(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 def _run_job(stack: DevStack, password: str, serve: bool, timeout: float, started: float) -> str:
     """The demo on a running stack, its job browser and Flower up around it; returns the
     state the Argo job ended in."""
@@ -157,51 +134,38 @@ def _run_job(stack: DevStack, password: str, serve: bool, timeout: float, starte
     stack.start_workers(("argo", *SITES))
     click.echo(f"workers up:     argo, {', '.join(SITES)}")
     logs = stack.root / "logs"
-    services: list[subprocess.Popen] = []
-    try:
-        web_port, flower_port = free_port(), free_port()
-        services = [
-            start_service(["web", "--port", str(web_port)], stack.env, logs / "web.log"),
-            start_service(["flower", "--port", str(flower_port)], stack.env, logs / "flower.log"),
-        ]
-        click.echo(
-            f"job browser:    http://127.0.0.1:{web_port}/  (user demo, password {password})"
-        )
-        click.echo(
-            f"Flower:         http://127.0.0.1:{flower_port}/  (same; /metrics for Prometheus)"
-        )
-        done: dict[str, str] = {}
+    web_port, flower_port = free_port(), free_port()
+    web = stack.start_service(["web", "--port", str(web_port)], logs / "web.log")
+    stack.start_service(["flower", "--port", str(flower_port)], logs / "flower.log")
+    click.echo(f"job browser:    http://127.0.0.1:{web_port}/  (user demo, password {password})")
+    click.echo(f"Flower:         http://127.0.0.1:{flower_port}/  (same; /metrics for Prometheus)")
+    done: dict[str, str] = {}
 
-        def on_body(body: dict[str, Any]) -> None:
-            _print_status(body)
-            if body["kind"] == "argo" and (
-                body["to_state"] == "HISTORY" or body["to_state"].endswith("_FAILED")
-            ):
-                done["state"] = body["to_state"]
+    def on_body(body: dict[str, Any]) -> None:
+        _print_status(body)
+        if body["kind"] == "argo" and (
+            body["to_state"] == "HISTORY" or body["to_state"].endswith("_FAILED")
+        ):
+            done["state"] = body["to_state"]
 
-        with StatusStream(stack.broker_url, ROUTING_KEY, on_body) as stream:
-            argo_id = submit_argo(demo_message(f"local://{data_in}", f"local://{output}"))
-            click.echo(f"submitted argo job {argo_id}; status messages on '{ROUTING_KEY}':")
-            deadline = time.monotonic() + timeout
-            while "state" not in done and time.monotonic() < deadline:
-                stream.drain(1)
-        state = done.get("state", "TIMEOUT")
-        click.echo(
-            f"argo job {argo_id} ended in {state} ({time.monotonic() - started:.1f}s in all)"
-        )
-        if output.exists():
-            click.echo(f"output at {output}:")
-            for path in sorted(output.rglob("*")):
-                if path.is_file():
-                    click.echo(f"  {path.relative_to(output)}  {path.stat().st_size} bytes")
-        if serve:
-            click.echo("job browser and Flower stay up; Ctrl-C stops everything")
-            with contextlib.suppress(KeyboardInterrupt):
-                services[0].wait()
-        return state
-    finally:
-        for service in services:
-            stop_service(service)
+    with StatusStream(stack.broker_url, ROUTING_KEY, on_body) as stream:
+        argo_id = submit_argo(demo_message(f"local://{data_in}", f"local://{output}"))
+        click.echo(f"submitted argo job {argo_id}; status messages on '{ROUTING_KEY}':")
+        deadline = time.monotonic() + timeout
+        while "state" not in done and time.monotonic() < deadline:
+            stream.drain(1)
+    state = done.get("state", "TIMEOUT")
+    click.echo(f"argo job {argo_id} ended in {state} ({time.monotonic() - started:.1f}s in all)")
+    if output.exists():
+        click.echo(f"output at {output}:")
+        for path in sorted(output.rglob("*")):
+            if path.is_file():
+                click.echo(f"  {path.relative_to(output)}  {path.stat().st_size} bytes")
+    if serve:
+        click.echo("job browser and Flower stay up; Ctrl-C stops everything")
+        with contextlib.suppress(KeyboardInterrupt):
+            web.wait()
+    return state
 
 
 @click.command(context_settings=CONTEXT)
