@@ -283,7 +283,8 @@ def _sigterm_unwinds() -> Iterator[Callable[[], None]]:
 
 @dataclass
 class DevStack:
-    """A running one-machine service: its folder, settings file, broker and workers.
+    """A running one-machine service: its folder, settings file, broker, workers and the
+    other commands started with it (job browser, Flower).
 
     Workers run with ``env``: this process's environment without its ``EDGECELERY_*``
     settings (unless asked to keep them), so that only the settings file speaks."""
