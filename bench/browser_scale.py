@@ -75,8 +75,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
 
-    from edgeceleryapp.cli.demo import write_config
     from edgeceleryapp.db import init_db
+    from edgeceleryapp.devstack import write_config
     from edgeceleryapp.settings import reset_settings
     from tests.webserver import Client, running_web, web_toml
 

@@ -8,6 +8,7 @@ figures within one run (ratios), not across runs.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import operator
@@ -73,6 +74,17 @@ def print_table(title: str, figures: list[Figure]) -> None:
     for f in figures:
         if f.note:
             print(f"  {f.name}: {f.note}")
+
+
+def parse_args(parser: argparse.ArgumentParser, quick: str, **smaller: float) -> argparse.Namespace:
+    """The command line, with ``--quick`` (``quick`` says what it runs): the sizes of
+    ``scripts/bench.sh --quick``, each option named in ``smaller`` capped at its value."""
+    parser.add_argument("--quick", action="store_true", help=quick)
+    args = parser.parse_args()
+    if args.quick:
+        for name, cap in smaller.items():
+            setattr(args, name, min(getattr(args, name), cap))
+    return args
 
 
 def command_line() -> str:

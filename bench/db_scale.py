@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from common import ROOT, Figure, record
+from common import ROOT, Figure, parse_args, record
 
 SITES = ("hep_cluster", "mira", "theta")
 GROUP_SIZE = 100  # Argo jobs per group_identifier
@@ -181,10 +181,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
-    parser.add_argument("--quick", action="store_true", help="10,000 jobs")
-    args = parser.parse_args()
-    if args.quick:
-        args.jobs = min(args.jobs, 10_000)
+    args = parse_args(parser, "10,000 jobs", jobs=10_000)
     root = Path(tempfile.mkdtemp(prefix="edgecelery-dbscale-"))
     figures: list[Figure] = []
     if args.backend in ("sqlite", "both"):

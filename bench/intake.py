@@ -13,15 +13,13 @@ every job is stored and the ``argo`` queue holds every job's first task.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, Figure, record
-from throughput import cpu_seconds, stop
+from common import Figure, parse_args, record
+from throughput import cpu_seconds
 
 # The producer (a production system, not part of the service) publishes in batches of this
 # many messages, with kombu's Producer.batch and our Redis channel (one client, one round trip
@@ -30,99 +28,87 @@ from throughput import cpu_seconds, stop
 PRODUCER_BATCH = 500
 
 
+def message(i: int) -> dict:
+    return {
+        "name": f"alpGen{i}",
+        "user_id": "bench",
+        "group_identifier": f"intake.{i // 100}",
+        "job_status_routing_key": "bench_status",
+        "subjobs": [
+            {"name": "gen", "site": "hep_cluster", "application": "alpGen",
+             "wall_time_minutes": 60, "num_nodes": 1, "processes_per_node": 1},
+            {"name": "sim", "site": "mira", "application": "wjets",
+             "wall_time_minutes": 60, "num_nodes": 2, "processes_per_node": 16},
+        ],
+    }  # fmt: skip
+
+
+def accept(broker_url: str, messages: int, pids: list[int]) -> tuple[float, float, float]:
+    """Publish ``messages`` and wait until every one is accepted: the seconds that took, the
+    seconds publishing took, and the CPU seconds the intake workers used."""
+    import redis
+    from kombu import Connection
+    from sqlalchemy import func, select
+
+    from edgeceleryapp.brokertransport import transport_for
+    from edgeceleryapp.db import read_scope
+    from edgeceleryapp.devstack import wait_for
+    from edgeceleryapp.models import ArgoJob
+    from workflows.intake_consumer import intake_queue
+
+    client = redis.Redis.from_url(broker_url)
+    cpu0 = cpu_seconds(pids)
+    queue = intake_queue()
+    start = time.perf_counter()
+    with Connection(broker_url, transport=transport_for(broker_url)) as conn:
+        producer = conn.Producer(serializer="json")
+        for first in range(0, messages, PRODUCER_BATCH):
+            with producer.batch():
+                for i in range(first, min(first + PRODUCER_BATCH, messages)):
+                    producer.publish(
+                        message(i),
+                        exchange=queue.exchange,
+                        routing_key=queue.routing_key,
+                        declare=[queue],
+                        message_id=f"bench-{i}",
+                    )
+    published = time.perf_counter() - start
+
+    def accepted() -> bool:
+        with read_scope() as s:
+            stored = s.scalar(select(func.count()).select_from(ArgoJob))
+        return stored >= messages and client.llen("argo") >= messages
+
+    wait_for(accepted, 900, "every message to be accepted", interval=0.2)
+    return time.perf_counter() - start, published, cpu_seconds(pids) - cpu0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument(
         "--consumers", type=int, default=1, help="intake consumer processes (argo workers)"
     )
-    parser.add_argument("--quick", action="store_true", help="2,000 messages")
-    args = parser.parse_args()
-    if args.quick:
-        args.messages = min(args.messages, 2000)
+    args = parse_args(parser, "2,000 messages", messages=2000)
 
-    from edgeceleryapp.cli.demo import write_config
-    from edgeceleryapp.devstack import RedisServer, wait_for, wait_for_workers
+    from edgeceleryapp.devstack import DevStack
 
     root = Path(tempfile.mkdtemp(prefix="edgecelery-intake-"))
-    redis_server = RedisServer(root / "redis").start()
-    config = write_config(root, redis_server.url, ("hep_cluster", "mira"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECELERY_")}
-    env["EDGECELERY_CONFIG"] = str(config)
-    os.environ.update(env)
-
-    import redis
-    from kombu import Connection
-    from sqlalchemy import func, select
-
-    from edgeceleryapp.brokertransport import transport_for
-    from edgeceleryapp.db import init_db, read_scope
-    from edgeceleryapp.models import ArgoJob
-    from workflows.intake_consumer import intake_queue
-
-    init_db()
     names = [f"intake{n}" for n in range(args.consumers)]
-    workers = [
-        subprocess.Popen(
-            [
-                sys.executable, "-m", "celery", "-A", "edgeceleryapp", "worker",
-                "-Q", "bench.nothing", "-n", f"{name}@%h", "-c", "1", "--intake",
-                "--without-gossip", "--without-mingle", "--loglevel", "WARNING",
-            ],
-            env={**env, "PYTHONPATH": str(ROOT)},
-            stdout=(root / f"{name}.log").open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        for name in names
-    ]  # fmt: skip
-    client = redis.Redis.from_url(redis_server.url)
-
-    def message(i: int) -> dict:
-        return {
-            "name": f"alpGen{i}",
-            "user_id": "bench",
-            "group_identifier": f"intake.{i // 100}",
-            "job_status_routing_key": "bench_status",
-            "subjobs": [
-                {"name": "gen", "site": "hep_cluster", "application": "alpGen",
-                 "wall_time_minutes": 60, "num_nodes": 1, "processes_per_node": 1},
-                {"name": "sim", "site": "mira", "application": "wjets",
-                 "wall_time_minutes": 60, "num_nodes": 2, "processes_per_node": 16},
-            ],
-        }  # fmt: skip
-
-    try:
-        wait_for_workers(redis_server.url, names)
-        cpu0 = cpu_seconds([w.pid for w in workers])
-        queue = intake_queue()
-        start = time.perf_counter()
-        with Connection(redis_server.url, transport=transport_for(redis_server.url)) as conn:
-            producer = conn.Producer(serializer="json")
-            for first in range(0, args.messages, PRODUCER_BATCH):
-                with producer.batch():
-                    for i in range(first, min(first + PRODUCER_BATCH, args.messages)):
-                        producer.publish(
-                            message(i),
-                            exchange=queue.exchange,
-                            routing_key=queue.routing_key,
-                            declare=[queue],
-                            message_id=f"bench-{i}",
-                        )
-        published = time.perf_counter() - start
-
-        def accepted() -> bool:
-            with read_scope() as s:
-                stored = s.scalar(select(func.count()).select_from(ArgoJob))
-            return stored >= args.messages and client.llen("argo") >= args.messages
-
-        wait_for(accepted, 900, "every message to be accepted", interval=0.2)
-        elapsed = time.perf_counter() - start
-        cpu = cpu_seconds([w.pid for w in workers]) - cpu0
-    finally:
-        for w in workers:
-            stop(w)
-        redis_server.stop()
+    with DevStack.running(root, ("hep_cluster", "mira"), workers=()) as stack:
+        workers = [
+            stack.start_worker(
+                name,
+                app="edgeceleryapp",
+                queue="bench.nothing",
+                loglevel="WARNING",
+                options=("--intake",),
+                wait=False,
+            )
+            for name in names
+        ]
+        stack.wait_for_workers(names)
+        elapsed, published, cpu = accept(stack.broker_url, args.messages, [w.pid for w in workers])
     figures = [
         Figure(f"{args.messages:,} messages accepted", elapsed, "s",
                "< 20" if args.messages >= 10_000 else ""),

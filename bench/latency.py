@@ -13,7 +13,6 @@ file's modification time) to the service noticing it (the EXECUTION_FINISHED eve
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -21,42 +20,27 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common import Figure, record
+from common import Figure, parse_args, record
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="8 jobs")
-    args = parser.parse_args()
-    if args.quick:
-        args.jobs = min(args.jobs, 8)
+    args = parse_args(parser, "8 jobs", jobs=8)
 
-    from edgeceleryapp.cli.demo import write_config
-    from edgeceleryapp.devstack import RedisServer, Worker, wait_for, wait_for_workers
+    from edgeceleryapp.devstack import DevStack, wait_for
 
-    root = Path(tempfile.mkdtemp(prefix="edgecelery-latency-"))
-    redis_server = RedisServer(root / "redis").start()
-    config = write_config(
-        root, redis_server.url, ("mira",), poll_interval=1.0, status_interval=30.0
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECELERY_")}
-    env["EDGECELERY_CONFIG"] = str(config)
-    os.environ.update(env)
-
-    from backends.batchscript import EXIT_CODE_FILE
-    from edgeceleryapp import applications, job_views
-    from edgeceleryapp.db import init_db
-    from workflows.intake import submit_argo
-
-    init_db()
-    applications.add_app("true", "mira", "/bin/true")
-    workers = [Worker(n, env, root / "logs" / f"{n}.log").start() for n in ("argo", "mira")]
     hops: dict[str, list[float]] = defaultdict(list)
     noticed: list[float] = []
     totals: list[float] = []
-    try:
-        wait_for_workers(redis_server.url, ["argo", "mira"])
+    root = Path(tempfile.mkdtemp(prefix="edgecelery-latency-"))
+    with DevStack.running(root, ("mira",), poll_interval=1.0, status_interval=30.0):
+        # Imported once the settings file is in place: the Celery app reads it on import.
+        from backends.batchscript import EXIT_CODE_FILE
+        from edgeceleryapp import applications, job_views
+        from workflows.intake import submit_argo
+
+        applications.add_app("true", "mira", "/bin/true")
         for i in range(args.jobs):
             argo_id = submit_argo(
                 {
@@ -86,7 +70,7 @@ def main() -> None:
                 )
             totals.append((times[-1] - times[0]).total_seconds())
             subjob = data["subjobs"][0]
-            workdir = config.parent / "sites" / "mira" / "jobs" / str(subjob["id"])
+            workdir = root / "sites" / "mira" / "jobs" / str(subjob["id"])
             exit_file = workdir / EXIT_CODE_FILE
             exited = datetime.fromtimestamp(exit_file.stat().st_mtime, UTC).replace(tzinfo=None)
             finished = next(
@@ -95,10 +79,6 @@ def main() -> None:
                 if e["subjob_id"] and e["to_state"] == "EXECUTION_FINISHED"
             )
             noticed.append((finished - exited).total_seconds())
-    finally:
-        for w in workers:
-            w.stop()
-        redis_server.stop()
 
     figures = [
         Figure(f"hop: {name}", 1000 * statistics.median(values), "ms")

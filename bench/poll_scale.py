@@ -2,7 +2,7 @@
 
 Prints, per poll interval: broker messages (the beat tick plus one resume chain per job that
 ended), scheduler status commands, the tick's wall time, and the process's peak memory. The
-point (docs/architecture.md, hop 7): the cost must not grow with the jobs in flight.
+point (DESIGN.md): the cost must not grow with the jobs in flight.
 
     .venv/bin/python bench/poll_scale.py [--jobs 10000] [--ticks 5] [--finish-per-tick 100]
 """
@@ -28,13 +28,16 @@ def main() -> None:
     parser.add_argument("--finish-per-tick", type=int, default=100)
     args = parser.parse_args()
 
+    from edgeceleryapp.devstack import write_config
+
     root = Path(tempfile.mkdtemp(prefix="edgecelery-bench-"))
-    config = root / "edgecelery.toml"
-    config.write_text(
-        f'database_url = "sqlite:///{root / "bench.db"}"\n'
-        f'[argo]\nstaging_dir = "{root / "argo"}"\n'
-        f'[sites.bench]\nscheduler = "local"\nworkdir = "{root / "site"}"\n'
-        "poll_interval = 1\nstatus_interval = 1\n"
+    config = write_config(
+        root,
+        "memory://",
+        ("bench",),
+        poll_interval=1,
+        status_interval=1,
+        site_settings={"bench": {"scheduler": "local"}},
     )
     os.environ["EDGECELERY_CONFIG"] = str(config)
 
@@ -111,7 +114,7 @@ def main() -> None:
     finished = 0
     for tick in range(1, args.ticks + 1):
         for job_id in ids[finished : finished + args.finish_per_tick]:
-            control = root / "site" / "jobs" / str(job_id) / ".edgecelery"
+            control = root / "sites" / "bench" / "jobs" / str(job_id) / ".edgecelery"
             control.mkdir(parents=True, exist_ok=True)
             (control / "exitcode").write_text("0\n")
         finished += args.finish_per_tick

@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import ROOT, Figure, record
+from common import ROOT, Figure, parse_args, record
 
 OURS = (
     "(tasks/",
@@ -110,18 +110,7 @@ def worker_profile(seconds: float, out: Path) -> Counter:
 
 
 def intake_profile(messages: int) -> list[tuple[str, float]]:
-    from edgeceleryapp.cli.demo import write_config
-    from edgeceleryapp.devstack import RedisServer
-
-    root = Path(tempfile.mkdtemp(prefix="edgecelery-profile-"))
-    redis_server = RedisServer(root / "redis").start()
-    os.environ["EDGECELERY_CONFIG"] = str(
-        write_config(root, redis_server.url, ("hep_cluster", "mira"))
-    )
-    from edgeceleryapp.db import init_db
-    from workflows.intake_consumer import receive_batch
-
-    init_db()
+    from edgeceleryapp.devstack import DevStack
 
     def message(i: int) -> dict:
         return {
@@ -133,16 +122,18 @@ def intake_profile(messages: int) -> list[tuple[str, float]]:
             ],
         }
 
-    receive_batch([(message(-1), "warm")])
+    root = Path(tempfile.mkdtemp(prefix="edgecelery-profile-"))
     profiler = cProfile.Profile()
-    try:
+    with DevStack.running(root, ("hep_cluster", "mira"), workers=()):
+        # Imported once the settings file is in place: the Celery app reads it on import.
+        from workflows.intake_consumer import receive_batch
+
+        receive_batch([(message(-1), "warm")])
         profiler.enable()
         for first in range(0, messages, BATCH):
             batch = range(first, min(first + BATCH, messages))
             receive_batch([(message(i), f"m{i}") for i in batch])
         profiler.disable()
-    finally:
-        redis_server.stop()
     stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     total = max(
         ct for (_f, _l, name), (_cc, _nc, _tt, ct, _c) in stats.items() if name == "receive_batch"
@@ -166,8 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--messages", type=int, default=1000)
-    parser.add_argument("--quick", action="store_true", help="the same (it is short)")
-    args = parser.parse_args()
+    args = parse_args(parser, "the same (it is short)")
     samples = worker_profile(args.seconds, Path(tempfile.mkdtemp(prefix="edgecelery-spy-")))
     total = sum(samples.values()) or 1
     workers = [Figure(name, 100 * samples[name] / total, "%") for name in BUCKETS]

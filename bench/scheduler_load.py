@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Figure, record, status_command_figures
-from throughput import cpu_seconds, start_celery_worker, stop
+from common import ROOT, Figure, parse_args, record, status_command_figures
+from throughput import cpu_seconds
 
 
 def peak_rss_mib(leader: int) -> float:
@@ -39,41 +39,13 @@ def peak_rss_mib(leader: int) -> float:
     return total / 1024
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subjobs", type=int, default=1000)
-    parser.add_argument("--minutes", type=float, default=2.0)
-    parser.add_argument("--quick", action="store_true", help="65 seconds")
-    args = parser.parse_args()
-    if args.quick:
-        args.minutes = min(args.minutes, 65 / 60)
-
-    from edgeceleryapp.cli.demo import write_config
-    from edgeceleryapp.devstack import RedisServer, Worker, wait_for_workers
-
-    root = Path(tempfile.mkdtemp(prefix="edgecelery-schedload-"))
-    (root / "logs").mkdir()
-    status_log = root / "status-commands.log"
-    status_log.touch()
-    redis_server = RedisServer(root / "redis").start()
-    config = write_config(
-        root,
-        redis_server.url,
-        ("mira",),
-        poll_interval=1.0,
-        status_interval=30.0,
-        site_settings={"mira": {"scheduler": "bench.instant_app:HeldScheduler"}},
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECELERY_")}
-    env.update(EDGECELERY_CONFIG=str(config), BENCH_STATUS_LOG=str(status_log))
-    os.environ.update(env)
-
+def queue_subjobs(count: int) -> None:
+    """``count`` subjobs whose batch jobs wait in the queue, written straight to the database."""
     from sqlalchemy import insert
 
-    from edgeceleryapp.db import init_db, session_scope
+    from edgeceleryapp.db import session_scope
     from edgeceleryapp.models import SubJob, utcnow
 
-    init_db()
     now = utcnow()
     with session_scope() as s:
         s.execute(
@@ -89,15 +61,36 @@ def main() -> None:
                     "updated_at": now,
                     "created_at": now,
                 }
-                for i in range(args.subjobs)
+                for i in range(count)
             ],
         )
-    argo = Worker("argo", env, root / "logs" / "argo.log").start()
-    site = start_celery_worker(
-        "bench.instant_app", "site.mira", "mira", env, root / "logs" / "mira.log", 2
-    )
-    try:
-        wait_for_workers(redis_server.url, ["argo", "mira"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjobs", type=int, default=1000)
+    parser.add_argument("--minutes", type=float, default=2.0)
+    args = parse_args(parser, "65 seconds", minutes=65 / 60)
+
+    from edgeceleryapp.devstack import DevStack
+
+    root = Path(tempfile.mkdtemp(prefix="edgecelery-schedload-"))
+    status_log = root / "status-commands.log"
+    status_log.touch()
+    with DevStack.running(
+        root,
+        ("mira",),
+        workers=(),
+        env_extra={"BENCH_STATUS_LOG": str(status_log), "PYTHONPATH": str(ROOT)},
+        poll_interval=1.0,
+        status_interval=30.0,
+        site_settings={"mira": {"scheduler": "bench.instant_app:HeldScheduler"}},
+    ) as stack:
+        queue_subjobs(args.subjobs)
+        stack.start_worker("argo", wait=False)
+        # The held scheduler lives in bench/instant_app.py: the site worker runs that app.
+        site = stack.start_worker("mira", app="bench.instant_app", concurrency=2, wait=False)
+        stack.wait_for_workers(["argo", "mira"])
         cpu0, start = cpu_seconds([site.pid]), time.monotonic()
         first = len(status_log.read_text().splitlines())
         time.sleep(args.minutes * 60)  # the measurement window: the service runs on its own
@@ -105,10 +98,6 @@ def main() -> None:
         commands = status_log.read_text().splitlines()[first:]
         cpu = cpu_seconds([site.pid]) - cpu0
         rss = peak_rss_mib(site.pid)
-    finally:
-        stop(site)
-        argo.stop()
-        redis_server.stop()
     asked = max((int(line.split()[1]) for line in commands), default=0)
     figures = [
         *status_command_figures([float(c.split()[0]) for c in commands], elapsed, 30.0),

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import ROOT, Figure, record, status_command_figures
+from common import ROOT, Figure, parse_args, record, status_command_figures
 
 TOOLS = ("sbatch", "squeue", "sacct", "scontrol", "scancel")
 
@@ -36,80 +36,60 @@ def write_shims(folder: Path, log: Path) -> None:
         shim.chmod(0o755)
 
 
+def finished(subjobs: int) -> bool:
+    """Whether every subjob finished; stops the benchmark at the first that failed."""
+    from sqlalchemy import func, select
+
+    from edgeceleryapp.db import read_scope
+    from edgeceleryapp.models import SubJob
+
+    with read_scope() as s:
+        counts = dict(s.execute(select(SubJob.state, func.count()).group_by(SubJob.state)).all())
+    failed = {k: v for k, v in counts.items() if k.endswith("_FAILED")}
+    if failed:
+        raise SystemExit(f"subjobs failed on Slurm: {failed}")
+    return counts.get("JOB_FINISHED", 0) >= subjobs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjobs", type=int, default=200)
-    parser.add_argument("--quick", action="store_true", help="50 subjobs")
-    args = parser.parse_args()
-    if args.quick:
-        args.subjobs = min(args.subjobs, 50)
+    args = parse_args(parser, "50 subjobs", subjobs=50)
 
     started = subprocess.run(
         [str(ROOT / "scripts" / "slurm.sh"), "start"], capture_output=True, text=True, check=True
     )
     slurm_conf = started.stdout.strip().splitlines()[-1].split("=", 1)[1]
 
-    from edgeceleryapp.cli.demo import write_config
-    from edgeceleryapp.devstack import RedisServer, Worker, wait_for, wait_for_workers
+    from edgeceleryapp.devstack import DevStack, wait_for
 
     root = Path(tempfile.mkdtemp(prefix="edgecelery-slurm-"))
     log = root / "slurm-commands.log"
     log.touch()
     write_shims(root / "shims", log)
-    redis_server = RedisServer(root / "redis").start()
-    config = write_config(
+    with DevStack.running(
         root,
-        redis_server.url,
         ("cluster",),
+        concurrency=2,
+        env_extra={"SLURM_CONF": slurm_conf, "PATH": f"{root / 'shims'}:{os.environ['PATH']}"},
         poll_interval=1.0,
         status_interval=30.0,
         site_settings={"cluster": {"scheduler": "slurm", "queue": "debug", "accounting": True}},
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECELERY_")}
-    env.update(
-        EDGECELERY_CONFIG=str(config),
-        SLURM_CONF=slurm_conf,
-        PATH=f"{root / 'shims'}:{os.environ['PATH']}",
-    )
-    os.environ.update(env)
+    ):
+        # Imported once the settings file is in place: the Celery app reads it on import.
+        from edgeceleryapp import applications
+        from workflows.intake import submit_balsam
 
-    from sqlalchemy import func, select
-
-    from edgeceleryapp import applications
-    from edgeceleryapp.db import init_db, read_scope
-    from edgeceleryapp.models import SubJob
-    from workflows.intake import submit_balsam
-
-    init_db()
-    applications.add_app("true", "cluster", "/bin/true")
-    workers = [
-        Worker(n, env, root / "logs" / f"{n}.log", concurrency=2).start()
-        for n in ("argo", "cluster")
-    ]
-    try:
-        wait_for_workers(redis_server.url, ["argo", "cluster"])
+        applications.add_app("true", "cluster", "/bin/true")
         start = time.perf_counter()
         for i in range(args.subjobs):
             submit_balsam(
                 {"name": f"t{i}", "site": "cluster", "application": "true", "wall_time_minutes": 5}
             )
-
-        def finished() -> bool:
-            with read_scope() as s:
-                counts = dict(
-                    s.execute(select(SubJob.state, func.count()).group_by(SubJob.state)).all()
-                )
-            failed = {k: v for k, v in counts.items() if k.endswith("_FAILED")}
-            if failed:
-                raise SystemExit(f"subjobs failed on Slurm: {failed}")
-            return counts.get("JOB_FINISHED", 0) >= args.subjobs
-
-        wait_for(finished, 1800, "every subjob to finish on Slurm", interval=0.5)
+        wait_for(
+            lambda: finished(args.subjobs), 1800, "every subjob to finish on Slurm", interval=0.5
+        )
         wall = time.perf_counter() - start
-    finally:
-        for w in workers:
-            w.stop()
-        redis_server.stop()
     lines = [line.split() for line in log.read_text().splitlines()]
     calls = Counter(tool for _, tool in lines)
     status_times = [float(t) for t, tool in lines if tool in ("squeue", "sacct", "scontrol")]

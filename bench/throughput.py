@@ -17,15 +17,15 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import ROOT, Figure, record
+from common import ROOT, Figure, parse_args, record
+
+from edgeceleryapp.devstack import DevStack, RedisServer
 
 TARGET_RATIO = 0.5
 # --scheduler names: the bench's own plug-in is named by its dotted path.
@@ -86,64 +86,25 @@ def clock(ended: Callable[[], int], total: int, start: float) -> tuple[float, fl
         time.sleep(0.05)
 
 
-def start_celery_worker(app: str, queue: str, name: str, env: dict[str, str], log: Path, c: int):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            app,
-            "worker",
-            "-Q",
-            queue,
-            "-n",
-            f"{name}@%h",
-            "-c",
-            str(c),
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "INFO",
-        ],
-        env={**env, "PYTHONPATH": str(ROOT)},
-        cwd=ROOT,
-        stdout=log.open("a"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-
-
-def run_ceiling(env: dict[str, str], root: Path, args, sites: list[str]) -> dict:
+def run_ceiling(stack: DevStack, args, sites: list[str]) -> dict:
     """N plain chains of the Argo job's shape, from the first send until each chain's last
     task counted itself in Redis: the ``clock`` times and the CPU seconds its workers used."""
     import redis
     from celery import chain
 
     from bench.ceiling_app import app
-    from edgeceleryapp.devstack import wait_for_workers
 
     names = ["cargo", *(f"c{s}" for s in sites)]
     queues = ["argo", *(f"site.{s}" for s in sites)]
     workers = [
-        start_celery_worker(
-            "bench.ceiling_app", q, n, env, root / "logs" / f"{n}.log", args.concurrency
+        stack.start_worker(
+            n, app="bench.ceiling_app", queue=q, concurrency=args.concurrency, wait=False
         )
         for q, n in zip(queues, names, strict=True)
     ]
-    client = redis.Redis.from_url(env["EDGECELERY_BROKER_URL"])
+    client = redis.Redis.from_url(stack.broker_url)
     try:
-        wait_for_workers(env["EDGECELERY_BROKER_URL"], names)
+        stack.wait_for_workers(names)
         client.delete("ceiling:done")
         shape = queue_sequence(args.subjobs, sites)
         start = time.perf_counter()
@@ -156,37 +117,30 @@ def run_ceiling(env: dict[str, str], root: Path, args, sites: list[str]) -> dict
         steady, wall = clock(lambda: int(client.get("ceiling:done") or 0), args.jobs, start)
         return {"steady_s": steady, "wall_s": wall, "cpu_s": cpu_seconds([w.pid for w in workers])}
     finally:
-        for w in workers:
-            stop(w)
+        stack.stop_workers()
 
 
-def run_service(env: dict[str, str], root: Path, args, sites: list[str]) -> dict:
+def run_service(stack: DevStack, args, sites: list[str]) -> dict:
     """N Argo jobs through the real service, from the first submission until each ended: the
     ``clock`` times, the CPU seconds its workers used, and how the jobs ended."""
     from sqlalchemy import func, select
 
     from edgeceleryapp import applications
     from edgeceleryapp.db import read_scope
-    from edgeceleryapp.devstack import Worker, wait_for_workers
     from edgeceleryapp.models import ArgoJob
     from workflows.intake import submit_argo
 
     for site in sites:
         applications.add_app("true", site, "/bin/true")
-    argo = Worker("argo", env, root / "logs" / "argo.log", concurrency=args.concurrency).start()
-    workers = [argo.process]
-    for site in sites:
-        log = root / "logs" / f"{site}.log"
-        if args.scheduler == "instant":
-            workers.append(
-                start_celery_worker(
-                    "bench.instant_app", f"site.{site}", site, env, log, args.concurrency
-                )
-            )
-        else:
-            workers.append(Worker(site, env, log, concurrency=args.concurrency).start().process)
+    # The instant scheduler lives in bench/instant_app.py: its site workers run that app.
+    site_app = "bench.instant_app" if args.scheduler == "instant" else None
+    workers = [stack.start_worker("argo", concurrency=args.concurrency, wait=False)]
+    workers += [
+        stack.start_worker(site, app=site_app, concurrency=args.concurrency, wait=False)
+        for site in sites
+    ]
     try:
-        wait_for_workers(env["EDGECELERY_BROKER_URL"], ["argo", *sites])
+        stack.wait_for_workers(["argo", *sites])
         start = time.perf_counter()
         for i in range(args.jobs):
             submit_argo(
@@ -217,38 +171,29 @@ def run_service(env: dict[str, str], root: Path, args, sites: list[str]) -> dict
         cpu = cpu_seconds([w.pid for w in workers])
         return {"steady_s": steady, "wall_s": wall, "cpu_s": cpu, "end_states": counts()}
     finally:
-        for w in workers:
-            stop(w)
+        stack.stop_workers()
 
 
-def measure(args, sites: list[str], redis_url: str) -> dict:
+def measure(args, sites: list[str], redis_server: RedisServer) -> dict:
     """One round: an emptied broker and a fresh database; the ceiling, then the service.
     (The broker stays: this process's Celery apps read its address once.)"""
     import redis
 
-    from edgeceleryapp.cli.demo import write_config
-    from edgeceleryapp.db import init_db, reset_engine
-    from edgeceleryapp.settings import reset_settings
-
-    redis.Redis.from_url(redis_url).flushdb()
+    redis.Redis.from_url(redis_server.url).flushdb()
     root = Path(tempfile.mkdtemp(prefix="edgecelery-throughput-"))
-    (root / "logs").mkdir()
-    config = write_config(
+    with DevStack.running(
         root,
-        redis_url,
-        tuple(sites),
+        sites,
+        workers=(),
+        redis=redis_server,
+        # Both sides' plain-Celery workers import their app from bench/.
+        env_extra={"PYTHONPATH": str(ROOT), "EDGECELERY_BROKER_URL": redis_server.url},
         poll_interval=args.poll_interval,
         status_interval=30.0,
         site_settings={site: {"scheduler": SCHEDULER_PATHS[args.scheduler]} for site in sites},
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECELERY_")}
-    env.update(EDGECELERY_CONFIG=str(config), EDGECELERY_BROKER_URL=redis_url)
-    os.environ.update(env)
-    reset_settings()
-    reset_engine()
-    init_db()
-    ceiling = run_ceiling(env, root, args, sites)
-    service = run_service(env, root, args, sites)
+    ) as stack:
+        ceiling = run_ceiling(stack, args, sites)
+        service = run_service(stack, args, sites)
     return {
         "service": service,
         "ceiling": ceiling,
@@ -269,7 +214,6 @@ def main() -> int:
         default="local",
         help="local: each batch job runs /bin/true as a process; instant: finished at submission",
     )
-    parser.add_argument("--quick", action="store_true", help="fewer jobs (CI)")
     parser.add_argument(
         "--min-ratio",
         type=float,
@@ -283,18 +227,13 @@ def main() -> int:
         help="with --min-ratio: measure again (up to this many rounds) while the ratio is "
         "below it, so that one noisy round on a shared machine does not fail CI",
     )
-    args = parser.parse_args()
-    if args.quick:
-        args.jobs = min(args.jobs, 100)
+    args = parse_args(parser, "fewer jobs (CI)", jobs=100)
     sites = [f"s{i}" for i in range(args.sites)]
-
-    from edgeceleryapp.devstack import RedisServer
-
     redis_server = RedisServer(Path(tempfile.mkdtemp(prefix="edgecelery-redis-"))).start()
     rounds = []
     try:
         for _ in range(max(1, args.rounds)):
-            rounds.append(measure(args, sites, redis_server.url))
+            rounds.append(measure(args, sites, redis_server))
             if args.min_ratio is None or rounds[-1]["ratio"] >= args.min_ratio:
                 break
     finally:

@@ -1,20 +1,28 @@
-"""A one-machine service: a private Redis on a free loopback port and worker processes.
+"""A one-machine service: a private Redis on a free loopback port, a settings file, a database
+and worker processes, all stopped again on the way out (``DevStack.running``).
 
-Used by ``edgecelery demo`` and by the integration tests, so both run the real thing: the real
-broker, real ``edgecelery worker`` processes, the real poll schedule.
+Used by ``edgecelery demo``, the integration tests and the benchmarks, so all of them run the
+real thing, assembled one way: the real broker, real ``edgecelery worker`` processes, the real
+poll schedule.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import Any, Self
 
 import redis
 
@@ -104,9 +112,18 @@ class Worker:
     env: dict[str, str]
     log: Path
     concurrency: int = 1
-    # Start with plain ``celery -A edgeceleryapp worker`` instead of our wrapper.
-    plain_celery: bool = False
+    # Start plain ``celery -A <app> worker -Q <queue>`` instead of our wrapper: the service's
+    # app started as Celery documents it, or a benchmark's app (bench/*_app.py).
+    app: str | None = None
+    queue: str | None = None  # with ``app``; ``site.<name>`` unless given
+    loglevel: str = "INFO"
+    options: tuple[str, ...] = ()  # more command-line options, e.g. ``--intake``
     process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, f"worker {self.name} was not started"
+        return self.process.pid
 
     def start(self) -> Worker:
         argv = [
@@ -117,31 +134,32 @@ class Worker:
             "-c",
             str(self.concurrency),
             "--loglevel",
-            "INFO",
+            self.loglevel,
         ]
-        if self.plain_celery:
+        if self.app is not None:
             argv = [
                 sys.executable,
                 "-m",
                 "celery",
                 "-A",
-                "edgeceleryapp",
+                self.app,
                 "worker",
                 "-c",
                 str(self.concurrency),
                 "-Q",
-                f"site.{self.name}",
+                self.queue or f"site.{self.name}",
                 "-n",
                 f"{self.name}@%h",
                 "--without-gossip",
                 "--without-mingle",
                 "--loglevel",
-                "INFO",
+                self.loglevel,
             ]
         elif self.name == "argo":
             argv += ["--argo", "--beat-schedule", str(self.log.with_suffix(".beat"))]
         else:
             argv += ["--site", self.name]
+        argv += self.options
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             argv,
@@ -182,3 +200,220 @@ def wait_for_workers(broker_url: str, names: list[str], timeout: float = 60) -> 
         wait_for(answered, timeout, f"workers {sorted(wanted)}", interval=0.2)
     finally:
         probe.close()
+
+
+def _toml_table(name: str, values: dict[str, Any]) -> list[str]:
+    """A TOML table of scalars and lists (JSON's forms are TOML's), subtables after."""
+    lines = [f"[{name}]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in values.items() if not isinstance(v, dict)]
+    for key, sub in values.items():
+        if isinstance(sub, dict):
+            lines += _toml_table(f"{name}.{key}", sub)
+    return lines
+
+
+def write_config(
+    root: Path,
+    broker_url: str,
+    sites: Iterable[str],
+    *,
+    poll_interval: float = 0.5,
+    status_interval: float = 2.0,
+    extra: str = "",
+    database_url: str | None = None,
+    site_settings: dict[str, dict[str, Any]] | None = None,
+    argo_settings: dict[str, Any] | None = None,
+) -> Path:
+    """A settings file for a one-machine service rooted at ``root`` (SQLite in ``root`` unless
+    ``database_url`` names another database). ``site_settings`` adds to or overrides a site's
+    table (nested dicts become subtables, e.g. ``{"ssh": {...}}``); ``argo_settings`` the same
+    for the Argo service's table; ``extra`` is TOML put before the tables."""
+    database_url = database_url or "sqlite:///" + str(root / "edgecelery.db")
+    lines = [
+        f"broker_url = {json.dumps(broker_url)}",
+        f"database_url = {json.dumps(database_url)}",
+        extra,
+        *_toml_table(
+            "argo",
+            {
+                "staging_dir": str(root / "argo"),
+                "transfer_roots": [str(root / "data")],
+                **(argo_settings or {}),
+            },
+        ),
+    ]
+    for site in sites:
+        values: dict[str, Any] = {
+            "scheduler": "local",
+            "workdir": str(root / "sites" / site),
+            "transfer_roots": [str(root / "data")],
+            "poll_interval": poll_interval,
+            "status_interval": status_interval,
+            **(site_settings or {}).get(site, {}),
+        }
+        lines += _toml_table(f"sites.{site}", values)
+    path = root / "edgecelery.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[Callable[[], None]]:
+    """SIGTERM raises SystemExit, so a stack stopped by ``kill`` stops its processes too: they
+    run in sessions of their own and would outlive it. Yields what to call once the stopping
+    begins: from then on SIGTERM is ignored, so that a signal cannot cut the stopping short.
+    Only the main thread can set a handler; elsewhere the default stands."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+
+    def ignore() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def unwind(signum: int, _frame: FrameType | None) -> None:
+        ignore()
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield ignore
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class DevStack:
+    """A running one-machine service: its folder, settings file, broker, workers and the
+    other commands started with it (job browser, Flower).
+
+    Workers run with ``env``: this process's environment without its ``EDGECELERY_*``
+    settings (unless asked to keep them), so that only the settings file speaks."""
+
+    root: Path
+    sites: tuple[str, ...]
+    config: Path
+    env: dict[str, str]
+    redis: RedisServer
+    workers: dict[str, Worker] = field(default_factory=dict)
+    services: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis.url
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def start_worker(self, name: str, *, wait: bool = True, **options: Any) -> Worker:
+        """A worker named ``name`` (``argo`` or a site), with ``Worker``'s options; by default
+        returns once it answers a ping."""
+        log = self.root / "logs" / f"{name}.log"
+        worker = Worker(name, self.env, log, **options).start()
+        self.workers[name] = worker
+        if wait:
+            self.wait_for_workers([name])
+        return worker
+
+    def start_workers(self, names: Iterable[str], **options: Any) -> list[Worker]:
+        """Several workers with the same options, started together, then awaited together."""
+        names = list(names)
+        started = [self.start_worker(name, wait=False, **options) for name in names]
+        self.wait_for_workers(names)
+        return started
+
+    def wait_for_workers(self, names: list[str], timeout: float = 60) -> None:
+        wait_for_workers(self.broker_url, names, timeout)
+
+    def start_service(self, argv: list[str], log: Path) -> subprocess.Popen:
+        """Another ``edgecelery`` command (the job browser, Flower) in its own session,
+        stopped with the stack."""
+        log.parent.mkdir(parents=True, exist_ok=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edgeceleryapp.cli", *argv],
+            env=self.env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.services.append(process)
+        return process
+
+    def stop_services(self) -> None:
+        for process in self.services:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(10)
+        self.services.clear()
+
+    def stop_workers(self) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+        self.workers.clear()
+
+    @classmethod
+    @contextmanager
+    def running(
+        cls,
+        root: Path,
+        sites: Iterable[str],
+        *,
+        workers: Iterable[str] | None = None,
+        concurrency: int = 1,
+        redis: RedisServer | None = None,
+        env_extra: dict[str, str] | None = None,
+        keep_settings_env: bool = False,
+        **settings: Any,
+    ) -> Iterator[Self]:
+        """Redis (a private one unless ``redis`` is given: that one is left running), a
+        settings file (``settings`` go to ``write_config``), a fresh database and the
+        ``workers`` (default: ``argo`` and one per site); all stopped on the way out, by an
+        exception or SIGTERM too.
+
+        This process uses the settings file while the stack runs (``EDGECELERY_CONFIG``), so
+        it can submit jobs and read the database the workers write."""
+        from edgeceleryapp.db import init_db, reset_engine
+        from edgeceleryapp.settings import reset_settings
+
+        sites = tuple(sites)
+        saved = os.environ.get("EDGECELERY_CONFIG")
+        own_redis = redis is None
+        with _sigterm_unwinds() as stopping:
+            server = redis or RedisServer(root / "redis").start()
+            stack: Self | None = None
+            try:
+                config = write_config(root, server.url, sites, **settings)
+                (root / "data").mkdir(exist_ok=True)
+                env = {
+                    k: v
+                    for k, v in os.environ.items()
+                    if keep_settings_env or not k.startswith("EDGECELERY_")
+                }
+                env.update(env_extra or {})
+                env["EDGECELERY_CONFIG"] = str(config)
+                os.environ["EDGECELERY_CONFIG"] = str(config)
+                reset_settings()
+                reset_engine()
+                init_db()
+                stack = cls(root, sites, config, env, server)
+                names = ("argo", *sites) if workers is None else tuple(workers)
+                if names:
+                    stack.start_workers(names, concurrency=concurrency)
+                yield stack
+            finally:
+                stopping()
+                if stack is not None:
+                    stack.stop_services()
+                    stack.stop_workers()
+                if own_redis:
+                    server.stop()
+                reset_engine()
+                if saved is None:
+                    os.environ.pop("EDGECELERY_CONFIG", None)
+                else:
+                    os.environ["EDGECELERY_CONFIG"] = saved
+                reset_settings()

@@ -19,8 +19,8 @@ import pytest
 os.environ["EDGECELERY_BROKER_URL"] = "memory://"
 os.environ.pop("EDGECELERY_CONFIG", None)
 
-from edgeceleryapp.cli.demo import write_config
 from edgeceleryapp.db import init_db, reset_engine
+from edgeceleryapp.devstack import write_config
 from edgeceleryapp.settings import reset_settings
 from edgeceleryapp.status_outbox import write_pending_marks
 from tests.pg import PostgresServer, PostgresUnavailable, empty_database

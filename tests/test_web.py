@@ -14,13 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from edgeceleryapp.cli.demo import write_config
 from edgeceleryapp.db import engine, init_db, reset_engine, session_scope
+from edgeceleryapp.devstack import write_config
 from edgeceleryapp.job_views import JobQuery, _filtered
 from edgeceleryapp.models import ArgoJob, JobEvent
 from edgeceleryapp.settings import reset_settings
 from edgeceleryapp.state_store import move_argo
-from tests.helpers import argo_message
 from tests.webserver import Client, running_web, web_toml
 from workflows.intake import submit_argo
 
@@ -35,16 +34,18 @@ class Browser:
         return Client(self.base)
 
 
-def group_message(group: str, sites: tuple[str, ...], n: int) -> dict:
-    """Job ``n`` of ``group``: one subjob at each site."""
-    return argo_message(
-        f"gen{n}",
-        sites,
-        user_id=f"{group}.job{n:03d}",
-        group_identifier=group,
-        email="someone@example.org",
-        output_url=f"local:///out/{group}/{n}",
-    )
+def argo_message(group: str, sites: list[str], n: int) -> dict:
+    return {
+        "name": f"gen{n}",
+        "user_id": f"{group}.job{n:03d}",
+        "group_identifier": group,
+        "email": "someone@example.org",
+        "output_url": f"local:///out/{group}/{n}",
+        "subjobs": [
+            {"name": f"step{i}", "site": site, "application": "echo"}
+            for i, site in enumerate(sites)
+        ],
+    }
 
 
 def seed_jobs() -> dict[str, list[int]]:
@@ -53,12 +54,10 @@ def seed_jobs() -> dict[str, list[int]]:
     ids: dict[str, list[int]] = {"atlas.wjets": [], "fusion.d3d": []}
     for n in range(7):
         ids["atlas.wjets"].append(
-            submit_argo(group_message("atlas.wjets", ("alpha", "beta"), n), start=False)
+            submit_argo(argo_message("atlas.wjets", ["alpha", "beta"], n), start=False)
         )
     for n in range(5):
-        ids["fusion.d3d"].append(
-            submit_argo(group_message("fusion.d3d", ("beta",), n), start=False)
-        )
+        ids["fusion.d3d"].append(submit_argo(argo_message("fusion.d3d", ["beta"], n), start=False))
     for group in ids.values():
         assert move_argo(group[-1], "CREATED", "STAGED_IN_FAILED", "input missing")
     return ids

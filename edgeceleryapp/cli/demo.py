@@ -9,79 +9,24 @@ message as it arrives, shows the output, and stops all it started.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from edgeceleryapp.cli import CONTEXT, handle_errors
 
+if TYPE_CHECKING:
+    from edgeceleryapp.devstack import DevStack
+
 SITES = ("hep_cluster", "mira")
 ROUTING_KEY = "atlas_job_monitor"
-
-
-def _toml_table(name: str, values: dict[str, Any]) -> list[str]:
-    """A TOML table of scalars and lists (JSON's forms are TOML's), subtables after."""
-    lines = [f"[{name}]"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in values.items() if not isinstance(v, dict)]
-    for key, sub in values.items():
-        if isinstance(sub, dict):
-            lines += _toml_table(f"{name}.{key}", sub)
-    return lines
-
-
-def write_config(
-    root: Path,
-    broker_url: str,
-    sites: tuple[str, ...] = SITES,
-    *,
-    poll_interval: float = 0.5,
-    status_interval: float = 2.0,
-    extra: str = "",
-    database_url: str | None = None,
-    site_settings: dict[str, dict[str, Any]] | None = None,
-    argo_settings: dict[str, Any] | None = None,
-) -> Path:
-    """A settings file for a one-machine service rooted at ``root`` (SQLite in ``root`` unless
-    ``database_url`` names another database). ``site_settings`` adds to or overrides a site's
-    table (nested dicts become subtables, e.g. ``{"ssh": {...}}``); ``argo_settings`` the same
-    for the Argo service's table."""
-    database_url = database_url or "sqlite:///" + str(root / "edgecelery.db")
-    lines = [
-        f"broker_url = {json.dumps(broker_url)}",
-        f"database_url = {json.dumps(database_url)}",
-        extra,
-        *_toml_table(
-            "argo",
-            {
-                "staging_dir": str(root / "argo"),
-                "transfer_roots": [str(root / "data")],
-                **(argo_settings or {}),
-            },
-        ),
-    ]
-    for site in sites:
-        values: dict[str, Any] = {
-            "scheduler": "local",
-            "workdir": str(root / "sites" / site),
-            "transfer_roots": [str(root / "data")],
-            "poll_interval": poll_interval,
-            "status_interval": status_interval,
-            **(site_settings or {}).get(site, {}),
-        }
-        lines += _toml_table(f"sites.{site}", values)
-    path = root / "edgecelery.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def install_demo_apps(root: Path, sites: tuple[str, str] = SITES) -> None:
@@ -170,26 +115,57 @@ def monitoring_settings(password: str, flower_db: Path) -> str:
     )
 
 
-def start_service(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """An ``edgecelery`` command (the job browser, Flower) in its own session."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
-        [sys.executable, "-m", "edgeceleryapp.cli", *argv],
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+def _run_job(stack: DevStack, password: str, serve: bool, timeout: float, started: float) -> str:
+    """The demo on a running stack, its job browser and Flower up around it; returns the
+    state the Argo job ended in."""
+    from edgeceleryapp.devstack import free_port
+    from edgeceleryapp.status_stream import StatusStream
+    from workflows.intake import submit_argo
+
+    install_demo_apps(stack.root)
+    data_in = stack.data / "input"
+    data_in.mkdir(parents=True)
+    (data_in / "alpGen.ini").write_text(
+        resources.files("edgeceleryapp.demo").joinpath("alpGen.ini").read_text()
     )
+    output = stack.data / "output"
+    click.echo(f"demo directory: {stack.root}")
+    click.echo(f"private Redis:  {stack.broker_url}")
+    stack.start_workers(("argo", *SITES))
+    click.echo(f"workers up:     argo, {', '.join(SITES)}")
+    logs = stack.root / "logs"
+    web_port, flower_port = free_port(), free_port()
+    web = stack.start_service(["web", "--port", str(web_port)], logs / "web.log")
+    stack.start_service(["flower", "--port", str(flower_port)], logs / "flower.log")
+    click.echo(f"job browser:    http://127.0.0.1:{web_port}/  (user demo, password {password})")
+    click.echo(f"Flower:         http://127.0.0.1:{flower_port}/  (same; /metrics for Prometheus)")
+    done: dict[str, str] = {}
 
+    def on_body(body: dict[str, Any]) -> None:
+        _print_status(body)
+        if body["kind"] == "argo" and (
+            body["to_state"] == "HISTORY" or body["to_state"].endswith("_FAILED")
+        ):
+            done["state"] = body["to_state"]
 
-def stop_service(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    with StatusStream(stack.broker_url, ROUTING_KEY, on_body) as stream:
+        argo_id = submit_argo(demo_message(f"local://{data_in}", f"local://{output}"))
+        click.echo(f"submitted argo job {argo_id}; status messages on '{ROUTING_KEY}':")
+        deadline = time.monotonic() + timeout
+        while "state" not in done and time.monotonic() < deadline:
+            stream.drain(1)
+    state = done.get("state", "TIMEOUT")
+    click.echo(f"argo job {argo_id} ended in {state} ({time.monotonic() - started:.1f}s in all)")
+    if output.exists():
+        click.echo(f"output at {output}:")
+        for path in sorted(output.rglob("*")):
+            if path.is_file():
+                click.echo(f"  {path.relative_to(output)}  {path.stat().st_size} bytes")
+    if serve:
+        click.echo("job browser and Flower stay up; Ctrl-C stops everything")
+        with contextlib.suppress(KeyboardInterrupt):
+            web.wait()
+    return state
 
 
 @click.command(context_settings=CONTEXT)
@@ -201,108 +177,27 @@ def stop_service(proc: subprocess.Popen) -> None:
 @handle_errors
 def demo(keep: bool, serve: bool, timeout: float) -> None:
     """Run one two-site Argo job on this machine and show every state change."""
-    from kombu import Connection, Queue
-
-    from edgeceleryapp.devstack import RedisServer, Worker, free_port, wait_for_workers
-    from edgeceleryapp.settings import reset_settings
+    # Imported here, not at the top: Redis and the database are not loaded for `--help`.
+    from edgeceleryapp.devstack import DevStack
 
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="edgecelery-demo-"))
-    redis = RedisServer(root / "redis").start()
-    workers: list[Worker] = []
-    services: list[subprocess.Popen] = []
     password = secrets.token_urlsafe(12)
     try:
-        config = write_config(
+        # The user's own EDGECELERY_* settings apply to the demo too, as to any command.
+        with DevStack.running(
             root,
-            redis.url,
+            SITES,
+            workers=(),
+            keep_settings_env=True,
             extra=monitoring_settings(password, root / "flower.db"),
-        )
-        os.environ["EDGECELERY_CONFIG"] = str(config)
-        reset_settings()
-        from edgeceleryapp.db import init_db
-        from edgeceleryapp.status_outbox import status_exchange
-
-        init_db()
-        install_demo_apps(root)
-        data_in = root / "data" / "input"
-        data_in.mkdir(parents=True)
-        (data_in / "alpGen.ini").write_text(
-            resources.files("edgeceleryapp.demo").joinpath("alpGen.ini").read_text()
-        )
-        output = root / "data" / "output"
-        click.echo(f"demo directory: {root}")
-        click.echo(f"private Redis:  {redis.url}")
-        env = {**os.environ, "EDGECELERY_CONFIG": str(config)}
-        workers = [Worker(n, env, root / "logs" / f"{n}.log").start() for n in ("argo", *SITES)]
-        wait_for_workers(redis.url, ["argo", *SITES])
-        click.echo(f"workers up:     argo, {', '.join(SITES)}")
-        web_port, flower_port = free_port(), free_port()
-        services = [
-            start_service(["web", "--port", str(web_port)], env, root / "logs" / "web.log"),
-            start_service(
-                ["flower", "--port", str(flower_port)], env, root / "logs" / "flower.log"
-            ),
-        ]
-        click.echo(
-            f"job browser:    http://127.0.0.1:{web_port}/  (user demo, password {password})"
-        )
-        click.echo(
-            f"Flower:         http://127.0.0.1:{flower_port}/  (same; /metrics for Prometheus)"
-        )
-
-        from workflows.intake import submit_argo
-
-        with Connection(redis.url) as conn:
-            queue = Queue(
-                "",
-                exchange=status_exchange(),
-                routing_key=ROUTING_KEY,
-                exclusive=True,
-                auto_delete=True,
-            )
-            done: dict[str, str] = {}
-
-            def on_message(body: dict[str, Any], message: Any) -> None:
-                _print_status(body)
-                message.ack()
-                if body["kind"] == "argo" and (
-                    body["to_state"] == "HISTORY" or body["to_state"].endswith("_FAILED")
-                ):
-                    done["state"] = body["to_state"]
-
-            with conn.Consumer(queue, callbacks=[on_message], accept=["json"]):
-                argo_id = submit_argo(demo_message(f"local://{data_in}", f"local://{output}"))
-                click.echo(f"submitted argo job {argo_id}; status messages on '{ROUTING_KEY}':")
-                deadline = time.monotonic() + timeout
-                while "state" not in done and time.monotonic() < deadline:
-                    try:
-                        conn.drain_events(timeout=1)
-                    except TimeoutError:
-                        continue
-        state = done.get("state", "TIMEOUT")
-        click.echo(
-            f"argo job {argo_id} ended in {state} ({time.monotonic() - started:.1f}s in all)"
-        )
-        if output.exists():
-            click.echo(f"output at {output}:")
-            for path in sorted(output.rglob("*")):
-                if path.is_file():
-                    click.echo(f"  {path.relative_to(output)}  {path.stat().st_size} bytes")
-        if serve:
-            click.echo("job browser and Flower stay up; Ctrl-C stops everything")
-            with contextlib.suppress(KeyboardInterrupt):
-                services[0].wait()
+        ) as stack:
+            state = _run_job(stack, password, serve, timeout, started)
         if state != "HISTORY":
             click.echo(f"logs: {root / 'logs'}", err=True)
             keep = True
             sys.exit(1)
     finally:
-        for service in services:
-            stop_service(service)
-        for worker in workers:
-            worker.stop()
-        redis.stop()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
         else:

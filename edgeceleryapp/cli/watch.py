@@ -1,6 +1,6 @@
 """``edgecelery watch`` and ``edgecelery argo show --follow``: status messages in a terminal.
 
-Both bind an exclusive, auto-deleted queue to the status exchange (it goes away with the
+Both listen through ``edgeceleryapp.status_stream`` (an exclusive queue that goes away with the
 watcher) and print each message once, deduplicated on ``event_id`` since delivery is at least
 once. Following a job also rereads its timeline from the database now and then, so a message
 that was never published (the broker was away; the outbox sends it later) is still shown.
@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
-from kombu import Connection, Queue
 
 from edgeceleryapp.cli import CONTEXT, handle_errors
 
@@ -51,56 +48,6 @@ def format_event(argo_id: int, event: dict[str, Any]) -> str:
     )
 
 
-class Seen:
-    """Event ids already printed; bounded, since a watch may run for weeks."""
-
-    def __init__(self, size: int = 10_000):
-        self._order: deque[int] = deque()
-        self._ids: set[int] = set()
-        self._size = size
-
-    def add(self, event_id: int | None) -> bool:
-        """True the first time an id is seen (a message without one always counts)."""
-        if event_id is None:
-            return True
-        if event_id in self._ids:
-            return False
-        self._ids.add(event_id)
-        self._order.append(event_id)
-        if len(self._order) > self._size:
-            self._ids.discard(self._order.popleft())
-        return True
-
-
-@contextlib.contextmanager
-def status_stream(routing_key: str, on_body: Callable[[dict[str, Any]], None]) -> Iterator[Any]:
-    """A consumer on the status exchange for ``routing_key`` (topic patterns allowed); yields
-    a function that waits up to ``timeout`` seconds for messages and handles them."""
-    from edgeceleryapp.settings import get_settings
-    from edgeceleryapp.status_outbox import status_exchange
-
-    def handle(body: Any, message: Any) -> None:
-        message.ack()
-        if isinstance(body, dict):
-            on_body(body)
-
-    with Connection(get_settings().broker_url) as conn:
-        queue = Queue(
-            "",
-            exchange=status_exchange(),
-            routing_key=routing_key,
-            exclusive=True,
-            auto_delete=True,
-        )
-        with conn.Consumer(queue, callbacks=[handle], accept=["json"]):
-
-            def drain(timeout: float) -> None:
-                with contextlib.suppress(TimeoutError):
-                    conn.drain_events(timeout=timeout)
-
-            yield drain
-
-
 @click.command(context_settings=CONTEXT)
 @click.option(
     "--routing-key",
@@ -112,26 +59,28 @@ def status_stream(routing_key: str, on_body: Callable[[dict[str, Any]], None]) -
 @handle_errors
 def watch(routing_key: str, argo_id: int | None) -> None:
     """Print status messages as they arrive, until interrupted."""
-    seen = Seen()
+    # Imported here, not at the top: kombu and the settings are not loaded for `--help`.
+    from edgeceleryapp.settings import get_settings
+    from edgeceleryapp.status_stream import Seen, StatusStream
 
     def on_body(body: dict[str, Any]) -> None:
-        if argo_id is not None and body.get("argo_job_id") != argo_id:
-            return
-        if seen.add(body.get("event_id")):
+        if argo_id is None or body.get("argo_job_id") == argo_id:
             click.echo(format_status(body))
 
-    with status_stream(routing_key, on_body) as drain:
+    with StatusStream(get_settings().broker_url, routing_key, on_body, seen=Seen()) as stream:
         click.echo(f"watching status messages on {routing_key!r}", err=True)
         with contextlib.suppress(KeyboardInterrupt):
             while True:
-                drain(1.0)
+                stream.drain(1.0)
 
 
 def follow(argo_id: int) -> str:
     """Print an Argo job's timeline, then each change as it happens, until the job stops;
     returns the state it stopped in."""
     from edgeceleryapp import job_views, states
+    from edgeceleryapp.settings import get_settings
     from edgeceleryapp.status_outbox import routing_key_for
+    from edgeceleryapp.status_stream import Seen, StatusStream
 
     first = job_views.show_argo(argo_id)
     key = first["job_status_routing_key"] or routing_key_for(None)
@@ -139,7 +88,7 @@ def follow(argo_id: int) -> str:
     stopped: dict[str, str] = {}
 
     def on_body(body: dict[str, Any]) -> None:
-        if body.get("argo_job_id") != argo_id or not seen.add(body.get("event_id")):
+        if body.get("argo_job_id") != argo_id:
             return
         click.echo(format_status(body))
         if body.get("kind") == "argo" and states.has_stopped(states.ARGO, body["to_state"]):
@@ -156,11 +105,11 @@ def follow(argo_id: int) -> str:
             stopped["state"] = job["state"]
 
     # Bound before the first read: nothing can happen between the read and the binding.
-    with status_stream(key, on_body) as drain:
+    with StatusStream(get_settings().broker_url, key, on_body, seen=seen) as stream:
         from_database()
         last_check = time.monotonic()
         while "state" not in stopped:
-            drain(1.0)
+            stream.drain(1.0)
             if time.monotonic() - last_check >= RECHECK_SECONDS:
                 from_database()
                 last_check = time.monotonic()

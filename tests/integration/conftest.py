@@ -4,39 +4,27 @@ through the ``edgecelery worker`` command. Tests drive it with the ``edgecelery`
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kombu import Connection, Queue
 
-from edgeceleryapp.cli.demo import write_config
-from edgeceleryapp.db import init_db, reset_engine
-from edgeceleryapp.devstack import RedisServer, Worker, wait_for, wait_for_workers
-from edgeceleryapp.settings import reset_settings
-from edgeceleryapp.status_outbox import status_exchange
+from edgeceleryapp.devstack import DevStack, wait_for
+from edgeceleryapp.status_stream import StatusStream
 
 SITES = ("alpha", "beta", "gamma")
 
 
 @dataclass
-class Deployment:
-    root: Path
-    redis: RedisServer
-    env: dict[str, str]
-    workers: dict[str, Worker] = field(default_factory=dict)
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
+class Deployment(DevStack):
+    """The one-machine stack, driven as an operator would: through the ``edgecelery``
+    command."""
 
     def cli(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
         done = subprocess.run(
@@ -53,13 +41,6 @@ class Deployment:
 
     def submit(self, message: dict[str, Any]) -> int:
         return int(self.cli("argo", "submit", "-", stdin=json.dumps(message)).strip())
-
-    def start_worker(self, name: str, plain_celery: bool = False) -> Worker:
-        log = self.root / "logs" / f"{name}.log"
-        worker = Worker(name, self.env, log, plain_celery=plain_celery).start()
-        self.workers[name] = worker
-        wait_for_workers(self.redis.url, [name])
-        return worker
 
     def show(self, argo_id: int) -> dict[str, Any]:
         return json.loads(self.cli("argo", "show", str(argo_id), "--json"))
@@ -90,45 +71,21 @@ def running_deployment(
     status_interval: float = 1.0,
     concurrency: int = 1,
 ) -> Iterator[Deployment]:
-    """Redis, the Argo worker and one worker per site, stopped again afterwards."""
-    redis = RedisServer(root / "redis").start()
-    config = write_config(
+    """Redis, the Argo worker and one worker per site, with short retries and intervals so
+    that tests are quick; stopped again afterwards."""
+    with Deployment.running(
         root,
-        redis.url,
         sites,
+        concurrency=concurrency,
+        env_extra=env_extra,
         poll_interval=poll_interval,
         status_interval=status_interval,
         extra="visibility_timeout = 4\n[retry]\nmax_retries = 3\nbackoff_base = 0.2\n"
         "backoff_max = 1.0",
         site_settings=site_settings,
         argo_settings=argo_settings,
-    )
-    (root / "data").mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECELERY_")}
-    env.update(env_extra or {})
-    env["EDGECELERY_CONFIG"] = str(config)
-    saved = os.environ.get("EDGECELERY_CONFIG")
-    os.environ["EDGECELERY_CONFIG"] = str(config)
-    reset_settings()
-    reset_engine()
-    init_db()
-    dep = Deployment(root, redis, env)
-    try:
-        for name in ("argo", *sites):
-            log = root / "logs" / f"{name}.log"
-            dep.workers[name] = Worker(name, env, log, concurrency=concurrency).start()
-        wait_for_workers(redis.url, ["argo", *sites])
+    ) as dep:
         yield dep
-    finally:
-        for worker in dep.workers.values():
-            worker.stop()
-        redis.stop()
-        reset_engine()
-        if saved is None:
-            os.environ.pop("EDGECELERY_CONFIG", None)
-        else:
-            os.environ["EDGECELERY_CONFIG"] = saved
-        reset_settings()
 
 
 @pytest.fixture(scope="module")
@@ -138,33 +95,23 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 
 class StatusListener:
-    """A kombu consumer bound to a routing key on the status exchange, as a production system
-    would bind one (seed 000 2.2.1, job_status_routing_key)."""
+    """Every status message for a routing key, as a production system would bind one
+    (seed 000 2.2.1, job_status_routing_key), kept in ``bodies``."""
 
     def __init__(self, url: str, routing_key: str):
-        self.conn = Connection(url)
-        self.queue = Queue(
-            f"test-{routing_key}",
-            exchange=status_exchange(),
-            routing_key=routing_key,
-            auto_delete=True,
-        )
         self.bodies: list[dict[str, Any]] = []
-        self.consumer = self.conn.Consumer(self.queue, callbacks=[self._on], accept=["json"])
-        self.consumer.consume()
+        self.stream = StatusStream(
+            url, routing_key, self.bodies.append, queue_name=f"test-{routing_key}"
+        )
 
-    def _on(self, body: dict[str, Any], message: Any) -> None:
-        self.bodies.append(body)
-        message.ack()
-
-    def drain_until(self, predicate, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+    def drain_until(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 30
+    ) -> None:
         def done() -> bool:
-            with contextlib.suppress(TimeoutError):
-                self.conn.drain_events(timeout=0.2)
+            self.stream.drain(0.2)
             return predicate(self.bodies)
 
         wait_for(done, timeout, "status messages", interval=0)
 
     def close(self) -> None:
-        self.consumer.cancel()
-        self.conn.release()
+        self.stream.close()

@@ -232,7 +232,7 @@ def test_site_worker_killed_mid_chain_then_restarted_completes_once(apps):
     wait_for(started.exists, 30, "the preprocess step to start")
     dep.workers["gamma"].kill(signal.SIGKILL)
     go.write_text("")
-    dep.start_worker("gamma", plain_celery=True)  # `celery -A edgeceleryapp worker` works too
+    dep.start_worker("gamma", app="edgeceleryapp")  # `celery -A edgeceleryapp worker` works too
     final = dep.wait_state(argo_id, {"HISTORY", "SUBJOB_IN_PREPROCESSED_FAILED"}, timeout=90)
     assert final["state"] == "HISTORY"
     (sj,) = final["subjobs"]
