@@ -34,7 +34,6 @@ from backends.schedulers.condor import CondorScheduler, parse_ads
 from backends.schedulers.lsf import parse_bjobs_json
 from backends.schedulers.pbs import by_number, parse_pro_json, parse_torque_xml
 from backends.schedulers.sge import parse_qacct, parse_qstat_xml
-from edgeceleryapp import applications
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.errors import PermanentError
 from edgeceleryapp.settings import SiteSettings, get_settings, reset_settings
@@ -47,8 +46,9 @@ from tests.helpers import (
     balsam_message,
     batch_name,
     echo_app,
+    gated_app,
     poll_until_ended,
-    script,
+    run_to_submitted,
     subjob,
     subjob_states,
 )
@@ -363,28 +363,6 @@ def sched(request, env, monkeypatch, tmp_path) -> Iterator[Fake]:
         yield handle
     finally:
         fake.kill_all(directory)
-
-
-def gated_app(root: Path, exit_code: int = 0) -> None:
-    """An application that runs until a file named ``go`` appears in its work directory."""
-    exe = script(
-        root / "apps" / "gated" / "app.py",
-        f"""
-        import os, sys, time
-        deadline = time.monotonic() + 60
-        while not os.path.exists("go") and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with open("runs.log", "a") as fh:
-            fh.write("run\\n")
-        sys.exit({exit_code})
-        """,
-    )
-    applications.add_app("gated", "alpha", exe)
-
-
-def run_to_submitted(job_id: int) -> None:
-    for step in ("stage_in", "preprocess", "submit"):
-        getattr(site, step).apply(args=(job_id,))
 
 
 def poll_until(job_id: int, state: str, timeout: float = 15) -> None:
