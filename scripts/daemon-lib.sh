@@ -59,3 +59,33 @@ write_if_changed() {
   mv -f "$tmp" "$target"
   return 0
 }
+
+# stop_pidfile PIDFILE COMM LABEL: SIGTERM the process the pid file names (if it is alive and
+# called COMM), wait up to 30 s for it to go, then SIGKILL; the pid file is removed.
+stop_pidfile() {
+  local pidfile=$1 comm=$2 label=$3 pid end
+  if alive "$pidfile" "$comm"; then
+    pid=$(tr -dc 0-9 <"$pidfile")
+    log "stopping $label (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    end=$(deadline 30)
+    while alive "$pidfile" "$comm" && before "$end"; do sleep 0.2; done
+    if alive "$pidfile" "$comm"; then
+      log "$label did not stop after 30s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$pidfile"
+}
+
+# dispatch COMMAND: the script's command line, start|stop|status, to cmd_start, cmd_stop or
+# cmd_status.
+dispatch() {
+  case ${1:-} in
+    start | stop | status) "cmd_$1" ;;
+    *)
+      echo "usage: $0 start|stop|status" >&2
+      exit 2
+      ;;
+  esac
+}

@@ -184,21 +184,7 @@ answers() {
     timeout 10 globus-url-copy -list "gsiftp://127.0.0.1:$PORT$RUN/" >/dev/null 2>&1
 }
 
-stop_server() {
-  local pid end
-  if alive "$PIDFILE" "$COMM"; then
-    pid=$(tr -dc 0-9 <"$PIDFILE")
-    log "stopping globus-gridftp-server (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    end=$(deadline 30)
-    while alive "$PIDFILE" "$COMM" && before "$end"; do sleep 0.2; done
-    if alive "$PIDFILE" "$COMM"; then
-      log "globus-gridftp-server did not stop after 30s; killing it"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  rm -f "$PIDFILE"
-}
+stop_server() { stop_pidfile "$PIDFILE" "$COMM" globus-gridftp-server; }
 
 cmd_start() {
   [ "$(id -u)" = 0 ] || die "start must run as root (it installs packages and starts a daemon)"
@@ -243,12 +229,4 @@ cmd_status() {
   exit 1
 }
 
-case ${1:-} in
-  start) cmd_start ;;
-  stop) cmd_stop ;;
-  status) cmd_status ;;
-  *)
-    echo "usage: $0 start|stop|status" >&2
-    exit 2
-    ;;
-esac
+dispatch "$@"

@@ -60,22 +60,8 @@ check_port_free() {
   fi
 }
 
-# stop_daemon NAME: SIGTERM the process in run/NAME.pid, wait for it to go, then SIGKILL.
-stop_daemon() {
-  local name=$1 pidfile=$RUN/$1.pid pid end
-  if alive "$pidfile" "$name"; then
-    pid=$(tr -dc 0-9 <"$pidfile")
-    log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    end=$(deadline 30)
-    while alive "$pidfile" "$name" && before "$end"; do sleep 0.2; done
-    if alive "$pidfile" "$name"; then
-      log "$name did not stop after 30s; killing it"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  rm -f "$pidfile"
-}
+# stop_daemon NAME: stop the daemon whose pid is in run/NAME.pid.
+stop_daemon() { stop_pidfile "$RUN/$1.pid" "$1" "$1"; }
 
 install_packages() {
   local pkgs=(slurm-wlm munge) missing=() p created_policy=0
@@ -373,12 +359,4 @@ cmd_status() {
   exit 1
 }
 
-case ${1:-} in
-  start) cmd_start ;;
-  stop) cmd_stop ;;
-  status) cmd_status ;;
-  *)
-    echo "usage: $0 start|stop|status" >&2
-    exit 2
-    ;;
-esac
+dispatch "$@"
