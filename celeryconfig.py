@@ -52,6 +52,12 @@ beat_schedule = {
     }
     for name, site in _settings.sites.items()
 }
+# The reconciler's sweep of Argo jobs (sites sweep their own subjobs in their tick).
+beat_schedule["reconcile-argo"] = {
+    "task": "argo.reconcile",
+    "schedule": _settings.redrive_after / 4,
+    "options": {"queue": "argo", "expires": _settings.redrive_after / 4},
+}
 beat_schedule["resend-status"] = {
     "task": "argo.resend_status",
     "schedule": _settings.status_resend_after,

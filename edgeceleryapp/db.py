@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -105,10 +105,21 @@ def read_connection() -> Iterator[Connection]:
 
 
 def init_db() -> None:
-    """Create missing tables, and missing indexes of tables that already exist (create_all
-    makes a table's indexes only with the table), so an older database gains new indexes."""
+    """Create missing tables, and the missing columns and indexes of tables that already exist
+    (create_all makes those only with the table), so an older database gains what a newer
+    version added. Added columns are nullable: rows already there need no value."""
     bind = engine()
     Base.metadata.create_all(bind)
+    with bind.begin() as conn:
+        existing = inspect(conn)
+        for table in Base.metadata.sorted_tables:
+            have = {c["name"] for c in existing.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have and column.nullable:
+                    kind = column.type.compile(dialect=bind.dialect)
+                    # Names from our own models, never from input.
+                    add = f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'
+                    conn.execute(text(add))
     for table in Base.metadata.sorted_tables:
         for index in table.indexes:
             index.create(bind, checkfirst=True)

@@ -15,13 +15,9 @@ class TransientError(EdgeCeleryError):
     """Worth retrying: network trouble, a command time-out, a busy scheduler, a step not ready."""
 
 
-class Throttled(TransientError):
-    """The site may not take this job yet (queue limit, circuit breaker): wait, spending no
-    retries."""
-
-    def __init__(self, message: str, wait: float):
-        super().__init__(message)
-        self.wait = wait
+class Parked(EdgeCeleryError):
+    """The site may not take this job yet (queue limit, resting site): it waits, with no
+    message and no retry spent, until the site's tick admits it."""
 
 
 class PermanentError(EdgeCeleryError):

@@ -141,7 +141,9 @@ def retry_argo(argo_id: int) -> str:
             )
         _force_argo(tx, argo, argo_to, f"retry requested (from {argo.state})", "retrying")
         s.expire_all()
-        owed = next_step.for_argo(argo, subjobs)
+        owed = next_step.for_argo(
+            argo, subjobs[argo.current_subjob] if argo.current_subjob < len(subjobs) else None
+        )
     _send_owed(owed)
     return argo_to
 

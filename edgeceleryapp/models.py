@@ -72,6 +72,13 @@ class ArgoJob(Base):
         String(256), nullable=True, unique=True, info=INTERNAL
     )
     num_subjobs: Mapped[int] = mapped_column(Integer, default=0)
+    # Which execution of a step works on the record now, and until when (renewed while it
+    # works): a second delivery finds the lease and ends quietly (edgeceleryapp/leases.py).
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True, info=INTERNAL)
+    lease_until: Mapped[datetime | None] = mapped_column(nullable=True, info=INTERNAL)
+    # When a message was last sent for the record without a state change (a re-drive, a retry
+    # after back-off: then the time it is due): the reconciler waits for it before re-driving.
+    dispatched_at: Mapped[datetime | None] = mapped_column(nullable=True, info=INTERNAL)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -125,6 +132,16 @@ class SubJob(Base):
     submit_claim: Mapped[str | None] = mapped_column(String(64), nullable=True, info=INTERNAL)
     submit_claimed_at: Mapped[datetime | None] = mapped_column(nullable=True, info=INTERNAL)
     submitted_at: Mapped[datetime | None] = mapped_column(nullable=True, info=INTERNAL)
+    # Which execution of a step works on the record now, and until when (renewed while it
+    # works): a second delivery finds the lease and ends quietly (edgeceleryapp/leases.py).
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True, info=INTERNAL)
+    lease_until: Mapped[datetime | None] = mapped_column(nullable=True, info=INTERNAL)
+    # When a message was last sent for the record without a state change (a re-drive, a retry
+    # after back-off: then the time it is due): the reconciler waits for it before re-driving.
+    dispatched_at: Mapped[datetime | None] = mapped_column(nullable=True, info=INTERNAL)
+    # Since when the subjob waits for the site to admit it (queue limit, resting site): it is
+    # parked, with no message; the site's tick admits waiting subjobs in submission order.
+    waiting_since: Mapped[datetime | None] = mapped_column(nullable=True, info=INTERNAL)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -186,6 +203,8 @@ class SiteMonitor(Base):
     # The circuit breaker: submission failures in a row, and until when the site rests.
     submit_failures: Mapped[int] = mapped_column(Integer, default=0)
     breaker_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The reconciler's sweep of this site's records (tasks/reconcile.py): one at a time.
+    sweep_until: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class ServiceInfo(Base):

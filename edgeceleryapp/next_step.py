@@ -14,8 +14,8 @@ Celery signatures). The states themselves and the moves allowed between them are
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import NamedTuple, Protocol
 
 from edgeceleryapp import states
@@ -78,6 +78,9 @@ ADVANCE_HANDS_OFF = frozenset({"site.stage_in", "argo.stage_out"})
 
 _SITE_BY_START = {step.start: step.name for step in SITE_STEPS.values()}
 _ARGO_BY_START = {step.start: step.name for step in ARGO_STEPS.values()}
+# Where records rest while a step is owed them: what a sweep for lost messages looks at.
+SITE_STEP_STARTS = frozenset(_SITE_BY_START)
+ARGO_STEP_STARTS = frozenset(_ARGO_BY_START) | ADVANCES_FROM
 
 
 class SubjobLike(Protocol):
@@ -87,6 +90,7 @@ class SubjobLike(Protocol):
     site: str
     state: str
     argo_job_id: int | None
+    waiting_since: datetime | None
 
 
 class ArgoLike(Protocol):
@@ -103,6 +107,7 @@ class Record(NamedTuple):
     site: str = ""
     argo_job_id: int | None = None
     current_subjob: int = 0
+    waiting_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,8 @@ def for_subjob(subjob: SubjobLike, state: str | None = None) -> Owed:
         return ended
     if state in states.IN_FLIGHT:
         return Owed(PARKED, subjob_id=subjob.id, site=subjob.site, reason="batch job in flight")
+    if state == "PREPROCESSED" and subjob.waiting_since is not None:
+        return Owed(PARKED, subjob_id=subjob.id, site=subjob.site, reason="waiting for admission")
     if state not in _SITE_BY_START:  # only passed through inside one step's transaction
         return Owed(
             STOPPED, subjob_id=subjob.id, site=subjob.site, reason=f"no step starts at {state}"
@@ -171,9 +178,9 @@ def for_subjob(subjob: SubjobLike, state: str | None = None) -> Owed:
     )
 
 
-def for_argo(argo: ArgoLike, subjobs: Sequence[SubjobLike], state: str | None = None) -> Owed:
+def for_argo(argo: ArgoLike, current: SubjobLike | None, state: str | None = None) -> Owed:
     """What the Argo job is owed: its own step, or (inside the SUBJOB_* loop) whatever its
-    current subjob is owed."""
+    ``current`` subjob (the one at ``argo.current_subjob``) is owed."""
     state = state or argo.state
     ended = _ended(states.ARGO, state)
     if ended is not None:
@@ -182,7 +189,9 @@ def for_argo(argo: ArgoLike, subjobs: Sequence[SubjobLike], state: str | None = 
         return Owed(STEP, (ADVANCE,), argo_id=argo.id)
     if state in _ARGO_BY_START:
         return Owed(STEP, run_from(_ARGO_BY_START[state], True), argo_id=argo.id)
-    owed = for_subjob(subjobs[argo.current_subjob])
+    if current is None:
+        return Owed(STOPPED, argo_id=argo.id, reason=f"no subjob {argo.current_subjob}")
+    owed = for_subjob(current)
     if owed.verdict == DONE:  # its last step ran; the Argo job's move is next
         return Owed(STEP, (ADVANCE,), argo_id=argo.id)
     return owed

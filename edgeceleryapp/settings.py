@@ -148,8 +148,6 @@ class SiteSettings(_Strict):
     # Circuit breaker: after this many submission failures in a row, rest the site.
     breaker_threshold: int = Field(5, ge=1)
     breaker_cooldown: float = Field(300.0, gt=0)
-    # How long a throttled submission waits before it asks again.
-    throttle_wait: float = Field(10.0, gt=0)
 
     @field_validator("scheduler", "runner")
     @classmethod
@@ -263,9 +261,20 @@ class Settings(_Strict):
     # Seconds after which a status message that did not go out (broker away, worker killed
     # before marking it sent) is sent again by the argo worker's sweep, which runs this often.
     status_resend_after: float = Field(10.0, gt=0)
-    # Redis: how long an unacknowledged task waits before it is delivered again (a killed
-    # worker's task runs again after this). Must exceed the longest countdown we schedule.
-    visibility_timeout: float = Field(3600.0, gt=0)
+    # Redis: how long an unacknowledged task waits before it is delivered again. A countdown
+    # (a retry's back-off, the mail window) must stay under half of it, or Redis delivers the
+    # waiting task early. A killed worker's work does not wait for it: the reconciler sends it
+    # again (redrive_after).
+    visibility_timeout: float = Field(900.0, gt=0)
+    # How long a step's lease lasts without renewal (renewed every third of it while the step
+    # works): a killed worker's step is free to run again this long after its last renewal.
+    lease_seconds: float = Field(30.0, ge=3)
+    # A record resting where a step is owed, with no live lease and no progress (no move, no
+    # message due) for this long, gets its step sent again by the reconciler.
+    redrive_after: float = Field(45.0, ge=5)
+    # The most records one sweep re-drives (oldest first), and waiting subjobs one tick admits
+    # at a site without a queue limit.
+    redrive_batch: int = Field(200, ge=1)
     worker_concurrency: int = Field(2, ge=1)
     # Part of every batch job name (see edgeceleryapp/batch_names.py); random per database if unset.
     instance_tag: str = Field("", pattern=r"^[a-z0-9]{0,8}$")
@@ -275,6 +284,28 @@ class Settings(_Strict):
     web: WebSettings = Field(default_factory=WebSettings)
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
+
+    @model_validator(mode="after")
+    def _countdowns_fit_redelivery(self) -> Settings:
+        """Redis delivers an unacknowledged task again after visibility_timeout, a task
+        waiting for its countdown included: a countdown that long runs twice."""
+        limit = self.visibility_timeout / 2
+        countdowns = [("retry.backoff_max", self.retry.backoff_max)]
+        if self.mail.enabled:
+            countdowns.append(("mail.batch_window", self.mail.batch_window))
+        for name, value in countdowns:
+            if value > limit:
+                raise ValueError(
+                    f"{name} = {value:g} s must not exceed half of visibility_timeout "
+                    f"({self.visibility_timeout:g} s): Redis would deliver the waiting task "
+                    "again before it is due"
+                )
+        if self.redrive_after <= self.lease_seconds / 3:
+            raise ValueError(
+                f"redrive_after = {self.redrive_after:g} s must exceed a third of lease_seconds"
+                f" ({self.lease_seconds:g} s), the period leases are renewed in"
+            )
+        return self
 
     def site(self, name: str) -> SiteSettings:
         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import weakref
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -53,7 +53,7 @@ def take_lease(site: str, column: str, period: float) -> bool:
     with session_scope() as s:
         done = s.execute(
             update(SiteMonitor)
-            .where(SiteMonitor.site == site, col <= now)
+            .where(SiteMonitor.site == site, or_(col.is_(None), col <= now))
             .values({column: now + timedelta(seconds=period)})
         )
         return done.rowcount == 1

@@ -57,6 +57,15 @@ _CAS = {
     )
     for table in (_SUB, _ARGO)
 }
+_CLEARED = {
+    _SUB.name: {
+        "lease_owner": None,
+        "lease_until": None,
+        "dispatched_at": None,
+        "waiting_since": None,
+    },
+    _ARGO.name: {"lease_owner": None, "lease_until": None, "dispatched_at": None},
+}
 _MIRROR = update(_ARGO).where(
     _ARGO.c.id == bindparam("cas_id"),
     _ARGO.c.state == bindparam("cas_expected"),
@@ -129,7 +138,15 @@ class StateWriter:
         return self._session
 
     def _set(self, table: Table, ident: int, expected: str, values: dict) -> bool:
-        params = {"cas_id": ident, "cas_expected": expected, "updated_at": utcnow(), **values}
+        """A move ends the step that made it: its lease, a pending due time and a wait for
+        admission go with the old state."""
+        params = {
+            "cas_id": ident,
+            "cas_expected": expected,
+            "updated_at": utcnow(),
+            **_CLEARED[table.name],
+            **values,
+        }
         return self.conn.execute(_CAS[table.name], params).rowcount == 1
 
     def _event(
@@ -277,6 +294,30 @@ class StateWriter:
             self._change(table, ident, expected, [to], lambda _i, _to: fields, labels)
         except _LostRace:
             return False
+        return True
+
+    def redriven(self, table: Table, ident: int, state: str, message: str) -> bool:
+        """Record that the record's owed step is sent again (its message was lost): a JobEvent
+        that keeps the state, with the reason. False, recording nothing, if the record moved
+        on or an execution holds its lease meanwhile."""
+        now = utcnow()
+        c = table.c
+        stamped = self.conn.execute(
+            update(table)
+            .where(
+                c.id == ident,
+                c.state == state,
+                (c.lease_until.is_(None)) | (c.lease_until < now),
+            )
+            .values(dispatched_at=now)
+        )
+        if stamped.rowcount != 1:
+            return False
+        if table is _SUB:
+            argo_id, _, name, site, _, key = self._subjob_labels(ident)
+            self._event(argo_id, ident, state, state, message, (key, name, site))
+        else:
+            self._event(ident, None, state, state, message, self._argo_labels(ident))
         return True
 
     def created(

@@ -27,6 +27,11 @@ class QueuePolicy:
             limits.append(math.floor((self.a or 0.0) * running) + (self.b or 0))
         return min(limits) if limits else None
 
+    def free(self, running: int, queued: int) -> int | None:
+        """How many more jobs may be queued now; None means no limit."""
+        limit = self.limit(running)
+        return None if limit is None else max(0, limit - queued)
+
     def admits(self, running: int, queued: int, ahead: int) -> bool:
         """May the subjob with ``ahead`` older subjobs waiting be submitted now?"""
         limit = self.limit(running)

@@ -13,14 +13,17 @@ from pathlib import Path
 from sqlalchemy import Row, bindparam, select
 
 from backends.transfers import TransferContext, transfer_for
-from edgeceleryapp import next_step, states
+from edgeceleryapp import leases, next_step, states
 from edgeceleryapp.celery_app import app
 from edgeceleryapp.db import read_connection
 from edgeceleryapp.models import ArgoJob, SubJob
 from edgeceleryapp.settings import get_settings
+from edgeceleryapp.site_monitor import take_lease
 from edgeceleryapp.state_store import move_argo
 from edgeceleryapp.status_outbox import flush
-from tasks.retry_policy import StepTask, Stop, guarded, should_run
+from tasks.reconcile import ARGO_SWEEP, reconcile_argo, sweep_period
+from tasks.retry_policy import StepTask, Stop, guarded
+from tasks.step_runner import run_once
 from workflows import chains
 
 
@@ -43,7 +46,14 @@ _LOAD_ARGO = select(
     _ARGO.c.id, _ARGO.c.state, _ARGO.c.current_subjob, _ARGO.c.input_url, _ARGO.c.output_url
 ).where(_ARGO.c.id == bindparam("argo_id"))
 _LOAD_SUBJOBS = (
-    select(_SUB.c.id, _SUB.c.site, _SUB.c.argo_job_id, _SUB.c.state, _SUB.c.output_url)
+    select(
+        _SUB.c.id,
+        _SUB.c.site,
+        _SUB.c.argo_job_id,
+        _SUB.c.state,
+        _SUB.c.output_url,
+        _SUB.c.waiting_since,
+    )
     .where(_SUB.c.argo_job_id == bindparam("argo_id"))
     .order_by(_SUB.c.position)
 )
@@ -60,11 +70,23 @@ def load(argo_id: int) -> tuple[Row, list[Row]]:
         return argo, list(conn.execute(_LOAD_SUBJOBS, {"argo_id": argo_id}))
 
 
+def _state_of(argo_id: int) -> str | None:
+    with read_connection() as conn:
+        row = conn.execute(_LOAD_ARGO, {"argo_id": argo_id}).first()
+    return row.state if row is not None else None
+
+
 def _step(argo_id: int, name: str, work: Callable[[Row, list[Row]], None]) -> None:
+    """Run one Argo step once (``tasks.step_runner``), then move the Argo job on."""
     step = next_step.ARGO_STEPS[name]
-    argo, subjobs = load(argo_id)
-    if should_run(step, argo.state, f"argo job {argo_id}"):
-        work(argo, subjobs)
+    ran, _ = run_once(
+        step,
+        leases.ARGO_JOBS,
+        argo_id,
+        lambda: _state_of(argo_id),
+        lambda argo: work(argo, load(argo_id)[1]),
+    )
+    if ran:
         move_argo(argo_id, step.start, step.reaches)
 
 
@@ -105,7 +127,8 @@ def advance(argo_id: int) -> None:
     argo, subjobs = load(argo_id)
     state, current = argo.state, argo.current_subjob
     for _ in range(4):
-        owed = next_step.for_argo(next_step.Record(argo_id, state, current_subjob=current), subjobs)
+        at = next_step.Record(argo_id, state, current_subjob=current)
+        owed = next_step.for_argo(at, subjobs[current] if current < len(subjobs) else None)
         moves = next_step.advance_moves(state, current, len(subjobs))
         if owed.step != next_step.ADVANCE or moves is None:
             break
@@ -123,9 +146,7 @@ def advance(argo_id: int) -> None:
 
 def _fail_argo(argo_id: int, step: str, reason: str) -> None:
     """The Argo job fails where ``step`` was to move it from (argo.advance: wherever it is)."""
-    with read_connection() as conn:
-        row = conn.execute(_LOAD_ARGO, {"argo_id": argo_id}).first()
-        state = row.state if row else None
+    state = _state_of(argo_id)
     if state is None or states.is_failed(state) or state in states.ARGO.terminal:
         return
     if step == next_step.ADVANCE or state == next_step.ARGO_STEPS[step].start:
@@ -139,6 +160,7 @@ def stage_in(self: StepTask, argo_id: int) -> None:
         self,
         lambda: _step(argo_id, "argo.stage_in", _stage_in),
         lambda reason: _fail_argo(argo_id, "argo.stage_in", reason),
+        lambda seconds: leases.due(leases.ARGO_JOBS, argo_id, seconds),
     )
 
 
@@ -149,6 +171,7 @@ def advance_task(self: StepTask, argo_id: int) -> None:
         self,
         lambda: advance(argo_id),
         lambda reason: _fail_argo(argo_id, next_step.ADVANCE, reason),
+        lambda seconds: leases.due(leases.ARGO_JOBS, argo_id, seconds),
     )
 
 
@@ -158,6 +181,7 @@ def stage_out(self: StepTask, argo_id: int) -> None:
         self,
         lambda: _step(argo_id, "argo.stage_out", _stage_out),
         lambda reason: _fail_argo(argo_id, "argo.stage_out", reason),
+        lambda seconds: leases.due(leases.ARGO_JOBS, argo_id, seconds),
     )
 
 
@@ -178,3 +202,12 @@ def resend_status() -> int:
     broker was away, or the worker died before marking them sent
     (edgeceleryapp/status_outbox.py)."""
     return flush(older_than=get_settings().status_resend_after)
+
+
+@app.task(name="argo.reconcile", ignore_result=True)
+def reconcile() -> int:
+    """Re-drive the Argo jobs whose owed step made no progress (tasks/reconcile.py); sent by
+    celery beat, single-flight across argo workers."""
+    if not take_lease(ARGO_SWEEP, "sweep_until", sweep_period()):
+        return 0
+    return len(reconcile_argo())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 
 from sqlalchemy import Row, bindparam, select
 
@@ -23,9 +22,11 @@ from edgeceleryapp.celery_app import app
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.errors import EdgeCeleryError
 from edgeceleryapp.models import SubJob, utcnow
-from edgeceleryapp.settings import get_settings
+from edgeceleryapp.settings import SiteSettings, get_settings
 from edgeceleryapp.site_monitor import take_lease
 from edgeceleryapp.state_store import move_subjob
+from tasks.admission import admit
+from tasks.reconcile import reconcile_site, sweep_period
 from tasks.retry_policy import StepTask
 from tasks.site_steps import workdir_of
 from workflows.chains import chain_for, send
@@ -84,6 +85,8 @@ class PollReport:
     in_flight: int = 0
     status_queries: int = 0
     moved: dict[int, str] = field(default_factory=dict)
+    admitted: list[int] = field(default_factory=list)
+    redriven: list[int] = field(default_factory=list)
 
 
 # Only the columns a tick reads, as plain rows: with 10,000 jobs in flight, loading ORM objects
@@ -99,6 +102,7 @@ _IN_FLIGHT = (
         SubJob.attempt,
         SubJob.submitted_at,
         SubJob.updated_at,
+        SubJob.waiting_since,
     )
     .where(SubJob.site == bindparam("site"), SubJob.state.in_(states.IN_FLIGHT))
     .order_by(SubJob.id)
@@ -106,15 +110,25 @@ _IN_FLIGHT = (
 
 
 def poll_site(site_name: str) -> PollReport:
+    """One tick of the site: follow its batch jobs, admit waiting subjobs, and (once per
+    sweep period) re-drive what lost its message. Single-flight across processes."""
     report = PollReport()
     site = get_settings().site(site_name)
     if not take_lease(site_name, "tick_until", site.poll_interval * 0.8):
         return report
+    _poll_batch_jobs(site_name, site, report)
+    report.admitted = admit(site_name, site)
+    if take_lease(site_name, "sweep_until", sweep_period()):
+        report.redriven = reconcile_site(site_name)
+    return report
+
+
+def _poll_batch_jobs(site_name: str, site: SiteSettings, report: PollReport) -> None:
     with read_scope() as s:
         jobs = s.execute(_IN_FLIGHT, {"site": site_name}).all()
     report.in_flight = len(jobs)
     if not jobs:
-        return report
+        return
     codes = {j.id: read_exit_code(workdir_of(j)) for j in jobs}
     pending = [j for j in jobs if codes[j.id] is None and j.batch_job_id]
     answer: dict[str, BatchStatus] = {}
@@ -165,8 +179,6 @@ def poll_site(site_name: str) -> PollReport:
         path = states.batch_end_path(job.state, verdict.target, verdict.failed)
         if move_subjob(job.id, job.state, path, verdict.reason, exit_code=verdict.exit_code):
             report.moved[job.id] = path[-1]
-    redispatch_resubmissions(site_name, site.status_interval)
-    return report
 
 
 def resubmit(job: Row, verdict: Verdict, max_attempts: int, report: PollReport) -> None:
@@ -185,26 +197,6 @@ def resubmit(job: Row, verdict: Verdict, max_attempts: int, report: PollReport) 
     ):
         report.moved[job.id] = "PREPROCESSED"
         send(chain_for(next_step.for_subjob(job, state="PREPROCESSED")))
-
-
-def redispatch_resubmissions(site_name: str, after: float) -> None:
-    """A resubmission whose message was lost in a crash (after the state moved, before the
-    send) is sent again once it has waited ``after`` seconds unclaimed."""
-    cutoff = utcnow() - timedelta(seconds=2 * after)
-    with read_scope() as s:
-        stuck = list(
-            s.scalars(
-                select(SubJob).where(
-                    SubJob.site == site_name,
-                    SubJob.state == "PREPROCESSED",
-                    SubJob.attempt > 1,
-                    SubJob.submit_claim.is_(None),
-                    SubJob.updated_at < cutoff,
-                )
-            )
-        )
-    for job in stuck:
-        send(chain_for(next_step.for_subjob(job)))
 
 
 @app.task(bind=True, base=StepTask, name="site.poll")

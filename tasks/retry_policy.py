@@ -13,10 +13,9 @@ import random
 from collections.abc import Callable
 
 from celery import Task
-from celery.exceptions import Ignore
 
 from edgeceleryapp import states
-from edgeceleryapp.errors import PermanentError, Throttled, TransientError
+from edgeceleryapp.errors import Parked, PermanentError, TransientError
 from edgeceleryapp.next_step import Step
 from edgeceleryapp.settings import get_settings
 
@@ -31,6 +30,11 @@ class StepTask(Task):
 
 class Stop(Exception):
     """The record failed or was removed: end the chain quietly."""
+
+
+class Busy(Stop):
+    """Another execution holds the record's lease: end quietly; that one carries the chain
+    on (edgeceleryapp/leases.py)."""
 
 
 def should_run(step: Step, state: str, what: str) -> bool:
@@ -58,23 +62,28 @@ def stop_chain(task: Task) -> None:
     task.request.callbacks = None
 
 
-def requeue(task: Task, countdown: float) -> None:
-    """Send this task (with the rest of its chain) again later, keeping its retry count."""
-    task.signature_from_request(task.request, countdown=countdown).apply_async()
-    raise Ignore()
-
-
-def guarded(task: Task, body: Callable[[], None], fail: Callable[[str], None]) -> None:
-    """Run one step body under the retry policy; ``fail`` records the failure state."""
+def guarded(
+    task: Task,
+    body: Callable[[], None],
+    fail: Callable[[str], None],
+    due: Callable[[float], None] | None = None,
+) -> None:
+    """Run one step body under the retry policy; ``fail`` records the failure state, ``due``
+    tells the record when its retry is due (the reconciler waits for it)."""
     try:
         body()
+        return
+    except Busy as exc:
+        log.info("%s %s: %s", task.name, task.request.args, exc)
+        stop_chain(task)
         return
     except Stop:
         stop_chain(task)
         return
-    except Throttled as exc:
-        log.info("%s %s: %s; asking again in %.0fs", task.name, task.request.args, exc, exc.wait)
-        requeue(task, exc.wait)
+    except Parked as exc:
+        log.info("%s %s: waiting to be admitted: %s", task.name, task.request.args, exc)
+        stop_chain(task)
+        return
     except PermanentError as exc:
         log.warning("%s %s: permanent failure: %s", task.name, task.request.args, exc)
         fail(str(exc))
@@ -90,4 +99,7 @@ def guarded(task: Task, body: Callable[[], None], fail: Callable[[str], None]) -
         fail(f"gave up after {retries} retries: {error}")
         stop_chain(task)
         return
-    raise task.retry(exc=error, countdown=backoff(retries))
+    countdown = backoff(retries)
+    if due is not None:
+        due(countdown)
+    raise task.retry(exc=error, countdown=countdown)

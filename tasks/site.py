@@ -10,11 +10,12 @@ import logging
 from collections.abc import Callable
 
 from backends.schedulers import scheduler_for
-from edgeceleryapp import next_step, states
+from edgeceleryapp import leases, next_step, states
 from edgeceleryapp.celery_app import app
 from edgeceleryapp.state_store import load_subjob, move_subjob
 from tasks import site_steps
-from tasks.retry_policy import StepTask, Stop, guarded, should_run
+from tasks.retry_policy import StepTask, guarded
+from tasks.step_runner import run_once
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +29,23 @@ WORK: dict[str, Callable[..., dict]] = {
 
 
 def execute(step_name: str, subjob_id: int, token: str = "") -> None:
-    """Run one step if the subjob is ready for it; return at once if it already happened."""
+    """Run one step once (``tasks.step_runner``); return at once if it already happened."""
     step = next_step.SITE_STEPS[f"site.{step_name}"]
-    subjob = load_subjob(subjob_id)
-    if subjob is None:
-        raise Stop
-    if not should_run(step, subjob.state, f"subjob {subjob_id}"):
-        return
     work = WORK[step_name]
-    values = work(subjob, token) if step_name == "submit" else work(subjob)
+
+    def state_now() -> str | None:
+        current = load_subjob(subjob_id)
+        return current.state if current is not None else None
+
+    ran, values = run_once(
+        step,
+        leases.SUBJOBS,
+        subjob_id,
+        state_now,
+        lambda subjob: work(subjob, token) if step_name == "submit" else work(subjob),
+    )
+    if not ran:
+        return
     path = states.walk(states.BALSAM, step.start, step.reaches)
     note = f"batch job {values['batch_job_id']}" if "batch_job_id" in values else ""
     move_subjob(subjob_id, step.start, path, note, **values)
@@ -53,6 +62,7 @@ def _task(step_name: str) -> Callable:
             self,
             lambda: execute(step_name, subjob_id, token=self.request.id or ""),
             lambda reason: fail(step_name, subjob_id, reason),
+            lambda seconds: leases.due(leases.SUBJOBS, subjob_id, seconds),
         )
 
     run.__name__ = step_name

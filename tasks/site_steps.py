@@ -8,7 +8,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Row, bindparam, func, select, update
@@ -23,12 +23,12 @@ from edgeceleryapp.batch_names import batch_job_name
 from edgeceleryapp.db import read_connection, session_scope
 from edgeceleryapp.errors import (
     ApplicationNotAllowed,
+    Parked,
     PermanentError,
-    Throttled,
     TransientError,
     UnsafePath,
 )
-from edgeceleryapp.models import Application, SubJob, SubjobView, utcnow
+from edgeceleryapp.models import Application, SiteMonitor, SubJob, SubjobView, utcnow
 from edgeceleryapp.settings import SiteSettings, get_settings
 from edgeceleryapp.site_monitor import (
     ensure_monitor,
@@ -190,10 +190,20 @@ def claim_submission(subjob: SubjobView, token: str, site: SiteSettings) -> bool
 
     The token is the Celery task id, which stays the same when a message is delivered again.
     Another live holder means: retry later. A queue over its limit or a resting site means:
-    wait, in submission order, spending no retries.
+    ``Parked``: the subjob waits, with no message and no retry spent, until the site's tick
+    admits it (``tasks.poll.admit``), in submission order.
     """
     ensure_monitor(subjob.site)
     now = utcnow()
+    parked = _claim(subjob, token, site, now)
+    if isinstance(parked, str):
+        raise Parked(parked)
+    return parked
+
+
+def _claim(subjob: SubjobView, token: str, site: SiteSettings, now: datetime) -> bool | str:
+    """``claim_submission`` in one transaction: whether claimed before, or why it waits (the
+    wait is recorded with the subjob, so it commits)."""
     with session_scope() as s:
         monitor = locked_monitor(s, subjob.site)
         current = s.get(SubJob, subjob.id)
@@ -205,27 +215,37 @@ def claim_submission(subjob: SubjobView, token: str, site: SiteSettings) -> bool
         lease = 3 * site.command_timeout
         if holder is not None and since is not None and (now - since).total_seconds() < lease:
             raise TransientError(f"subjob {subjob.id}: another worker is submitting it")
-        if monitor.breaker_until is not None:
-            if monitor.breaker_until > now:
-                wait = (monitor.breaker_until - now).total_seconds()
-                raise Throttled(
-                    f"site {subjob.site} is resting after "
-                    f"{monitor.submit_failures} failed submissions",
-                    wait,
-                )
-            # The cool-down is over: this submission is the probe; others wait for it.
-            monitor.breaker_until = now + timedelta(seconds=site.breaker_cooldown)
-        policy = QueuePolicy(site.max_queued, site.queued_per_running, site.queued_base)
-        if policy.limit(0) is not None:
-            running, queued, ahead = _queue_counts(s, subjob)
-            if not policy.admits(running, queued, ahead):
-                raise Throttled(
-                    f"site {subjob.site} has {queued} queued (limit "
-                    f"{policy.limit(running)}), {ahead} waiting before this one",
-                    site.throttle_wait,
-                )
+        wait = _why_wait(s, subjob, site, monitor, now)
+        if wait is not None:
+            current.waiting_since = current.waiting_since or now
+            current.state_message = f"waiting: {wait}"
+            return wait
         current.submit_claim, current.submit_claimed_at = token, now
+        current.waiting_since = None
         return holder is not None
+
+
+def _why_wait(
+    s: Session, subjob: SubjobView, site: SiteSettings, monitor: SiteMonitor, now: datetime
+) -> str | None:
+    """Why the site may not take this subjob now (a resting site, a full queue), or None."""
+    if monitor.breaker_until is not None:
+        if monitor.breaker_until > now:
+            return (
+                f"site {subjob.site} is resting after {monitor.submit_failures} failed "
+                f"submissions, until {monitor.breaker_until.isoformat(timespec='seconds')}Z"
+            )
+        # The cool-down is over: this submission is the probe; others wait for it.
+        monitor.breaker_until = now + timedelta(seconds=site.breaker_cooldown)
+    policy = QueuePolicy(site.max_queued, site.queued_per_running, site.queued_base)
+    if policy.limit(0) is not None:
+        running, queued, ahead = _queue_counts(s, subjob)
+        if not policy.admits(running, queued, ahead):
+            return (
+                f"site {subjob.site} has {queued} queued (limit {policy.limit(running)}), "
+                f"{ahead} waiting before this one"
+            )
+    return None
 
 
 def _queue_counts(s: Session, subjob: SubjobView) -> tuple[int, int, int]:

@@ -18,6 +18,7 @@ from edgeceleryapp.errors import TransientError
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
 from tasks import site as site_tasks
 from tasks.poll import poll_site
+from tasks.retry_policy import Busy
 from workflows.intake import submit_balsam
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,15 +194,16 @@ def at_once(workers: int, work: Callable[[int], object]) -> None:
 
 def step_at_once(step: str, subjob_id: int, workers: int, tokens: bool = False) -> list[str]:
     """Run one site step of a subjob from ``workers`` threads at once (with ``tokens``, each
-    as its own delivery: tokens task-0, task-1, ...); what each was told: "ok", or "busy" (a
-    TransientError, after which its retry comes later)."""
+    as its own delivery: tokens task-0, task-1, ...); what each was told: "ok", or "busy"
+    (another execution held the subjob's lease, so this one ended quietly; or a TransientError,
+    after which its retry comes later)."""
     outcomes: list[str] = []
 
     def run(i: int) -> None:
         try:
             site_tasks.execute(step, subjob_id, token=f"task-{i}" if tokens else "")
             outcomes.append("ok")
-        except TransientError:
+        except (Busy, TransientError):
             outcomes.append("busy")
 
     at_once(workers, run)

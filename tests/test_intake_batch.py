@@ -89,7 +89,7 @@ def test_a_message_delivered_again_in_a_later_batch_is_the_same_job(env, argo_qu
 
 
 def owed_at(argo_id: int, state: str) -> Signature:
-    return chains.chain_for(next_step.for_argo(next_step.Record(argo_id, state), ()))
+    return chains.chain_for(next_step.for_argo(next_step.Record(argo_id, state), None))
 
 
 def test_our_publisher_sends_a_chain_as_celery_does(env, argo_queue):

@@ -53,7 +53,7 @@ def test_every_state_has_an_answer():
     """What a sweep over every record asks: no state is left without one."""
     for state in states.ARGO.states:
         inside = [subjob(s) for s in SUBJOB_PATH]
-        assert next_step.for_argo(Record(7, state, current_subjob=2), inside).verdict
+        assert next_step.for_argo(Record(7, state, current_subjob=2), inside[2]).verdict
     verdicts = {s: next_step.for_subjob(subjob(s)).verdict for s in states.BALSAM.states}
     assert [s for s, v in verdicts.items() if v == STEP] == [
         "CREATED",
@@ -84,24 +84,22 @@ def test_a_caller_may_ask_for_the_state_it_is_about_to_commit():
     ],
 )
 def test_an_argo_job_is_owed_its_own_steps_outside_the_loop(state, steps):
-    owed = next_step.for_argo(Record(7, state), [])
+    owed = next_step.for_argo(Record(7, state), None)
     assert (owed.verdict, owed.steps, owed.argo_id) == (STEP, steps, 7)
 
 
 def test_inside_the_loop_an_argo_job_is_owed_what_its_current_subjob_is():
-    subjobs = [Record(1, "JOB_FINISHED", "a", 7), Record(2, "STAGED_IN", "b", 7)]
-    owed = next_step.for_argo(Record(7, "SUBJOB_SUBMITTED", current_subjob=1), subjobs)
+    second = Record(2, "STAGED_IN", "b", 7)
+    owed = next_step.for_argo(Record(7, "SUBJOB_SUBMITTED", current_subjob=1), second)
     assert (owed.steps[0], owed.subjob_id, owed.site) == ("site.preprocess", 2, "b")
-    parked = next_step.for_argo(
-        Record(7, "SUBJOB_RUNNING", current_subjob=1), [subjobs[0], subjob("RUNNING")]
-    )
+    parked = next_step.for_argo(Record(7, "SUBJOB_RUNNING", current_subjob=1), subjob("RUNNING"))
     assert parked.verdict == PARKED
 
 
 def test_an_argo_job_ends_done_or_stopped():
-    assert next_step.for_argo(Record(7, "HISTORY"), []).verdict == DONE
-    assert next_step.for_argo(Record(7, "SUBJOB_RUN_FINISHED_FAILED"), []).verdict == STOPPED
-    assert next_step.for_argo(Record(7, "KILLED"), []).verdict == STOPPED
+    assert next_step.for_argo(Record(7, "HISTORY"), None).verdict == DONE
+    assert next_step.for_argo(Record(7, "SUBJOB_RUN_FINISHED_FAILED"), None).verdict == STOPPED
+    assert next_step.for_argo(Record(7, "KILLED"), None).verdict == STOPPED
 
 
 @pytest.mark.parametrize(
@@ -123,7 +121,7 @@ def test_advance_follows_figure_4s_loop(state, current, moves):
 
 
 def test_a_step_that_cannot_be_sent_fails_to_the_state_it_was_moving_to():
-    assert next_step.for_argo(Record(7, "CREATED"), []).fails_to == "STAGED_IN_FAILED"
+    assert next_step.for_argo(Record(7, "CREATED"), None).fails_to == "STAGED_IN_FAILED"
     assert next_step.for_subjob(subjob("CREATED")).fails_to == "STAGED_IN_FAILED"
     assert next_step.for_subjob(subjob("POSTPROCESSED")).fails_to == "STAGED_OUT_FAILED"
     with pytest.raises(ValueError, match="parked"):

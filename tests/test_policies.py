@@ -13,11 +13,11 @@ from backends.schedulers.local import MARK
 from edgeceleryapp import applications, job_control
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import wait_for
-from edgeceleryapp.errors import PermanentError, Throttled
+from edgeceleryapp.errors import Parked, PermanentError
 from edgeceleryapp.models import SiteMonitor
-from edgeceleryapp.settings import reset_settings
+from edgeceleryapp.settings import get_settings, reset_settings
 from edgeceleryapp.throttle import Breaker, QueuePolicy
-from tasks import poll, site, site_steps
+from tasks import admission, poll, site, site_steps
 from tests.helpers import (
     SUBJOB_PATH,
     argo_message,
@@ -66,7 +66,7 @@ def test_breaker_opens_at_the_threshold():
 
 
 def test_max_queued_holds_back_later_subjobs_in_submission_order(env):
-    set_site(env, max_queued=2, throttle_wait=0.1)
+    set_site(env, max_queued=2)
     echo_app(env.root, "alpha", name="sleeper")
     ids = prepared(env, 4, app="sleeper")
     outcomes = {}
@@ -74,14 +74,18 @@ def test_max_queued_holds_back_later_subjobs_in_submission_order(env):
         try:
             site.execute("submit", job_id, token=f"t{job_id}")
             outcomes[job_id] = "submitted"
-        except Throttled:
+        except Parked:
             outcomes[job_id] = "waiting"
     assert [outcomes[i] for i in ids] == ["submitted", "submitted", "waiting", "waiting"]
     assert [subjob(i).attempt for i in ids] == [1, 1, 1, 1], "waiting spends nothing"
+    assert all(subjob(i).waiting_since is not None for i in ids[2:]), "parked, in order"
+    assert subjob(ids[2]).state_message == (
+        "waiting: site alpha has 0 queued (limit 2), 2 waiting before this one"
+    )
 
 
-def test_throttled_task_is_sent_again_without_spending_a_retry(env, monkeypatch):
-    set_site(env, max_queued=1, throttle_wait=0.1)
+def test_a_waiting_subjob_sends_no_message_and_the_tick_admits_it(env, monkeypatch):
+    set_site(env, max_queued=1)
     echo_app(env.root, "alpha")
     first, second = prepared(env, 2)
     site.execute("submit", first, token="a")
@@ -91,9 +95,14 @@ def test_throttled_task_is_sent_again_without_spending_a_retry(env, monkeypatch)
     )
     site.submit.apply(args=(second,))
     assert subjob(second).state == "PREPROCESSED"
-    assert len(sent) == 1
-    assert sent[0].options["retries"] == 0
-    assert sent[0].options["countdown"] == pytest.approx(0.1)
+    assert subjob(second).waiting_since is not None
+    assert sent == [], "a waiting subjob is parked: no message, no retry"
+    admitted = []
+    monkeypatch.setattr(admission, "send", lambda sig, producer=None: admitted.append(sig))
+    assert admission.admit("alpha", get_settings().site("alpha")) == [], "the queue is full"
+    poll_until_ended(first)  # the tick sees the first batch job end, and admits the next
+    assert [(s.task, s.args) for s in admitted] == [("site.submit", (second,))]
+    assert subjob(second).waiting_since is None
 
 
 def test_circuit_breaker_rests_the_site_after_repeated_failures(env, monkeypatch):
@@ -108,7 +117,7 @@ def test_circuit_breaker_rests_the_site_after_repeated_failures(env, monkeypatch
     for job_id in ids[:2]:
         with pytest.raises(PermanentError):
             site.execute("submit", job_id, token=f"t{job_id}")
-    with pytest.raises(Throttled, match="resting after 2 failed submissions"):
+    with pytest.raises(Parked, match="resting after 2 failed submissions"):
         site.execute("submit", ids[2], token="t3")
     # After the cool-down the next submission is the probe; success closes the breaker.
     monkeypatch.undo()

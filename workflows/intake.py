@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from edgeceleryapp import next_step, state_store
+from edgeceleryapp import leases, next_step, state_store
 from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.db import read_connection, read_scope
 from edgeceleryapp.errors import TransientError, ValidationFailed
@@ -209,7 +209,7 @@ def _start(owed: next_step.Owed, what: str, fail: Callable[[str], object]) -> No
 
 
 def _owed_new_argo(argo_id: int) -> next_step.Owed:
-    return next_step.for_argo(next_step.Record(argo_id, "CREATED"), ())
+    return next_step.for_argo(next_step.Record(argo_id, "CREATED"), None)
 
 
 def existing_argo(intake_key: str) -> tuple[int, str] | None:
@@ -255,6 +255,8 @@ def submit_argo(message: Any, *, start: bool = True, intake_key: str | None = No
             f"argo job {argo_id}",
             lambda why: move_argo(argo_id, "CREATED", owed.fails_to, why),
         )
+    else:
+        leases.hold(leases.ARGO_JOBS, argo_id)
     return argo_id
 
 
@@ -342,4 +344,6 @@ def submit_balsam(message: Any, *, start: bool = True) -> int:
             f"job {subjob_id}",
             lambda why: move_subjob(subjob_id, "CREATED", [owed.fails_to], why),
         )
+    else:
+        leases.hold(leases.SUBJOBS, subjob_id)
     return subjob_id

@@ -45,7 +45,11 @@ def validate(source: str, schema_only: bool) -> None:
 
 @argo.command("submit", context_settings=CONTEXT)
 @click.argument("source", metavar="FILE|-")
-@click.option("--no-start", is_flag=True, help="Store only; do not queue the first step.")
+@click.option(
+    "--no-start",
+    is_flag=True,
+    help="Store only: nothing starts it, not even the sweep that re-sends lost work.",
+)
 @handle_errors
 def submit(source: str, no_start: bool) -> None:
     """Validate, store and start an Argo job; prints its id."""

@@ -18,7 +18,11 @@ def job() -> None:
 
 @job.command("add", context_settings=CONTEXT)
 @click.argument("source", metavar="FILE|-")
-@click.option("--no-start", is_flag=True, help="Store only; do not queue the first step.")
+@click.option(
+    "--no-start",
+    is_flag=True,
+    help="Store only: nothing starts it, not even the sweep that re-sends lost work.",
+)
 @handle_errors
 def add(source: str, no_start: bool) -> None:
     """Add a Balsam job from a JSON message (seed 000 2.1.1) and start it; prints its id."""

@@ -1,0 +1,169 @@
+"""Leases and the reconciler: the database drives, messages carry work.
+
+Messages are lost here as a broker restarted empty loses them: the test process's broker is
+memory:// and nothing consumes it. Time passes by moving a record's clock back, not by
+sleeping.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from edgeceleryapp import leases
+from edgeceleryapp.db import engine, read_scope
+from edgeceleryapp.errors import TransientError
+from edgeceleryapp.models import ArgoJob, JobEvent, SubJob, utcnow
+from edgeceleryapp.state_store import move_argo, move_subjob
+from tasks import reconcile, site, site_steps
+from tasks.retry_policy import Busy
+from tests.helpers import argo_message, balsam_message, echo_app, subjob, subjob_states
+from workflows.intake import submit_argo, submit_balsam
+
+
+def age(model: type, ident: int, seconds: float = 600, **values: object) -> None:
+    """The record made its last progress ``seconds`` ago (and takes ``values``)."""
+    table = model.__table__
+    then = utcnow() - timedelta(seconds=seconds)
+    with engine().begin() as conn:
+        conn.execute(update(table).where(table.c.id == ident).values(updated_at=then, **values))
+
+
+def last_event(subjob_id: int) -> JobEvent:
+    with read_scope() as s:
+        return s.scalars(
+            select(JobEvent).where(JobEvent.subjob_id == subjob_id).order_by(JobEvent.id.desc())
+        ).first()
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple]]:
+    """What the reconciler sends: (task, args) of each chain's first step."""
+    out: list[tuple[str, tuple]] = []
+
+    def capture(signature, producer=None) -> None:
+        first = signature.tasks[0] if hasattr(signature, "tasks") else signature
+        out.append((first.task, tuple(first.args)))
+
+    monkeypatch.setattr(reconcile, "send", capture)
+    return out
+
+
+def test_a_lost_first_message_is_sent_again_once_and_recorded(env, sent):
+    echo_app(env.root, "alpha")
+    job = submit_balsam(balsam_message())  # its first chain went nowhere
+    assert reconcile.reconcile_site("alpha") == [], "within the grace period: left alone"
+    age(SubJob, job)
+    assert reconcile.reconcile_site("alpha") == [job]
+    assert sent == [("site.stage_in", (job,))]
+    event = last_event(job)
+    assert (event.from_state, event.to_state) == ("CREATED", "CREATED"), "the state stays"
+    assert event.message == "re-driven: no progress for 600 s; sending site.stage_in again"
+    assert reconcile.reconcile_site("alpha") == [], "the re-drive is the progress now"
+    assert sent == [("site.stage_in", (job,))]
+
+
+def test_parked_held_leased_and_ended_records_are_left_alone(env, sent):
+    echo_app(env.root, "alpha")
+    in_flight, waiting, leased, failed = (submit_balsam(balsam_message()) for _ in range(4))
+    move_subjob(in_flight, "CREATED", ["STAGED_IN", "PREPROCESSED", "SUBMITTED"])
+    move_subjob(waiting, "CREATED", ["STAGED_IN", "PREPROCESSED"])
+    move_subjob(failed, "CREATED", ["STAGED_IN_FAILED"], "no input")
+    held = submit_balsam(balsam_message(), start=False)
+    for job in (in_flight, waiting, leased, failed, held):
+        age(SubJob, job)
+    age(SubJob, waiting, waiting_since=utcnow())
+    age(SubJob, leased, lease_owner="someone", lease_until=utcnow() + timedelta(seconds=20))
+    assert reconcile.reconcile_site("alpha") == []
+    age(SubJob, leased, lease_until=utcnow() - timedelta(seconds=1))  # its holder died
+    assert reconcile.reconcile_site("alpha") == [leased]
+    assert sent == [("site.stage_in", (leased,))]
+
+
+def test_a_later_subjob_waits_until_its_argo_job_hands_it_over(env, sent):
+    argo_id = submit_argo(argo_message())
+    first, second = (sj.id for sj in _subjobs(argo_id))
+    for job in (first, second):
+        age(SubJob, job)
+    age(ArgoJob, argo_id)
+    assert reconcile.reconcile_site("alpha") == [] and reconcile.reconcile_site("beta") == []
+    assert reconcile.reconcile_argo() == [argo_id]
+    assert sent == [("argo.stage_in", (argo_id,))]
+    assert move_argo(argo_id, "CREATED", ["STAGED_IN", "SUBJOB_SUBMITTED"], current_subjob=0)
+    age(SubJob, first)
+    assert reconcile.reconcile_site("beta") == [], "the second subjob is not handed over yet"
+    assert reconcile.reconcile_site("alpha") == [first]
+    assert sent[-1] == ("site.stage_in", (first,))
+
+
+def test_an_argo_job_whose_advance_was_lost_is_advanced(env, sent):
+    argo_id = submit_argo(argo_message())
+    loop = ["STAGED_IN", "SUBJOB_SUBMITTED", "SUBJOB_IN_PREPROCESSED", "SUBJOB_QUEUED"]
+    loop += ["SUBJOB_RUNNING", "SUBJOB_RUN_FINISHED", "SUBJOB_IN_POSTPROCESSED"]
+    assert move_argo(argo_id, "CREATED", [*loop, "SUBJOB_COMPLETED"])
+    age(ArgoJob, argo_id)
+    assert reconcile.reconcile_argo() == [argo_id]
+    assert sent == [("argo.advance", (argo_id,))]
+
+
+def test_a_second_execution_finds_the_lease_and_ends_quietly(env):
+    echo_app(env.root, "alpha")
+    job = submit_balsam(balsam_message(), start=False)
+    assert leases.take(leases.SUBJOBS, job, "CREATED", "first-copy", 30) is not None
+    with pytest.raises(Busy, match=r"another execution is working on site\.stage_in"):
+        site.execute("stage_in", job)
+    result = site.stage_in.apply(args=(job,))
+    assert result.successful(), "no retry, no failure: a quiet end"
+    assert subjob_states(job) == ["CREATED"]
+    leases.release(leases.SUBJOBS, job, "first-copy")
+    site.execute("stage_in", job)
+    assert subjob(job).state == "STAGED_IN"
+    assert subjob(job).lease_owner is None, "the move that ends a step clears its lease"
+
+
+def test_a_step_that_fails_gives_its_lease_back_at_once(env, monkeypatch):
+    echo_app(env.root, "alpha")
+    job = submit_balsam(balsam_message(), start=False)
+
+    def flaky(_subjob):
+        raise TransientError("the transfer server is busy")
+
+    monkeypatch.setattr(site_steps, "stage_in", flaky)
+    monkeypatch.setitem(site.WORK, "stage_in", flaky)
+    with pytest.raises(TransientError):
+        site.execute("stage_in", job)
+    assert (subjob(job).state, subjob(job).lease_owner) == ("CREATED", None)
+
+
+def test_a_retry_is_due_later_and_the_reconciler_waits_for_it(env, sent):
+    echo_app(env.root, "alpha")
+    job = submit_balsam(balsam_message())
+    age(SubJob, job)
+    leases.due(leases.SUBJOBS, job, 3600)  # a retry after a long back-off
+    assert reconcile.reconcile_site("alpha") == []
+
+
+def test_renewal_keeps_a_working_step_s_lease_alive(env):
+    echo_app(env.root, "alpha")
+    job = submit_balsam(balsam_message(), start=False)
+    assert leases.take(leases.SUBJOBS, job, "CREATED", "worker", 30) is not None
+    age(SubJob, job, lease_until=utcnow() + timedelta(seconds=1))
+    leases._renewer.renew({("subjobs", job, "worker"): 30}, utcnow())
+    left = (subjob(job).lease_until - utcnow()).total_seconds()
+    assert 25 < left <= 30
+    leases._renewer.renew({("subjobs", job, "another"): 30}, utcnow() + timedelta(seconds=60))
+    assert (subjob(job).lease_until - utcnow()).total_seconds() <= 30, "only its owner renews"
+
+
+def test_a_job_stored_without_starting_is_held(env):
+    job = submit_balsam(balsam_message(), start=False)
+    assert subjob(job).dispatched_at == leases.HELD
+
+
+def _subjobs(argo_id: int) -> list[SubJob]:
+    with read_scope() as s:
+        return list(
+            s.scalars(select(SubJob).where(SubJob.argo_job_id == argo_id).order_by(SubJob.id))
+        )
