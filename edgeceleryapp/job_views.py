@@ -12,14 +12,16 @@ case-insensitive; a whole group identifier is a prefix of itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, exists, func, select
 
-from edgeceleryapp import states
+from edgeceleryapp import leases, next_step, states
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.errors import NotFound, ValidationFailed
-from edgeceleryapp.models import ArgoJob, JobEvent, SubJob, public_columns
+from edgeceleryapp.models import ArgoJob, JobEvent, SubJob, public_columns, utcnow
+from edgeceleryapp.settings import get_settings
 
 ARGO_COLUMNS = public_columns(ArgoJob)
 SUBJOB_COLUMNS = public_columns(SubJob)
@@ -154,13 +156,77 @@ def list_argo(
     return job_page(query, count=False).rows
 
 
+def _stamp(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") + "Z" if moment is not None else None
+
+
+def waiting(record: Any, owed: next_step.Owed, now: datetime, position: int = 0) -> dict | None:
+    """What a record waits for, as an operator asks: the execution holding its lease and
+    until when, its subjob, its batch job, its place in the site's admission order, or when the
+    reconciler sends its owed step again. None when it has ended or stopped."""
+    if owed.verdict in (next_step.DONE, next_step.STOPPED):
+        return None
+    if record.lease_until is not None and record.lease_until > now:
+        return {
+            "for": "a step at work",
+            "lease_holder": record.lease_owner,
+            "lease_until": _stamp(record.lease_until),
+        }
+    if isinstance(record, ArgoJob) and owed.subjob_id is not None:
+        return {"for": f"subjob {owed.subjob_id}"}
+    if owed.verdict == next_step.PARKED:
+        if record.waiting_since is not None:
+            return {
+                "for": "admission",
+                "since": _stamp(record.waiting_since),
+                "position": position,
+                "reason": record.state_message,
+            }
+        return {"for": "its batch job", "batch_job_id": record.batch_job_id}
+    if record.dispatched_at == leases.HELD:
+        return {"for": "an operator: stored without starting"}
+    last = max(t for t in (record.updated_at, record.dispatched_at) if t is not None)
+    redrive = last + timedelta(seconds=get_settings().redrive_after)
+    return {"for": owed.step, "redrive_at": _stamp(max(redrive, now))}
+
+
+def _admission_position(s: Any, sj: SubJob) -> int:
+    """1 for the next subjob the site admits."""
+    ahead = s.scalar(
+        select(func.count())
+        .select_from(SubJob)
+        .where(
+            SubJob.site == sj.site,
+            SubJob.state == "PREPROCESSED",
+            SubJob.waiting_since.is_not(None),
+            SubJob.id < sj.id,
+        )
+    )
+    return (ahead or 0) + 1
+
+
 def show_argo(argo_id: int) -> dict[str, Any]:
+    now = utcnow()
     with read_scope() as s:
         job = found(s, ArgoJob, argo_id)
         out = as_dict(job, ARGO_COLUMNS)
-        out["subjobs"] = [as_dict(sj, SUBJOB_COLUMNS) for sj in job.subjobs]
+        subjobs = list(job.subjobs)
+        out["subjobs"] = [_with_waiting(s, sj, now) for sj in subjobs]
+        for sj, shown in zip(subjobs, out["subjobs"], strict=True):
+            handed_over = job.state == "SUBJOB_SUBMITTED" and job.current_subjob == sj.position
+            if sj.state == "CREATED" and not handed_over and shown["waiting"]:
+                shown["waiting"] = {"for": "its turn in the Argo job"}
+        current = subjobs[job.current_subjob] if job.current_subjob < len(subjobs) else None
+        out["waiting"] = waiting(job, next_step.for_argo(job, current), now)
         out["events"] = _events(s, JobEvent.argo_job_id == argo_id)
         return out
+
+
+def _with_waiting(s: Any, sj: SubJob, now: datetime) -> dict[str, Any]:
+    out = as_dict(sj, SUBJOB_COLUMNS)
+    position = _admission_position(s, sj) if sj.waiting_since is not None else 0
+    out["waiting"] = waiting(sj, next_step.for_subjob(sj), now, position)
+    return out
 
 
 def _events(s: Any, where: Any) -> list[dict[str, Any]]:
@@ -182,7 +248,7 @@ def list_subjobs(
 
 def show_subjob(subjob_id: int) -> dict[str, Any]:
     with read_scope() as s:
-        out = as_dict(found(s, SubJob, subjob_id), SUBJOB_COLUMNS)
+        out = _with_waiting(s, found(s, SubJob, subjob_id), utcnow())
         out["events"] = _events(s, JobEvent.subjob_id == subjob_id)
         return out
 

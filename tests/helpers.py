@@ -226,6 +226,16 @@ def start_service(name: str, timeout: float) -> dict[str, str]:
     return dict(item.split("=", 1) for item in line.removeprefix("export ").split())
 
 
+def state_changes(events: list[dict], subjob_id: int | None) -> list[str]:
+    """The states a record went through, from ``argo show --json``'s events (``subjob_id``
+    None: the Argo job's own), leaving out the notes that keep the state (re-drives)."""
+    return [
+        e["to_state"]
+        for e in events
+        if e["subjob_id"] == subjob_id and e["from_state"] != e["to_state"]
+    ]
+
+
 def batch_name(subjob_id: int, attempt: int = 1) -> str:
     """The batch job name of a subjob attempt in the configured deployment."""
     from edgeceleryapp.batch_names import instance_tag

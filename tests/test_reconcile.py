@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from edgeceleryapp import leases
+from edgeceleryapp import job_views, leases
 from edgeceleryapp.db import engine, read_scope
 from edgeceleryapp.errors import TransientError
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob, utcnow
@@ -167,3 +167,32 @@ def _subjobs(argo_id: int) -> list[SubJob]:
         return list(
             s.scalars(select(SubJob).where(SubJob.argo_job_id == argo_id).order_by(SubJob.id))
         )
+
+
+def test_show_says_what_each_record_waits_for(env):
+    echo_app(env.root, "alpha")
+    first, second, third = (submit_balsam(balsam_message()) for _ in range(3))
+    for job in (second, third):
+        move_subjob(job, "CREATED", ["STAGED_IN", "PREPROCESSED"])
+        age(SubJob, job, 5, waiting_since=utcnow(), state_message="waiting: site alpha is full")
+    assert leases.take(leases.SUBJOBS, first, "CREATED", "worker-7", 30) is not None
+    shown = {job: job_views.show_subjob(job)["waiting"] for job in (first, second, third)}
+    assert shown[first]["for"] == "a step at work"
+    assert shown[first]["lease_holder"] == "worker-7"
+    assert (shown[second]["for"], shown[second]["position"]) == ("admission", 1)
+    assert (shown[third]["position"], shown[third]["reason"]) == (2, "waiting: site alpha is full")
+    leases.release(leases.SUBJOBS, first, "worker-7")
+    assert job_views.show_subjob(first)["waiting"]["for"] == "site.stage_in"
+    assert "redrive_at" in job_views.show_subjob(first)["waiting"]
+
+
+def test_argo_show_points_at_the_subjob_it_waits_for(env):
+    argo_id = submit_argo(argo_message())
+    first = _subjobs(argo_id)[0].id
+    assert move_argo(argo_id, "CREATED", ["STAGED_IN", "SUBJOB_SUBMITTED"], current_subjob=0)
+    shown = job_views.show_argo(argo_id)
+    assert shown["waiting"] == {"for": f"subjob {first}"}
+    assert shown["subjobs"][0]["waiting"]["for"] == "site.stage_in"
+    assert shown["subjobs"][1]["waiting"] == {"for": "its turn in the Argo job"}
+    move_subjob(first, "CREATED", ["STAGED_IN_FAILED"], "no input")
+    assert job_views.show_argo(argo_id)["waiting"] is None, "a failed job waits for nothing"

@@ -51,15 +51,17 @@ def ls(site: str | None, state: str | None, limit: int, as_json: bool) -> None:
 def show(job_id: int, as_json: bool) -> None:
     """Show one job and its state timeline."""
     from edgeceleryapp import job_views
-    from edgeceleryapp.cli.argo import print_events
+    from edgeceleryapp.cli.argo import describe_wait, print_events
 
     data = job_views.show_subjob(job_id)
     if as_json:
         emit(data, True)
         return
     for key, value in data.items():
-        if key != "events":
+        if key not in ("events", "waiting"):
             click.echo(f"{key:20} {value if value is not None else ''}")
+    if data["waiting"]:
+        click.echo(f"{'waiting for':20} {describe_wait(data['waiting'])}")
     print_events(data["events"])
 
 

@@ -70,9 +70,16 @@ def running_deployment(
     poll_interval: float = 0.3,
     status_interval: float = 1.0,
     concurrency: int = 1,
+    lease_seconds: float = 3,
+    shipped_defaults: bool = False,
 ) -> Iterator[Deployment]:
-    """Redis, the Argo worker and one worker per site, with short retries and intervals so
-    that tests are quick; stopped again afterwards."""
+    """Redis, the Argo worker and one worker per site, with short retries, leases, re-drives
+    and intervals so that tests are quick (``shipped_defaults``: only the intervals short);
+    stopped again afterwards."""
+    quick = (
+        f"visibility_timeout = 4\nlease_seconds = {lease_seconds}\nredrive_after = 10\n"
+        "[retry]\nmax_retries = 3\nbackoff_base = 0.2\nbackoff_max = 1.0"
+    )
     with Deployment.running(
         root,
         sites,
@@ -80,8 +87,7 @@ def running_deployment(
         env_extra=env_extra,
         poll_interval=poll_interval,
         status_interval=status_interval,
-        extra="visibility_timeout = 4\n[retry]\nmax_retries = 3\nbackoff_base = 0.2\n"
-        "backoff_max = 1.0",
+        extra="" if shipped_defaults else quick,
         site_settings=site_settings,
         argo_settings=argo_settings,
     ) as dep:

@@ -25,6 +25,7 @@ from tests.helpers import (
     batch_name,
     echo_app,
     script,
+    state_changes,
 )
 from tests.integration.conftest import StatusListener
 
@@ -98,7 +99,7 @@ def test_two_site_argo_job_completes_with_every_state_and_message(apps):
         )
 
     # The timeline: every Argo state of 2.2.1 in order, the loop once per subjob.
-    argo_timeline = [e["to_state"] for e in final["events"] if e["subjob_id"] is None]
+    argo_timeline = state_changes(final["events"], None)
     assert argo_timeline == [
         "CREATED",
         "STAGED_IN",
@@ -110,7 +111,7 @@ def test_two_site_argo_job_completes_with_every_state_and_message(apps):
         "HISTORY",
     ]
     for sj in final["subjobs"]:
-        timeline = [e["to_state"] for e in final["events"] if e["subjob_id"] == sj["id"]]
+        timeline = state_changes(final["events"], sj["id"])
         assert timeline == SUBJOB_PATH, sj
         assert sj["attempt"] == 1
     # Data flowed: input -> subjob 1 -> subjob 2 -> output_url.
@@ -193,7 +194,7 @@ def test_failing_application_fails_then_retry_runs_it_to_history(apps):
     assert final["state"] == "HISTORY"
     second = final["subjobs"][1]
     assert second["attempt"] == 2
-    timeline = [e["to_state"] for e in final["events"] if e["subjob_id"] == second["id"]]
+    timeline = state_changes(final["events"], second["id"])
     assert timeline == [
         *SUBJOB_PATH[:6],
         "EXECUTION_FINISHED_FAILED",
@@ -236,7 +237,7 @@ def test_site_worker_killed_mid_chain_then_restarted_completes_once(apps):
     final = dep.wait_state(argo_id, {"HISTORY", "SUBJOB_IN_PREPROCESSED_FAILED"}, timeout=90)
     assert final["state"] == "HISTORY"
     (sj,) = final["subjobs"]
-    timeline = [e["to_state"] for e in final["events"] if e["subjob_id"] == sj["id"]]
+    timeline = state_changes(final["events"], sj["id"])
     assert timeline == SUBJOB_PATH, "no state twice, none backwards"
     assert started.read_text().count("started") == 2, "the killed step ran again"
     workdir = Path(dep.root / "sites" / "gamma" / "jobs" / str(sj["id"]))

@@ -10,7 +10,7 @@ import signal
 import pytest
 
 from edgeceleryapp.devstack import wait_for
-from tests.helpers import echo_app
+from tests.helpers import echo_app, state_changes
 
 pytestmark = pytest.mark.integration
 
@@ -69,5 +69,5 @@ def test_worker_killed_mid_transfer_lands_the_file_once(deployment):
             digest.update(block)
     assert digest.hexdigest() == expected
     assert not list(workdir.glob(".*.part-*")), "no temporary file left"
-    timeline = [e["to_state"] for e in final["events"] if e["subjob_id"] == sj["id"]]
+    timeline = state_changes(final["events"], sj["id"])
     assert timeline.count("STAGED_IN") == 1
