@@ -184,12 +184,10 @@ def claim_submission(subjob: SubjobView, token: str, site: SiteSettings) -> bool
     """Take the right to submit this attempt, if the site may take it now.
 
     Returns True when the attempt was claimed before (by this very message, delivered again
-    after a crash, or by a worker whose claim went stale): a batch job may exist already, so
-    the caller looks it up by name first. A first claim needs no look-up: nobody can have
-    submitted this attempt without holding the claim.
-
-    The token is the Celery task id, which stays the same when a message is delivered again.
-    Another live holder means: retry later. A queue over its limit or a resting site means:
+    after a crash, or by an execution that died: the caller holds the subjob's lease, so no
+    other is alive): a batch job may exist already, so the caller looks it up by name first. A
+    first claim needs no look-up: nobody can have submitted this attempt without holding the
+    claim. A queue over its limit or a resting site means:
     ``Parked``: the subjob waits, with no message and no retry spent, until the site's tick
     admits it (``tasks.poll.admit``), in submission order.
     """
@@ -209,12 +207,11 @@ def _claim(subjob: SubjobView, token: str, site: SiteSettings, now: datetime) ->
         current = s.get(SubJob, subjob.id)
         if current is None or current.state != "PREPROCESSED":
             return True
-        holder, since = current.submit_claim, current.submit_claimed_at
-        if holder == token:
+        if current.submit_claim is not None:
+            # Claimed by this message before, or by an execution that died (the lease we hold
+            # says none is alive): the attempt may be at the scheduler already; look it up.
+            current.submit_claim, current.submit_claimed_at = token, now
             return True
-        lease = 3 * site.command_timeout
-        if holder is not None and since is not None and (now - since).total_seconds() < lease:
-            raise TransientError(f"subjob {subjob.id}: another worker is submitting it")
         wait = _why_wait(s, subjob, site, monitor, now)
         if wait is not None:
             current.waiting_since = current.waiting_since or now
@@ -222,7 +219,7 @@ def _claim(subjob: SubjobView, token: str, site: SiteSettings, now: datetime) ->
             return wait
         current.submit_claim, current.submit_claimed_at = token, now
         current.waiting_since = None
-        return holder is not None
+        return False
 
 
 def _why_wait(
