@@ -75,7 +75,7 @@ def cluster(tmp_path_factory, slurm_conf):
     sites = {
         "cluster": {**slurm},
         "remote": {**slurm, "runner": "ssh", "ssh": ssh},
-        "throttled": {**slurm, "max_queued": 5, "throttle_wait": 0.5},
+        "throttled": {**slurm, "max_queued": 5},
     }
     env = {
         "SLURM_CONF": slurm_conf,
