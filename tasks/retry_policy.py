@@ -30,7 +30,8 @@ class StepTask(Task):
 
 
 class Stop(Exception):
-    """The record failed or was removed: end the chain quietly."""
+    """The record failed, was killed or removed, or moved on without this step: end the chain
+    quietly."""
 
 
 def should_run(step: Step, state: str, what: str) -> bool:

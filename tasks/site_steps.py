@@ -5,6 +5,7 @@ record, do the step's I/O, and return the fields to record. Tests call them dire
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -37,6 +38,9 @@ from edgeceleryapp.site_monitor import (
     submission_succeeded,
 )
 from edgeceleryapp.throttle import Breaker, QueuePolicy
+from tasks.retry_policy import Stop
+
+log = logging.getLogger(__name__)
 
 # Environment passed to application scripts: the worker's basics, never job text.
 PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME")
@@ -183,6 +187,11 @@ def preprocess(subjob: SubjobView) -> dict:
 def claim_submission(subjob: SubjobView, token: str, site: SiteSettings) -> bool:
     """Take the right to submit this attempt, if the site may take it now.
 
+    Only a subjob still PREPROCESSED at this attempt can be claimed: one that is gone, killed,
+    failed or moved on (another delivery submitted it, or the poller started a new attempt)
+    raises ``Stop``, so the step ends quietly without submitting. Going ahead there would
+    start a batch job that no record tracks and no cancel reaches.
+
     Returns True when the attempt was claimed before (by this very message, delivered again
     after a crash, or by a worker whose claim went stale): a batch job may exist already, so
     the caller looks it up by name first. A first claim needs no look-up: nobody can have
@@ -197,8 +206,15 @@ def claim_submission(subjob: SubjobView, token: str, site: SiteSettings) -> bool
     with session_scope() as s:
         monitor = locked_monitor(s, subjob.site)
         current = s.get(SubJob, subjob.id)
-        if current is None or current.state != "PREPROCESSED":
-            return True
+        if current is None or (current.state, current.attempt) != ("PREPROCESSED", subjob.attempt):
+            now_is = "gone" if current is None else f"{current.state}, attempt {current.attempt}"
+            log.info(
+                "subjob %s attempt %s: nothing submitted, it is %s",
+                subjob.id,
+                subjob.attempt,
+                now_is,
+            )
+            raise Stop
         holder, since = current.submit_claim, current.submit_claimed_at
         if holder == token:
             return True

@@ -18,6 +18,7 @@ from edgeceleryapp.errors import TransientError
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
 from tasks import site as site_tasks
 from tasks.poll import poll_site
+from tasks.retry_policy import Stop
 from workflows.intake import submit_balsam
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,8 +194,9 @@ def at_once(workers: int, work: Callable[[int], object]) -> None:
 
 def step_at_once(step: str, subjob_id: int, workers: int, tokens: bool = False) -> list[str]:
     """Run one site step of a subjob from ``workers`` threads at once (with ``tokens``, each
-    as its own delivery: tokens task-0, task-1, ...); what each was told: "ok", or "busy" (a
-    TransientError, after which its retry comes later)."""
+    as its own delivery: tokens task-0, task-1, ...); what each was told: "ok", "busy" (a
+    TransientError, after which its retry comes later) or "ended" (Stop: another one did the
+    step while it waited, so it ends quietly)."""
     outcomes: list[str] = []
 
     def run(i: int) -> None:
@@ -203,6 +205,8 @@ def step_at_once(step: str, subjob_id: int, workers: int, tokens: bool = False) 
             outcomes.append("ok")
         except TransientError:
             outcomes.append("busy")
+        except Stop:
+            outcomes.append("ended")
 
     at_once(workers, run)
     return outcomes
