@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from edgeceleryapp import applications
@@ -226,6 +227,16 @@ def start_service(name: str, timeout: float) -> dict[str, str]:
     line = done.stdout.strip().splitlines()[-1]
     assert line.startswith("export "), done.stdout
     return dict(item.split("=", 1) for item in line.removeprefix("export ").split())
+
+
+def captured_cancels(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The subjobs whose sites were sent ``site.cancel``, recorded instead of sent."""
+    cancels: list[int] = []
+    monkeypatch.setattr(
+        "workflows.chains.cancel_batch",
+        lambda job: type("S", (), {"apply_async": lambda self: cancels.append(job.id)})(),
+    )
+    return cancels
 
 
 def batch_name(subjob_id: int, attempt: int = 1) -> str:
