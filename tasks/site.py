@@ -39,7 +39,8 @@ def execute(step_name: str, subjob_id: int, token: str = "") -> None:
     values = work(subjob, token) if step_name == "submit" else work(subjob)
     path = states.walk(states.BALSAM, step.start, step.reaches)
     note = f"batch job {values['batch_job_id']}" if "batch_job_id" in values else ""
-    move_subjob(subjob_id, step.start, path, note, **values)
+    if not move_subjob(subjob_id, step.start, path, note, **values) and step_name == "submit":
+        site_steps.cancel_if_untracked(subjob, values["batch_job_id"])
 
 
 def fail(step_name: str, subjob_id: int, reason: str) -> None:

@@ -24,6 +24,7 @@ from edgeceleryapp.batch_names import batch_job_name
 from edgeceleryapp.db import read_connection, session_scope
 from edgeceleryapp.errors import (
     ApplicationNotAllowed,
+    EdgeCeleryError,
     PermanentError,
     Throttled,
     TransientError,
@@ -37,6 +38,7 @@ from edgeceleryapp.site_monitor import (
     submission_failed,
     submission_succeeded,
 )
+from edgeceleryapp.state_store import load_subjob
 from edgeceleryapp.throttle import Breaker, QueuePolicy
 from tasks.retry_policy import Stop
 
@@ -320,6 +322,31 @@ def submit(subjob: SubjobView, token: str) -> dict:
         raise
     submission_succeeded(subjob.site)
     return {"batch_job_id": batch_id, "submitted_at": utcnow(), "submit_claim": None}
+
+
+def cancel_if_untracked(subjob: SubjobView, batch_id: str) -> None:
+    """The scheduler accepted ``batch_id`` but the move to SUBMITTED found the subjob no longer
+    PREPROCESSED: killed or deleted while we submitted (the operator's cancel came too early to
+    find a batch job), or failed by another delivery. Unless the record holds this very batch
+    job (another delivery of the step recorded it first), nothing will poll or cancel it ever:
+    cancel it now. A cancel that fails is logged with the batch id, for an operator to remove
+    by hand: a retry of the step would find the subjob ended and do nothing."""
+    current = load_subjob(subjob.id)
+    if current is not None and current.state != states.KILLED and current.batch_job_id == batch_id:
+        return
+    now_is = "gone" if current is None else current.state
+    try:
+        scheduler_for(site_of(subjob)).cancel(batch_id)
+    except EdgeCeleryError as exc:
+        log.error(
+            "subjob %s is %s; its batch job %s could not be cancelled: %s",
+            subjob.id,
+            now_is,
+            batch_id,
+            exc,
+        )
+        return
+    log.warning("subjob %s is %s: cancelled its batch job %s", subjob.id, now_is, batch_id)
 
 
 def postprocess(subjob: SubjobView) -> dict:

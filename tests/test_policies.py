@@ -9,7 +9,7 @@ import pytest
 
 from backends.batchscript import SCRIPT_FILE, alive, read_int
 from backends.schedulers.base import FAILED, NODE_FAIL, BatchStatus
-from backends.schedulers.local import MARK
+from backends.schedulers.local import MARK, LocalScheduler
 from edgeceleryapp import applications, job_control
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import wait_for
@@ -231,6 +231,28 @@ def test_the_local_scheduler_cancels_a_job_right_after_submitting_it(env):
     script_path.write_text(plugin.render(request))
     plugin.cancel(plugin.submit(script_path, request))
     assert_stopped(env, request.name)
+
+
+def test_cancel_between_the_schedulers_answer_and_the_commit_cancels_the_batch_job(
+    env, monkeypatch, caplog
+):
+    """The operator's cancel finds no batch job recorded; the submit, finding its subjob
+    KILLED when it comes to record the batch job, cancels it."""
+    argo_id, job_id = forever_argo(env)
+    real_submit = LocalScheduler.submit
+
+    def submit_then_cancel(self, script_path, request):
+        batch_id = real_submit(self, script_path, request)
+        job_control.cancel_argo(argo_id)
+        return batch_id
+
+    monkeypatch.setattr(LocalScheduler, "submit", submit_then_cancel)
+    captured_cancels(monkeypatch)  # the site's cancel is another test's; here it never comes
+    site.submit.apply(args=(job_id,))
+    final = subjob(job_id)
+    assert (final.state, final.batch_job_id) == ("KILLED", None)
+    assert_stopped(env, batch_name(job_id))
+    assert f"cancelled its batch job {batch_name(job_id)}" in caplog.text
 
 
 class EndsDuringThePoll:
