@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from backends.schedulers import scheduler_for
 from edgeceleryapp import next_step, states
+from edgeceleryapp.batch_names import batch_job_name
 from edgeceleryapp.celery_app import app
 from edgeceleryapp.state_store import load_subjob, move_subjob
 from tasks import site_steps
@@ -70,13 +71,19 @@ stage_out = _task("stage_out")
 
 @app.task(bind=True, base=StepTask, name="site.cancel")
 def cancel(self: StepTask, subjob_id: int) -> None:
-    """Remove a killed subjob's batch job from its scheduler (run at the site)."""
+    """Remove a killed subjob's batch job from its scheduler (run at the site). A subjob
+    killed while it was being submitted has no batch job recorded, but the scheduler may have
+    one under the attempt's name (its submit's worker died before recording it): look it up
+    by that name, as a re-run of the submit would."""
 
     def body() -> None:
         subjob = load_subjob(subjob_id)
-        if subjob is None or not subjob.batch_job_id:
+        if subjob is None:
             return
-        scheduler_for(site_steps.site_of(subjob)).cancel(subjob.batch_job_id)
+        scheduler = scheduler_for(site_steps.site_of(subjob))
+        batch_id = subjob.batch_job_id or scheduler.find(batch_job_name(subjob))
+        if batch_id:
+            scheduler.cancel(batch_id)
 
     guarded(
         self, body, lambda reason: log.warning("cancel of subjob %s failed: %s", subjob_id, reason)

@@ -255,6 +255,18 @@ def test_cancel_between_the_schedulers_answer_and_the_commit_cancels_the_batch_j
     assert f"cancelled its batch job {batch_name(job_id)}" in caplog.text
 
 
+def test_cancel_of_a_subjob_being_submitted_cancels_its_batch_job_found_by_name(env, monkeypatch):
+    """The scheduler accepted the batch job, then the submit's worker died: nothing recorded
+    it, but the subjob holds a submit claim."""
+    argo_id, job_id = forever_argo(env)
+    site_steps.submit(subjob(job_id), "delivery-1")
+    cancels = captured_cancels(monkeypatch)
+    assert job_control.cancel_argo(argo_id) == 1
+    assert cancels == [job_id]
+    site.cancel.apply(args=(job_id,))  # what the site worker does with that message
+    assert_stopped(env, batch_name(job_id))
+
+
 class EndsDuringThePoll:
     """The batch job ends (writing its exit-code file) while the scheduler is being asked."""
 

@@ -608,3 +608,22 @@ def test_kill_between_the_schedulers_answer_and_the_commit_leaves_no_batch_job(s
     (job,) = sched.jobs
     assert job["name"] == batch_name(job_id) and job["cause"] == "cancelled"
     assert live_jobs_named(sched, batch_name(job_id)) == []
+
+
+def test_kill_of_a_subjob_being_submitted_cancels_the_batch_job_found_by_name(sched, monkeypatch):
+    """The scheduler accepted the batch job, then the submit's worker died before recording
+    it: the site's cancel looks it up by the attempt's name."""
+    gated_app(sched.env.root)
+    job_id = submit_balsam(balsam_message(app="gated"), start=False)
+    site.stage_in.apply(args=(job_id,))
+    site.preprocess.apply(args=(job_id,))
+    sched.faults(hold_queue=True)
+    site_steps.submit(subjob(job_id), "delivery-1")
+    cancels = captured_cancels(monkeypatch)
+    assert job_control.kill_subjob(job_id) == 1
+    assert cancels == [job_id]
+    site.cancel.apply(args=(job_id,))  # what the site worker does with that message
+    sched.faults()
+    assert live_jobs_named(sched, batch_name(job_id)) == []
+    (job,) = sched.jobs
+    assert job["cause"] == "cancelled"
