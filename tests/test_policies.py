@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from celery.canvas import _chain
 
 from backends.batchscript import SCRIPT_FILE, alive, read_int
 from backends.schedulers.base import FAILED, NODE_FAIL, BatchStatus
@@ -265,6 +266,21 @@ def test_cancel_of_a_subjob_being_submitted_cancels_its_batch_job_found_by_name(
     assert cancels == [job_id]
     site.cancel.apply(args=(job_id,))  # what the site worker does with that message
     assert_stopped(env, batch_name(job_id))
+
+
+def test_the_poller_commits_the_state_before_it_sends_the_resume_chain(env, monkeypatch):
+    echo_app(env.root, "alpha")
+    (job_id,) = prepared(env, 1)
+    site.execute("submit", job_id, token="t")
+    sent = []
+
+    def send(signature, producer=None):
+        first = signature.tasks[0] if isinstance(signature, _chain) else signature
+        sent.append((first.task, subjob(first.args[0]).state))
+
+    monkeypatch.setattr(poll, "send", send)
+    poll_until_ended(job_id)
+    assert sent == [("site.postprocess", "EXECUTION_FINISHED")]
 
 
 class EndsDuringThePoll:
