@@ -179,8 +179,17 @@ def _cancel_batch_jobs(subjobs: list[SubJob]) -> None:
         chains.cancel_batch(sj).apply_async()
 
 
-def _in_flight(subjobs: list[SubJob]) -> list[SubJob]:
-    return [sj for sj in subjobs if sj.batch_job_id and sj.state in states.IN_FLIGHT]
+def _with_batch_job(subjobs: list[SubJob]) -> list[SubJob]:
+    """The subjobs that have, or may have, a batch job: one in flight, or one being submitted
+    (PREPROCESSED with a submit claim: the scheduler may have answered before the submit
+    could record it, or its worker died there). The site looks the second kind up by name;
+    a submit that records nothing because of the kill cancels its own batch job."""
+    return [
+        sj
+        for sj in subjobs
+        if (sj.batch_job_id and sj.state in states.IN_FLIGHT)
+        or (sj.state == "PREPROCESSED" and sj.submit_claim is not None)
+    ]
 
 
 def cancel_argo(argo_id: int, why: str = "cancelled by an operator") -> int:
@@ -194,10 +203,10 @@ def cancel_argo(argo_id: int, why: str = "cancelled by an operator") -> int:
         if argo.state in states.ARGO.terminal:
             raise InvalidState(f"argo job {argo_id} has already ended ({argo.state})")
         subjobs = list(argo.subjobs)
-        in_flight = _in_flight(subjobs)
+        with_batch_job = _with_batch_job(subjobs)
         _kill(tx, argo, subjobs, why)
-    _cancel_batch_jobs(in_flight)
-    return len(in_flight)
+    _cancel_batch_jobs(with_batch_job)
+    return len(with_batch_job)
 
 
 def kill_subjob(subjob_id: int, why: str = "killed by an operator") -> int:
@@ -206,11 +215,11 @@ def kill_subjob(subjob_id: int, why: str = "killed by an operator") -> int:
         sj = found(tx.session, SubJob, subjob_id)
         if sj.state in states.BALSAM.terminal:
             raise InvalidState(f"job {subjob_id} has already ended ({sj.state})")
-        in_flight = _in_flight([sj])
+        with_batch_job = _with_batch_job([sj])
         argo = tx.session.get(ArgoJob, sj.argo_job_id) if sj.argo_job_id is not None else None
         _kill(tx, argo, [sj], why)
-    _cancel_batch_jobs(in_flight)
-    return len(in_flight)
+    _cancel_batch_jobs(with_batch_job)
+    return len(with_batch_job)
 
 
 def set_argo_state(argo_id: int, to: str, who: str) -> str:

@@ -167,18 +167,22 @@ def _poll_batch_jobs(site_name: str, site: SiteSettings, report: PollReport) -> 
                 f"{site.max_attempts}, no attempts left",
             )
         verdicts.append((job, verdict))
-    # The resume chains go first, in one broker round trip, before any state commits: a crash
-    # in between leaves a resume chain that waits for the state, never a finished job without
-    # one.
-    finished = [job for job, v in verdicts if not v.failed and v.target == FINISHED]
-    if finished:
-        with batch_producer(get_settings().broker_url) as producer:
-            for job in finished:
-                send(chain_for(next_step.for_subjob(job, state=FINISHED)), producer)
+    # The states commit first; then the resume chains go, in one broker round trip, for the
+    # jobs this tick moved. Sent before the commit, a postprocess could arrive ahead of its
+    # state and spend a retry waiting for it. A crash between the two leaves a finished job
+    # without its chain: the reconciler (tasks/reconcile.py) sends the owed step again once
+    # the record has made no progress for redrive_after.
+    finished: list[Row] = []
     for job, verdict in verdicts:
         path = states.batch_end_path(job.state, verdict.target, verdict.failed)
         if move_subjob(job.id, job.state, path, verdict.reason, exit_code=verdict.exit_code):
             report.moved[job.id] = path[-1]
+            if path[-1] == FINISHED:
+                finished.append(job)
+    if finished:
+        with batch_producer(get_settings().broker_url) as producer:
+            for job in finished:
+                send(chain_for(next_step.for_subjob(job, state=FINISHED)), producer)
 
 
 def resubmit(job: Row, verdict: Verdict, max_attempts: int, report: PollReport) -> None:

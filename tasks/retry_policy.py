@@ -29,7 +29,8 @@ class StepTask(Task):
 
 
 class Stop(Exception):
-    """The record failed or was removed: end the chain quietly."""
+    """The record failed, was killed or removed, or moved on without this step: end the chain
+    quietly."""
 
 
 class Busy(Stop):

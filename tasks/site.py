@@ -9,8 +9,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from sqlalchemy import Row
+
 from backends.schedulers import scheduler_for
 from edgeceleryapp import leases, next_step, states
+from edgeceleryapp.batch_names import batch_job_name
 from edgeceleryapp.celery_app import app
 from edgeceleryapp.state_store import load_subjob, move_subjob
 from tasks import site_steps
@@ -37,18 +40,17 @@ def execute(step_name: str, subjob_id: int, token: str = "") -> None:
         current = load_subjob(subjob_id)
         return current.state if current is not None else None
 
-    ran, values = run_once(
-        step,
-        leases.SUBJOBS,
-        subjob_id,
-        state_now,
-        lambda subjob: work(subjob, token) if step_name == "submit" else work(subjob),
-    )
+    def run(subjob: Row) -> tuple[Row, dict]:
+        return subjob, work(subjob, token) if step_name == "submit" else work(subjob)
+
+    ran, result = run_once(step, leases.SUBJOBS, subjob_id, state_now, run)
     if not ran:
         return
+    subjob, values = result
     path = states.walk(states.BALSAM, step.start, step.reaches)
     note = f"batch job {values['batch_job_id']}" if "batch_job_id" in values else ""
-    move_subjob(subjob_id, step.start, path, note, **values)
+    if not move_subjob(subjob_id, step.start, path, note, **values) and step_name == "submit":
+        site_steps.cancel_if_untracked(subjob, values["batch_job_id"])
 
 
 def fail(step_name: str, subjob_id: int, reason: str) -> None:
@@ -79,13 +81,19 @@ stage_out = _task("stage_out")
 
 @app.task(bind=True, base=StepTask, name="site.cancel")
 def cancel(self: StepTask, subjob_id: int) -> None:
-    """Remove a killed subjob's batch job from its scheduler (run at the site)."""
+    """Remove a killed subjob's batch job from its scheduler (run at the site). A subjob
+    killed while it was being submitted has no batch job recorded, but the scheduler may have
+    one under the attempt's name (its submit's worker died before recording it): look it up
+    by that name, as a re-run of the submit would."""
 
     def body() -> None:
         subjob = load_subjob(subjob_id)
-        if subjob is None or not subjob.batch_job_id:
+        if subjob is None:
             return
-        scheduler_for(site_steps.site_of(subjob)).cancel(subjob.batch_job_id)
+        scheduler = scheduler_for(site_steps.site_of(subjob))
+        batch_id = subjob.batch_job_id or scheduler.find(batch_job_name(subjob))
+        if batch_id:
+            scheduler.cancel(batch_id)
 
     guarded(
         self, body, lambda reason: log.warning("cancel of subjob %s failed: %s", subjob_id, reason)

@@ -5,6 +5,7 @@ record, do the step's I/O, and return the fields to record. Tests call them dire
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from edgeceleryapp.batch_names import batch_job_name
 from edgeceleryapp.db import read_connection, session_scope
 from edgeceleryapp.errors import (
     ApplicationNotAllowed,
+    EdgeCeleryError,
     Parked,
     PermanentError,
     TransientError,
@@ -36,7 +38,11 @@ from edgeceleryapp.site_monitor import (
     submission_failed,
     submission_succeeded,
 )
+from edgeceleryapp.state_store import load_subjob
 from edgeceleryapp.throttle import Breaker, QueuePolicy
+from tasks.retry_policy import Stop
+
+log = logging.getLogger(__name__)
 
 # Environment passed to application scripts: the worker's basics, never job text.
 PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LOGNAME")
@@ -183,6 +189,11 @@ def preprocess(subjob: SubjobView) -> dict:
 def claim_submission(subjob: SubjobView, token: str, site: SiteSettings) -> bool:
     """Take the right to submit this attempt, if the site may take it now.
 
+    Only a subjob still PREPROCESSED at this attempt can be claimed: one that is gone, killed,
+    failed or moved on (another delivery submitted it, or the poller started a new attempt)
+    raises ``Stop``, so the step ends quietly without submitting. Going ahead there would
+    start a batch job that no record tracks and no cancel reaches.
+
     Returns True when the attempt was claimed before (by this very message, delivered again
     after a crash, or by an execution that died: the caller holds the subjob's lease, so no
     other is alive): a batch job may exist already, so the caller looks it up by name first. A
@@ -205,8 +216,15 @@ def _claim(subjob: SubjobView, token: str, site: SiteSettings, now: datetime) ->
     with session_scope() as s:
         monitor = locked_monitor(s, subjob.site)
         current = s.get(SubJob, subjob.id)
-        if current is None or current.state != "PREPROCESSED":
-            return True
+        if current is None or (current.state, current.attempt) != ("PREPROCESSED", subjob.attempt):
+            now_is = "gone" if current is None else f"{current.state}, attempt {current.attempt}"
+            log.info(
+                "subjob %s attempt %s: nothing submitted, it is %s",
+                subjob.id,
+                subjob.attempt,
+                now_is,
+            )
+            raise Stop
         if current.submit_claim is not None:
             # Claimed by this message before, or by an execution that died (the lease we hold
             # says none is alive): the attempt may be at the scheduler already; look it up.
@@ -321,6 +339,31 @@ def submit(subjob: SubjobView, token: str) -> dict:
         raise
     submission_succeeded(subjob.site)
     return {"batch_job_id": batch_id, "submitted_at": utcnow(), "submit_claim": None}
+
+
+def cancel_if_untracked(subjob: SubjobView, batch_id: str) -> None:
+    """The scheduler accepted ``batch_id`` but the move to SUBMITTED found the subjob no longer
+    PREPROCESSED: killed or deleted while we submitted (the operator's cancel came too early to
+    find a batch job), or failed by another delivery. Unless the record holds this very batch
+    job (another delivery of the step recorded it first), nothing will poll or cancel it ever:
+    cancel it now. A cancel that fails is logged with the batch id, for an operator to remove
+    by hand: a retry of the step would find the subjob ended and do nothing."""
+    current = load_subjob(subjob.id)
+    if current is not None and current.state != states.KILLED and current.batch_job_id == batch_id:
+        return
+    now_is = "gone" if current is None else current.state
+    try:
+        scheduler_for(site_of(subjob)).cancel(batch_id)
+    except EdgeCeleryError as exc:
+        log.error(
+            "subjob %s is %s; its batch job %s could not be cancelled: %s",
+            subjob.id,
+            now_is,
+            batch_id,
+            exc,
+        )
+        return
+    log.warning("subjob %s is %s: cancelled its batch job %s", subjob.id, now_is, batch_id)
 
 
 def postprocess(subjob: SubjobView) -> dict:

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from edgeceleryapp import applications
@@ -18,7 +19,7 @@ from edgeceleryapp.errors import TransientError
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
 from tasks import site as site_tasks
 from tasks.poll import poll_site
-from tasks.retry_policy import Busy
+from tasks.retry_policy import Busy, Stop
 from workflows.intake import submit_balsam
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,9 +195,10 @@ def at_once(workers: int, work: Callable[[int], object]) -> None:
 
 def step_at_once(step: str, subjob_id: int, workers: int, tokens: bool = False) -> list[str]:
     """Run one site step of a subjob from ``workers`` threads at once (with ``tokens``, each
-    as its own delivery: tokens task-0, task-1, ...); what each was told: "ok", or "busy"
+    as its own delivery: tokens task-0, task-1, ...); what each was told: "ok", "busy"
     (another execution held the subjob's lease, so this one ended quietly; or a TransientError,
-    after which its retry comes later)."""
+    after which its retry comes later) or "ended" (Stop: another one did the step while it
+    waited, so it ends quietly)."""
     outcomes: list[str] = []
 
     def run(i: int) -> None:
@@ -205,6 +207,8 @@ def step_at_once(step: str, subjob_id: int, workers: int, tokens: bool = False) 
             outcomes.append("ok")
         except (Busy, TransientError):
             outcomes.append("busy")
+        except Stop:
+            outcomes.append("ended")
 
     at_once(workers, run)
     return outcomes
@@ -234,6 +238,16 @@ def state_changes(events: list[dict], subjob_id: int | None) -> list[str]:
         for e in events
         if e["subjob_id"] == subjob_id and e["from_state"] != e["to_state"]
     ]
+
+
+def captured_cancels(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The subjobs whose sites were sent ``site.cancel``, recorded instead of sent."""
+    cancels: list[int] = []
+    monkeypatch.setattr(
+        "workflows.chains.cancel_batch",
+        lambda job: type("S", (), {"apply_async": lambda self: cancels.append(job.id)})(),
+    )
+    return cancels
 
 
 def batch_name(subjob_id: int, attempt: int = 1) -> str:

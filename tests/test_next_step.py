@@ -67,7 +67,8 @@ def test_every_state_has_an_answer():
 
 
 def test_a_caller_may_ask_for_the_state_it_is_about_to_commit():
-    """The poller sends the resume chain before it moves the subjob to EXECUTION_FINISHED."""
+    """The poller asks what a subjob it has just moved to EXECUTION_FINISHED is owed, from
+    the row it read before the move."""
     owed = next_step.for_subjob(subjob("RUNNING"), state="EXECUTION_FINISHED")
     assert owed.step == "site.postprocess"
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from celery.canvas import _chain
 
-from backends.batchscript import alive
+from backends.batchscript import SCRIPT_FILE, alive, read_int
 from backends.schedulers.base import FAILED, NODE_FAIL, BatchStatus
-from backends.schedulers.local import MARK
+from backends.schedulers.local import MARK, LocalScheduler
 from edgeceleryapp import applications, job_control
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import wait_for
@@ -18,11 +19,13 @@ from edgeceleryapp.models import SiteMonitor
 from edgeceleryapp.settings import get_settings, reset_settings
 from edgeceleryapp.throttle import Breaker, QueuePolicy
 from tasks import admission, poll, site, site_steps
+from tasks import argo as argo_tasks
 from tests.helpers import (
     SUBJOB_PATH,
     argo_message,
     balsam_message,
     batch_name,
+    captured_cancels,
     echo_app,
     poll_until_ended,
     script,
@@ -175,45 +178,118 @@ def test_application_failure_is_not_resubmitted(env):
     assert subjob(job_id).attempt == 1
 
 
-def test_cancel_kills_the_batch_job_and_ends_the_argo_job(env, monkeypatch):
-    marker = env.data / "still-running"
+def forever_argo(env) -> tuple[int, int]:
+    """An Argo job of one subjob at alpha whose application runs until killed (or two minutes
+    pass: a failing test leaves no process behind for long), brought up to the subjob's
+    submission; the Argo job's id and its subjob's."""
     never = script(
         env.root / "apps" / "forever.py",
         f"""
         import time
-        while True:
-            open({str(marker)!r}, "w").write(str(time.time()))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            open({str(env.data / "still-running")!r}, "w").write(str(time.time()))
             time.sleep(0.05)
         """,
     )
     applications.add_app("forever", "alpha", never)
     argo_id = submit_argo(argo_message("c", ("alpha",), "forever"), start=False)
-    from tasks import argo as argo_tasks
-
     argo_tasks.stage_in.apply(args=(argo_id,))
     argo_tasks.advance(argo_id)
     (sj,) = argo_tasks.load(argo_id)[1]
-    for step in ("stage_in", "preprocess", "submit"):
+    for step in ("stage_in", "preprocess"):
         site.execute(step, sj.id, token="t")
-    wait_for(marker.exists, 20, "the application to start")
-    cancels = []
-    monkeypatch.setattr(
-        "workflows.chains.cancel_batch",
-        lambda job: type("S", (), {"apply_async": lambda self: cancels.append(job.id)})(),
-    )
+    return argo_id, sj.id
+
+
+def test_cancel_kills_the_batch_job_and_ends_the_argo_job(env, monkeypatch):
+    argo_id, job_id = forever_argo(env)
+    site.execute("submit", job_id, token="t")
+    wait_for((env.data / "still-running").exists, 20, "the application to start")
+    cancels = captured_cancels(monkeypatch)
     assert job_control.cancel_argo(argo_id) == 1
-    assert cancels == [sj.id]
-    site.cancel.apply(args=(sj.id,))  # what the site worker does with that message
+    assert cancels == [job_id]
+    site.cancel.apply(args=(job_id,))  # what the site worker does with that message
     spool = env.site_workdir("alpha") / ".local-scheduler"
-    pid_file = spool / f"{subjob(sj.id).batch_job_id}.pid"
+    pid_file = spool / f"{subjob(job_id).batch_job_id}.pid"
     assert pid_file.exists()
     wait_for(lambda: not alive(pid_file, MARK), 10, "the batch job to stop")
-    assert subjob(sj.id).state == "KILLED"
+    assert subjob(job_id).state == "KILLED"
     assert argo_tasks.load(argo_id)[0].state == "KILLED"
     poll.poll_site("alpha")
-    assert subjob(sj.id).state == "KILLED", "the poller leaves a killed job alone"
+    assert subjob(job_id).state == "KILLED", "the poller leaves a killed job alone"
     with pytest.raises(Exception, match="already ended"):
         job_control.cancel_argo(argo_id)
+
+
+def assert_stopped(env, name: str) -> None:
+    """The local batch job ``name`` started, then was killed: its process is gone and the
+    scheduler reports it no more (no exit status: it did not end by itself)."""
+    pid_file = env.site_workdir("alpha") / ".local-scheduler" / f"{name}.pid"
+    wait_for(lambda: read_int(pid_file) is not None, 10, "the batch job to start")
+    wait_for(lambda: not alive(pid_file, MARK), 10, "the batch job to stop")
+    plugin = site_steps.scheduler_for(get_settings().site("alpha"))
+    assert plugin.statuses([name]) == {}
+
+
+def test_the_local_scheduler_cancels_a_job_right_after_submitting_it(env):
+    """The detached run writes its pid a moment after the submission returned."""
+    _argo_id, job_id = forever_argo(env)
+    request = site_steps.batch_request(subjob(job_id))
+    plugin = site_steps.scheduler_for(get_settings().site("alpha"))
+    script_path = request.workdir / SCRIPT_FILE
+    script_path.write_text(plugin.render(request))
+    plugin.cancel(plugin.submit(script_path, request))
+    assert_stopped(env, request.name)
+
+
+def test_cancel_between_the_schedulers_answer_and_the_commit_cancels_the_batch_job(
+    env, monkeypatch, caplog
+):
+    """The operator's cancel finds no batch job recorded; the submit, finding its subjob
+    KILLED when it comes to record the batch job, cancels it."""
+    argo_id, job_id = forever_argo(env)
+    real_submit = LocalScheduler.submit
+
+    def submit_then_cancel(self, script_path, request):
+        batch_id = real_submit(self, script_path, request)
+        job_control.cancel_argo(argo_id)
+        return batch_id
+
+    monkeypatch.setattr(LocalScheduler, "submit", submit_then_cancel)
+    captured_cancels(monkeypatch)  # the site's cancel is another test's; here it never comes
+    site.submit.apply(args=(job_id,))
+    final = subjob(job_id)
+    assert (final.state, final.batch_job_id) == ("KILLED", None)
+    assert_stopped(env, batch_name(job_id))
+    assert f"cancelled its batch job {batch_name(job_id)}" in caplog.text
+
+
+def test_cancel_of_a_subjob_being_submitted_cancels_its_batch_job_found_by_name(env, monkeypatch):
+    """The scheduler accepted the batch job, then the submit's worker died: nothing recorded
+    it, but the subjob holds a submit claim."""
+    argo_id, job_id = forever_argo(env)
+    site_steps.submit(subjob(job_id), "delivery-1")
+    cancels = captured_cancels(monkeypatch)
+    assert job_control.cancel_argo(argo_id) == 1
+    assert cancels == [job_id]
+    site.cancel.apply(args=(job_id,))  # what the site worker does with that message
+    assert_stopped(env, batch_name(job_id))
+
+
+def test_the_poller_commits_the_state_before_it_sends_the_resume_chain(env, monkeypatch):
+    echo_app(env.root, "alpha")
+    (job_id,) = prepared(env, 1)
+    site.execute("submit", job_id, token="t")
+    sent = []
+
+    def send(signature, producer=None):
+        first = signature.tasks[0] if isinstance(signature, _chain) else signature
+        sent.append((first.task, subjob(first.args[0]).state))
+
+    monkeypatch.setattr(poll, "send", send)
+    poll_until_ended(job_id)
+    assert sent == [("site.postprocess", "EXECUTION_FINISHED")]
 
 
 class EndsDuringThePoll:

@@ -34,6 +34,7 @@ from backends.schedulers.condor import CondorScheduler, parse_ads
 from backends.schedulers.lsf import parse_bjobs_json
 from backends.schedulers.pbs import by_number, parse_pro_json, parse_torque_xml
 from backends.schedulers.sge import parse_qacct, parse_qstat_xml
+from edgeceleryapp import job_control
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.errors import PermanentError
 from edgeceleryapp.settings import SiteSettings, get_settings, reset_settings
@@ -45,6 +46,7 @@ from tests.helpers import (
     SUBJOB_PATH,
     balsam_message,
     batch_name,
+    captured_cancels,
     echo_app,
     gated_app,
     poll_until_ended,
@@ -578,3 +580,50 @@ def test_cancel_ends_the_running_job(sched):
     assert status.state in (FINISHED, FAILED), status
     assert not fake.alive(job), "the batch job's processes were killed"
     sched.scheduler().cancel(batch_id)  # again, after it ended: not an error
+
+
+def live_jobs_named(sched: Fake, name: str) -> list[dict]:
+    """The jobs of that name the fake still has queued or running."""
+    return [j for j in sched.jobs if j["name"] == name and (j["state"] != "done" or fake.alive(j))]
+
+
+@pytest.mark.parametrize("sched", ["pbs"], indirect=True)
+def test_kill_between_the_schedulers_answer_and_the_commit_leaves_no_batch_job(sched, monkeypatch):
+    gated_app(sched.env.root)
+    job_id = submit_balsam(balsam_message(app="gated"), start=False)
+    site.stage_in.apply(args=(job_id,))
+    site.preprocess.apply(args=(job_id,))
+    plugin = type(sched.scheduler())
+    real_submit = plugin.submit
+
+    def submit_then_kill(self, script_path, request):
+        batch_id = real_submit(self, script_path, request)
+        job_control.kill_subjob(job_id)
+        return batch_id
+
+    monkeypatch.setattr(plugin, "submit", submit_then_kill)
+    captured_cancels(monkeypatch)  # the site's cancel is not what this test is about
+    site.submit.apply(args=(job_id,))
+    assert subjob(job_id).state == "KILLED"
+    (job,) = sched.jobs
+    assert job["name"] == batch_name(job_id) and job["cause"] == "cancelled"
+    assert live_jobs_named(sched, batch_name(job_id)) == []
+
+
+def test_kill_of_a_subjob_being_submitted_cancels_the_batch_job_found_by_name(sched, monkeypatch):
+    """The scheduler accepted the batch job, then the submit's worker died before recording
+    it: the site's cancel looks it up by the attempt's name."""
+    gated_app(sched.env.root)
+    job_id = submit_balsam(balsam_message(app="gated"), start=False)
+    site.stage_in.apply(args=(job_id,))
+    site.preprocess.apply(args=(job_id,))
+    sched.faults(hold_queue=True)
+    site_steps.submit(subjob(job_id), "delivery-1")
+    cancels = captured_cancels(monkeypatch)
+    assert job_control.kill_subjob(job_id) == 1
+    assert cancels == [job_id]
+    site.cancel.apply(args=(job_id,))  # what the site worker does with that message
+    sched.faults()
+    assert live_jobs_named(sched, batch_name(job_id)) == []
+    (job,) = sched.jobs
+    assert job["cause"] == "cancelled"

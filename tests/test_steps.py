@@ -16,6 +16,7 @@ from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import TransientError
 from edgeceleryapp.models import JobEvent, SubJob
 from tasks import site, site_steps
+from tasks.retry_policy import Stop
 from tasks.site_steps import workdir_of
 from tests.helpers import (
     SUBJOB_PATH,
@@ -280,3 +281,29 @@ def test_work_directory_is_per_subjob(env):
     b = submit_balsam(balsam_message(), start=False)
     assert workdir_of(subjob(a)) != workdir_of(subjob(b))
     assert isinstance(workdir_of(subjob(a)), Path)
+
+
+@pytest.mark.parametrize("ending", ["killed", "deleted"])
+def test_a_claim_on_a_subjob_killed_or_deleted_meanwhile_submits_nothing(env, monkeypatch, ending):
+    """The submit read its subjob PREPROCESSED; before it claims, an operator ended it."""
+    echo_app(env.root, "alpha")
+    job_id = submit_balsam(balsam_message(), start=False)
+    site.stage_in.apply(args=(job_id,))
+    site.preprocess.apply(args=(job_id,))
+    stale = subjob(job_id)
+    if ending == "killed":
+        assert job_control.kill_subjob(job_id) == 0, "nothing submitted, nothing to cancel"
+    else:
+        job_control.remove_subjobs([job_id])
+    events = subjob_states(job_id)
+    monkeypatch.setattr(site, "load_subjob", lambda _id: stale)  # what the step read first
+    retries = []
+    monkeypatch.setattr(site.submit, "retry", lambda *a, **k: retries.append(k))
+    site.submit.apply(args=(job_id,))
+    spool = env.site_workdir("alpha") / ".local-scheduler"
+    assert not list(spool.glob("*.submitted")), "no batch job"
+    assert retries == [], "no retry spent"
+    assert subjob_states(job_id) == events, "no failure recorded"
+    with pytest.raises(Stop):
+        site_steps.submit(stale, "another-delivery")
+    assert not list(spool.glob("*.submitted"))

@@ -98,5 +98,6 @@ def chain_for(owed: Owed) -> Signature:
 
 
 def cancel_batch(subjob: SubjobRef) -> Signature:
-    """Ask the site's scheduler to remove a killed subjob's batch job."""
+    """Ask the site's scheduler to remove a killed subjob's batch job: the one it recorded, or,
+    for a subjob killed while it was being submitted, the one named after its attempt."""
     return _site_step("site.cancel", subjob)

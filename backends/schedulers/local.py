@@ -16,6 +16,7 @@ from backends.batchscript import alive, read_int, start_detached
 from backends.schedulers.base import BatchRequest, BatchStatus, Scheduler, State
 
 MARK = "edgecelery-local"
+START_GRACE = 5.0  # seconds a just-started run may take to write its pid file
 
 
 class LocalScheduler(Scheduler):
@@ -63,7 +64,15 @@ class LocalScheduler(Scheduler):
         return out
 
     def cancel(self, batch_id: str) -> None:
-        pid_file, _exit, _marker = self._files(batch_id)
+        """Kill the run's process group. A job cancelled right after its submission (a subjob
+        killed while it was being submitted) may not have written its pid yet: the detached
+        start returns before the run records itself, so wait for it a moment."""
+        pid_file, exit_file, marker = self._files(batch_id)
+        deadline = time.monotonic() + START_GRACE
+        while marker.exists() and read_int(pid_file) is None and read_int(exit_file) is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         if alive(pid_file, MARK):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(pid_file.read_text()), 15)
