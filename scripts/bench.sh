@@ -31,6 +31,7 @@ run bench/intake.py --consumers 1
 run bench/intake.py --consumers 2
 run bench/slurm.py
 run bench/profiles.py
+run bench/chaos.py
 missing=$(IFS=,; echo "${failed[*]:-}")
 "$py" bench/report.py "$BENCH_RESULTS" --command "scripts/bench.sh ${quick[*]:-}" \
   --missing "$missing"
