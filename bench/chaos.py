@@ -23,7 +23,8 @@ What it counts, and how:
 Exit status 1 if a job was lost, submitted twice, ran twice or moved backwards.
 
     .venv/bin/python bench/chaos.py [--jobs 300] [--kills 40] [--aof-restarts 2]
-        [--empty-restarts 1] [--seed S] [--deadline 180] [--quick]
+        [--empty-restarts 1] [--seed S] [--deadline 180] [--window S] [--downtime 0.5]
+        [--poll-interval 1] [--status-interval 30] [--quick]
 """
 
 from __future__ import annotations
