@@ -34,6 +34,7 @@ ORDER = (
     "slurm",
     "profile-workers",
     "profile-intake",
+    "chaos",
 )
 
 

@@ -49,7 +49,12 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.05):  # type:
 
 @dataclass
 class RedisServer:
-    """redis-server from the system (Debian's redis-server), bound to 127.0.0.1 only."""
+    """redis-server from the system (Debian's redis-server), bound to 127.0.0.1 only.
+
+    It persists as a deployed broker should: every write goes to an append-only file that is
+    fsynced each second (AOF ``everysec``), so a restart on the same directory, even after a
+    crash, still holds the queued messages (all but the last second's at worst). The directory
+    holds only Redis's files and its log, so ``start(empty=True)`` can forget them all."""
 
     directory: Path
     port: int = field(default_factory=free_port)
@@ -59,13 +64,28 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
+    @property
+    def log(self) -> Path:
+        return self.directory / "redis.log"
+
+    def start(self, *, empty: bool = False) -> RedisServer:
+        """Start (or start again, on the same port and directory) and wait for a ping.
+        ``empty``: delete what an earlier run left (the AOF, any snapshot) first, a restart that
+        loses every message, as a broker without persistence would."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise ConfigurationError(
                 "redis-server: not installed (Debian: apt-get install redis-server)"
             )
         self.directory.mkdir(parents=True, exist_ok=True)
+        if empty:
+            for path in self.directory.iterdir():
+                if path == self.log:
+                    continue
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
         self.process = subprocess.Popen(
             [
                 binary,
@@ -76,27 +96,35 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "everysec",
                 "--dir",
                 str(self.directory),
                 "--protected-mode",
                 "yes",
             ],
-            stdout=(self.directory / "redis.log").open("w"),
+            stdout=self.log.open("a"),
             stderr=subprocess.STDOUT,
         )
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
 
         def ping() -> bool:
             if self.process and self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited; see {self.directory / 'redis.log'}")
+                raise RuntimeError(f"redis-server exited; see {self.log}")
             try:
                 return bool(client.ping())
-            except redis.ConnectionError:
+            except redis.ConnectionError:  # BusyLoadingError too: still reading the AOF
                 return False
 
         wait_for(ping, 10, "redis-server to answer")
         return self
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to write anything more to disk."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
