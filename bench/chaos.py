@@ -126,6 +126,8 @@ def regressions(records: Iterable[list[tuple[str, str]]], kind: str) -> int:
     for moves in records:
         state, reached = None, -1
         for frm, to in moves:
+            if frm == to == state:  # a note that keeps the state (a re-drive), not a move
+                continue
             if state is not None and frm != state:
                 found += 1
             if to in machine.path:
