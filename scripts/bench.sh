@@ -4,8 +4,8 @@
 #   scripts/bench.sh            full sizes (about 20 minutes on 2 cores)
 #   scripts/bench.sh --quick    smaller sizes, same figures (about 10 minutes)
 #
-# bench/chaos.py waits up to 3 minutes after its last fault for jobs it may have lost, and
-# exits 1 on a loss or a duplicate: until lost work is re-driven, it is named as failed here.
+# bench/chaos.py waits up to 3 minutes after its last fault for the jobs to finish, and exits 1
+# on a loss or a duplicate (then it is named as failed here).
 # Each bench/*.py prints its table (figure, measured, target, pass/MISS) and keeps its figures
 # in $BENCH_RESULTS for the report. The Slurm benchmark starts the project's one-node Slurm
 # (scripts/slurm.sh start: needs root the first time, to install it). A benchmark that fails to
