@@ -112,6 +112,26 @@ def gated_app(root: Path, exit_code: int = 0, patience: float = 60) -> None:
     applications.add_app("gated", "alpha", exe)
 
 
+def slow_preprocess_app(root: Path, data: Path, site: str) -> tuple[Path, Path]:
+    """An application ``slowpre`` at ``site`` whose preprocess step notes each start in the
+    first file returned and then waits (at most five minutes) for the second to appear; the
+    application itself notes each run in ``runs.log``. For killing a worker mid-step."""
+    started, go = data / "pre-started", data / "pre-go"
+    pre = script(
+        root / "apps" / "slowpre" / "pre.py",
+        f"""
+        import os, time
+        open({str(started)!r}, "a").write("started\\n")
+        deadline = time.time() + 300
+        while not os.path.exists({str(go)!r}) and time.time() < deadline:
+            time.sleep(0.05)
+        """,
+    )
+    exe = script(root / "apps" / "slowpre" / "app.py", 'open("runs.log", "a").write("run\\n")\n')
+    applications.add_app("slowpre", site, exe, preprocess=pre)
+    return started, go
+
+
 def balsam_message(site: str = "alpha", app: str = "echo", **fields: object) -> dict:
     """A valid Balsam job message: one run of ``app`` at ``site``."""
     return {"name": "test job", "site": site, "application": app, **fields}

@@ -62,6 +62,14 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+# `argo submit` and `job add`: store a message without starting it.
+NO_START = click.option(
+    "--no-start",
+    is_flag=True,
+    help="Store only: nothing starts it, not even the sweep that re-sends lost work.",
+)
+
+
 def read_input(source: str) -> str:
     if source == "-":
         return sys.stdin.read()

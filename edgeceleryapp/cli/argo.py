@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgeceleryapp.cli import CONTEXT, emit, handle_errors, read_input
+from edgeceleryapp.cli import CONTEXT, NO_START, emit, handle_errors, read_input
 
 COLUMNS = ("id", "updated_at", "group_identifier", "site", "state", "output_url", "name")
 
@@ -45,11 +45,7 @@ def validate(source: str, schema_only: bool) -> None:
 
 @argo.command("submit", context_settings=CONTEXT)
 @click.argument("source", metavar="FILE|-")
-@click.option(
-    "--no-start",
-    is_flag=True,
-    help="Store only: nothing starts it, not even the sweep that re-sends lost work.",
-)
+@NO_START
 @handle_errors
 def submit(source: str, no_start: bool) -> None:
     """Validate, store and start an Argo job; prints its id."""

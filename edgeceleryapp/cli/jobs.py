@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from edgeceleryapp.cli import CONTEXT, emit, handle_errors, read_input
+from edgeceleryapp.cli import CONTEXT, NO_START, emit, handle_errors, read_input
 
 NUMBERS = ("wall_time_minutes", "num_nodes", "processes_per_node")
 COLUMNS = ("id", "argo_job_id", "site", "application", "state", "attempt", "batch_job_id", "name")
@@ -18,11 +18,7 @@ def job() -> None:
 
 @job.command("add", context_settings=CONTEXT)
 @click.argument("source", metavar="FILE|-")
-@click.option(
-    "--no-start",
-    is_flag=True,
-    help="Store only: nothing starts it, not even the sweep that re-sends lost work.",
-)
+@NO_START
 @handle_errors
 def add(source: str, no_start: bool) -> None:
     """Add a Balsam job from a JSON message (seed 000 2.1.1) and start it; prints its id."""

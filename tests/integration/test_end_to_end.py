@@ -25,6 +25,7 @@ from tests.helpers import (
     batch_name,
     echo_app,
     script,
+    slow_preprocess_app,
     state_changes,
 )
 from tests.integration.conftest import StatusListener
@@ -211,24 +212,7 @@ def test_failing_application_fails_then_retry_runs_it_to_history(apps):
 def test_site_worker_killed_mid_chain_then_restarted_completes_once(apps):
     """SIGKILL the gamma worker while it runs the preprocess step; a new worker finishes."""
     dep = apps
-    started, go = dep.data / "pre-started", dep.data / "pre-go"
-    pre = script(
-        dep.root / "apps" / "slowpre" / "pre.py",
-        f"""
-        import os, time
-        open({str(started)!r}, "a").write("started\\n")
-        deadline = time.time() + 60
-        while not os.path.exists({str(go)!r}) and time.time() < deadline:
-            time.sleep(0.05)
-        """,
-    )
-    exe = script(
-        dep.root / "apps" / "slowpre" / "app.py",
-        """
-        open("runs.log", "a").write("run\\n")
-        """,
-    )
-    applications.add_app("slowpre", "gamma", exe, preprocess=pre)
+    started, go = slow_preprocess_app(dep.root, dep.data, "gamma")
     argo_id = dep.submit(e2e_message("killed", [subjob("gamma", "slowpre")]))
     wait_for(started.exists, 30, "the preprocess step to start")
     dep.workers["gamma"].kill(signal.SIGKILL)

@@ -13,9 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from edgeceleryapp import applications
 from edgeceleryapp.devstack import wait_for
-from tests.helpers import SUBJOB_PATH, argo_message, echo_app, script, state_changes
+from tests.helpers import (
+    SUBJOB_PATH,
+    argo_message,
+    echo_app,
+    slow_preprocess_app,
+    state_changes,
+)
 from tests.integration.conftest import running_deployment
 
 pytestmark = pytest.mark.integration
@@ -81,21 +86,7 @@ def test_with_shipped_defaults_a_killed_site_worker_s_subjob_continues(tmp_path)
     site worker dies in the middle of a preprocess step, a new one starts, and the subjob goes
     on within two minutes."""
     with running_deployment(tmp_path, ("alpha",), shipped_defaults=True) as dep:
-        started, go = dep.data / "pre-started", dep.data / "pre-go"
-        pre = script(
-            dep.root / "apps" / "slowpre" / "pre.py",
-            f"""
-            import os, time
-            open({str(started)!r}, "a").write("started\\n")
-            deadline = time.time() + 300
-            while not os.path.exists({str(go)!r}) and time.time() < deadline:
-                time.sleep(0.05)
-            """,
-        )
-        exe = script(
-            dep.root / "apps" / "slowpre" / "app.py", 'open("runs.log", "a").write("run\\n")\n'
-        )
-        applications.add_app("slowpre", "alpha", exe, preprocess=pre)
+        started, go = slow_preprocess_app(dep.root, dep.data, "alpha")
         argo_id = dep.submit(argo_message("killed", sites=("alpha",), app="slowpre"))
         wait_for(started.exists, 60, "the preprocess step to start")
         dep.workers["alpha"].kill(signal.SIGKILL)
