@@ -9,7 +9,6 @@ from click import Option
 
 import tasks.argo
 import tasks.mail
-import tasks.poll
 import tasks.site
 from edgeceleryapp.celery_app import app
 from edgeceleryapp.status_outbox import write_pending_marks
@@ -17,7 +16,7 @@ from tasks.site_clock import SiteClockStep
 from workflows.intake_consumer import IntakeConsumer
 from workflows.mail_consumer import MailConsumer
 
-TASK_MODULES = (tasks.argo, tasks.mail, tasks.poll, tasks.site)
+TASK_MODULES = (tasks.argo, tasks.mail, tasks.site)
 
 
 @worker_shutdown.connect
