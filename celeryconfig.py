@@ -1,4 +1,4 @@
-"""Celery settings: queues, routes, acknowledgement, serialisation, the poll schedule.
+"""Celery settings: queues, routes, acknowledgement, serialisation, the beat schedule.
 
 At-least-once everywhere: a task is acknowledged after it ran (acks_late), and a task whose
 worker died is delivered again (reject_on_worker_lost; for Redis, after visibility_timeout).
@@ -41,25 +41,20 @@ task_routes = {"argo.*": {"queue": "argo"}}
 worker_send_task_events = True
 task_send_sent_event = True
 
-# One poll message per site per interval, whatever the number of jobs in flight; it expires
-# rather than queueing up while a site worker is away.
+# Beat (in the argo worker) sweeps Argo jobs and re-sends status messages that did not go
+# out. It sends no poll ticks: each site worker polls (and sweeps its own subjobs) on its own
+# clock (tasks/site_clock.py), so a site goes on finishing its subjobs while the argo worker is
+# down, and ticks fill no task history.
 beat_schedule = {
-    f"poll-{name}": {
-        "task": "site.poll",
-        "schedule": site.poll_interval,
-        "args": (name,),
-        "options": {"queue": f"site.{name}", "expires": max(site.poll_interval, 1.0)},
-    }
-    for name, site in _settings.sites.items()
-}
-# The reconciler's sweep of Argo jobs (sites sweep their own subjobs in their tick).
-beat_schedule["reconcile-argo"] = {
-    "task": "argo.reconcile",
-    "schedule": _settings.redrive_after / 4,
-    "options": {"queue": "argo", "expires": _settings.redrive_after / 4},
-}
-beat_schedule["resend-status"] = {
-    "task": "argo.resend_status",
-    "schedule": _settings.status_resend_after,
-    "options": {"queue": "argo", "expires": _settings.status_resend_after},
+    # The reconciler's sweep of Argo jobs (sites sweep their own subjobs in their tick).
+    "reconcile-argo": {
+        "task": "argo.reconcile",
+        "schedule": _settings.redrive_after / 4,
+        "options": {"queue": "argo", "expires": _settings.redrive_after / 4},
+    },
+    "resend-status": {
+        "task": "argo.resend_status",
+        "schedule": _settings.status_resend_after,
+        "options": {"queue": "argo", "expires": _settings.status_resend_after},
+    },
 }

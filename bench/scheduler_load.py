@@ -1,8 +1,8 @@
 """Scheduler load: status commands per site per minute while 1,000 subjobs wait in the queue;
 and the site worker's memory (run with ``--subjobs 10000`` for the memory target).
 
-The real service (Redis, the Argo worker with beat sending one poll per ``poll_interval``, one
-site worker of concurrency 2) follows 1,000 subjobs whose batch jobs stay queued (the ``held``
+The real service (Redis, the Argo worker, one site worker of concurrency 2 that ticks once per
+``poll_interval`` on its own clock) follows 1,000 subjobs whose batch jobs stay queued (the ``held``
 scheduler of ``bench/instant_app.py`` logs each status command). ``poll_interval`` 1 s,
 ``status_interval`` 30 s, as in production. Also prints the site worker's CPU share: the cost
 of following 1,000 jobs, and the peak resident memory (VmHWM) of the site worker's processes

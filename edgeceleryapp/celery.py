@@ -1,6 +1,6 @@
 """The Celery app as a worker runs it (``celery -A edgeceleryapp`` and ``edgecelery worker``
-load this module): ``edgeceleryapp.celery_app``'s app, with every task module imported and the
-intake and mail consumers installed."""
+load this module): ``edgeceleryapp.celery_app``'s app, with every task module imported, the
+intake and mail consumers installed, and the site clock that polls a site worker's sites."""
 
 from typing import Any
 
@@ -9,14 +9,14 @@ from click import Option
 
 import tasks.argo
 import tasks.mail
-import tasks.poll
 import tasks.site
 from edgeceleryapp.celery_app import app
 from edgeceleryapp.status_outbox import write_pending_marks
+from tasks.site_clock import SiteClockStep
 from workflows.intake_consumer import IntakeConsumer
 from workflows.mail_consumer import MailConsumer
 
-TASK_MODULES = (tasks.argo, tasks.mail, tasks.poll, tasks.site)
+TASK_MODULES = (tasks.argo, tasks.mail, tasks.site)
 
 
 @worker_shutdown.connect
@@ -36,5 +36,6 @@ app.user_options["worker"].add(
 )
 app.steps["consumer"].add(IntakeConsumer)
 app.steps["consumer"].add(MailConsumer)
+app.steps["worker"].add(SiteClockStep)
 
 __all__ = ["TASK_MODULES", "app"]

@@ -1,4 +1,4 @@
-"""The site poller: one message per site per poll interval (from celery beat), whatever the
+"""The site poller: one tick per site per poll interval (the site worker's clock), whatever the
 number of jobs in flight. Each tick reads the exit-code files of the site's jobs in flight (the
 fast, authoritative path) and, at most once per status interval, asks the scheduler about the
 rest in ONE command. Jobs that ended get their resume chain; the rest stay parked.
@@ -18,7 +18,6 @@ from backends.schedulers import BatchStatus, scheduler_for
 from backends.schedulers.base import FAILED, FINISHED
 from edgeceleryapp import next_step, states
 from edgeceleryapp.brokertransport import batch_producer
-from edgeceleryapp.celery_app import app
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.errors import EdgeCeleryError
 from edgeceleryapp.models import SubJob, utcnow
@@ -27,7 +26,6 @@ from edgeceleryapp.site_monitor import take_lease
 from edgeceleryapp.state_store import move_subjob
 from tasks.admission import admit
 from tasks.reconcile import reconcile_site, sweep_period
-from tasks.retry_policy import StepTask
 from tasks.site_steps import workdir_of
 from workflows.chains import chain_for, send
 
@@ -201,14 +199,3 @@ def resubmit(job: Row, verdict: Verdict, max_attempts: int, report: PollReport) 
     ):
         report.moved[job.id] = "PREPROCESSED"
         send(chain_for(next_step.for_subjob(job, state="PREPROCESSED")))
-
-
-@app.task(bind=True, base=StepTask, name="site.poll")
-def poll(self: StepTask, site_name: str) -> dict:
-    """One poll tick for a site (sent by celery beat to ``site.<name>``)."""
-    report = poll_site(site_name)
-    return {
-        "in_flight": report.in_flight,
-        "status_queries": report.status_queries,
-        "moved": len(report.moved),
-    }

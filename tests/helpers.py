@@ -315,7 +315,7 @@ def argo_states(argo_id: int) -> list[str]:
 
 
 def poll_until_ended(subjob_id: int, timeout: float = 30) -> SubJob:
-    """Drive the site poller (as beat would) until the batch job has ended."""
+    """Drive the site poller (as the site worker's clock would) until the batch job has ended."""
 
     def ended() -> SubJob | None:
         poll_site(subjob(subjob_id).site)

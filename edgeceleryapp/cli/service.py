@@ -13,7 +13,7 @@ from edgeceleryapp.cli import CONTEXT, handle_errors
     "--argo",
     "is_argo",
     is_flag=True,
-    help="Serve queue argo and run the poll schedule (celery beat); run once.",
+    help="Serve queue argo and run celery beat (Argo sweeps, status re-sends); run once.",
 )
 @click.option("--concurrency", "-c", type=int, default=None)
 @click.option("--loglevel", default="INFO", show_default=True)

@@ -1,6 +1,7 @@
 """A real one-machine deployment for the module: a private Redis on a free loopback port, the
-Argo worker (with the beat poll schedule) and one worker per site, all real processes started
-through the ``edgecelery worker`` command. Tests drive it with the ``edgecelery`` command."""
+Argo worker (with beat) and one worker per site (each polling its site on its own clock), all
+real processes started through the ``edgecelery worker`` command. Tests drive it with the
+``edgecelery`` command."""
 
 from __future__ import annotations
 
