@@ -26,6 +26,7 @@ run bench/throughput.py --scheduler instant
 run bench/latency.py
 run bench/scheduler_load.py --subjobs 1000
 run bench/scheduler_load.py --subjobs 10000 --minutes 1.1
+run bench/deep_queue.py
 run bench/db_scale.py
 run bench/intake.py --consumers 1
 run bench/intake.py --consumers 2
