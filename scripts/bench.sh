@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every benchmark, then docs/performance.md from their figures (bench/report.py).
 #
-#   scripts/bench.sh            full sizes (about 15 minutes on 2 cores)
-#   scripts/bench.sh --quick    smaller sizes, same figures (about 6 minutes)
+#   scripts/bench.sh            full sizes (about 40 minutes on 2 cores: deep_queue.py alone takes 20)
+#   scripts/bench.sh --quick    smaller sizes, same figures (about 10 minutes)
 #
 # Each bench/*.py prints its table (figure, measured, target, pass/MISS) and keeps its figures
 # in $BENCH_RESULTS for the report. The Slurm benchmark starts the project's one-node Slurm
