@@ -93,6 +93,9 @@ class SubJob(Base):
     __tablename__ = "subjobs"
     __table_args__ = (
         Index("ix_subjobs_site_state", "site", "state"),
+        # A site's PREPROCESSED subjobs that are not parked, found without reading the
+        # thousands that may be (the queue limit's counts: tasks/admission.py, site_steps.py).
+        Index("ix_subjobs_site_state_waiting", "site", "state", "waiting_since"),
         # The job browser's "jobs with a subjob at this site".
         Index("ix_subjobs_site_argo", "site", "argo_job_id"),
     )

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark, then docs/performance.md from their figures (bench/report.py).
 #
-#   scripts/bench.sh            full sizes (about 20 minutes on 2 cores)
+#   scripts/bench.sh            full sizes (about 40 minutes on 2 cores: deep_queue.py alone 20)
 #   scripts/bench.sh --quick    smaller sizes, same figures (about 10 minutes)
 #
 # bench/chaos.py waits up to 3 minutes after its last fault for the jobs to finish, and exits 1
@@ -28,6 +28,7 @@ run bench/throughput.py --scheduler instant
 run bench/latency.py
 run bench/scheduler_load.py --subjobs 1000
 run bench/scheduler_load.py --subjobs 10000 --minutes 1.1
+run bench/deep_queue.py
 run bench/db_scale.py
 run bench/intake.py --consumers 1
 run bench/intake.py --consumers 2

@@ -21,15 +21,20 @@ from edgeceleryapp.throttle import QueuePolicy
 from workflows.chains import chain_for, send
 
 _SUB = SubJob.__table__
-# Jobs the site's scheduler holds for us (or is about to: claimed submissions), by state.
-_OCCUPIED = (
+# Jobs the site's scheduler holds for us, by state; then those it is about to get: subjobs not
+# parked that hold a claim, or were admitted and have yet to claim (their site.submit is on its
+# way). Without the latter, every tick before those messages ran admitted more, which parked
+# again (bench/deep_queue.py). Neither query reads the parked subjobs.
+_IN_FLIGHT = (
     select(_SUB.c.state, func.count())
-    .where(
-        _SUB.c.site == bindparam("site"),
-        _SUB.c.state.in_(states.IN_FLIGHT)
-        | ((_SUB.c.state == "PREPROCESSED") & _SUB.c.submit_claim.is_not(None)),
-    )
+    .where(_SUB.c.site == bindparam("site"), _SUB.c.state.in_(states.IN_FLIGHT))
     .group_by(_SUB.c.state)
+)
+_COMING = select(func.count()).where(
+    _SUB.c.site == bindparam("site"),
+    _SUB.c.state == "PREPROCESSED",
+    _SUB.c.waiting_since.is_(None),
+    _SUB.c.submit_claim.is_not(None) | _SUB.c.dispatched_at.is_not(None),
 )
 _NEXT_WAITING = (
     select(_SUB.c.id, _SUB.c.site, _SUB.c.argo_job_id, _SUB.c.state)
@@ -59,11 +64,12 @@ def slots(site_name: str, site: SiteSettings) -> int:
     now = utcnow()
     with read_connection() as conn:
         resting = conn.execute(_BREAKER, {"site": site_name}).scalar()
-        occupied = dict(conn.execute(_OCCUPIED, {"site": site_name}).all())
+        occupied = dict(conn.execute(_IN_FLIGHT, {"site": site_name}).all())
+        coming = conn.execute(_COMING, {"site": site_name}).scalar_one()
     if resting is not None:
         return 0 if resting > now else 1  # after the cool-down, one probe decides
     running = occupied.get("RUNNING", 0)
-    queued = sum(occupied.values()) - running
+    queued = sum(occupied.values()) - running + coming
     free = QueuePolicy(site.max_queued, site.queued_per_running, site.queued_base).free(
         running, queued
     )
