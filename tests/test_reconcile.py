@@ -1,4 +1,5 @@
-"""Leases and the reconciler: the database drives, messages carry work.
+"""Leases and the reconciler: the database drives, messages carry work (the lease and sweep
+statements on SQLite and PostgreSQL alike).
 
 Messages are lost here as a broker restarted empty loses them: the test process's broker is
 memory:// and nothing consumes it. Time passes by moving a record's clock back, not by
@@ -51,7 +52,8 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple]]:
     return out
 
 
-def test_a_lost_first_message_is_sent_again_once_and_recorded(env, sent):
+def test_a_lost_first_message_is_sent_again_once_and_recorded(any_db_env, sent):
+    env = any_db_env
     echo_app(env.root, "alpha")
     job = submit_balsam(balsam_message())  # its first chain went nowhere
     assert reconcile.reconcile_site("alpha") == [], "within the grace period: left alone"
@@ -65,7 +67,8 @@ def test_a_lost_first_message_is_sent_again_once_and_recorded(env, sent):
     assert sent == [("site.stage_in", (job,))]
 
 
-def test_parked_held_leased_and_ended_records_are_left_alone(env, sent):
+def test_parked_held_leased_and_ended_records_are_left_alone(any_db_env, sent):
+    env = any_db_env
     echo_app(env.root, "alpha")
     in_flight, waiting, leased, failed = (submit_balsam(balsam_message()) for _ in range(4))
     move_subjob(in_flight, "CREATED", ["STAGED_IN", "PREPROCESSED", "SUBMITTED"])
@@ -82,7 +85,8 @@ def test_parked_held_leased_and_ended_records_are_left_alone(env, sent):
     assert sent == [("site.stage_in", (leased,))]
 
 
-def test_a_later_subjob_waits_until_its_argo_job_hands_it_over(env, sent):
+@pytest.mark.usefixtures("any_db_env")
+def test_a_later_subjob_waits_until_its_argo_job_hands_it_over(sent):
     argo_id = submit_argo(argo_message())
     first, second = (sj.id for sj in _subjobs(argo_id))
     for job in (first, second):
@@ -108,7 +112,8 @@ def test_an_argo_job_whose_advance_was_lost_is_advanced(env, sent):
     assert sent == [("argo.advance", (argo_id,))]
 
 
-def test_a_second_execution_finds_the_lease_and_ends_quietly(env):
+def test_a_second_execution_finds_the_lease_and_ends_quietly(any_db_env):
+    env = any_db_env
     echo_app(env.root, "alpha")
     job = submit_balsam(balsam_message(), start=False)
     assert leases.take(leases.SUBJOBS, job, "CREATED", "first-copy", 30) is not None
