@@ -15,7 +15,7 @@ from edgeceleryapp import applications, job_control
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.errors import Parked, PermanentError
-from edgeceleryapp.models import SiteMonitor
+from edgeceleryapp.models import SiteMonitor, SubJob
 from edgeceleryapp.settings import get_settings, reset_settings
 from edgeceleryapp.throttle import Breaker, QueuePolicy
 from tasks import admission, poll, site, site_steps
@@ -316,3 +316,22 @@ def test_a_job_ending_during_the_status_query_is_judged_by_its_exit_code(env, mo
     wait_for(lambda: poll.poll_site("alpha").moved, 10, "the poll to see the end")
     assert subjob(job_id).state == "EXECUTION_FINISHED"
     site_steps.scheduler_for(site_steps.site_of(subjob(job_id))).cancel(batch_name(job_id))
+
+
+def test_a_local_submission_killed_before_its_run_started_runs_once_when_sent_again(env):
+    """The local scheduler marks a submission, then starts the run: a worker killed between
+    the two left a marker and no run. The re-driven submit must start it: found by name, it
+    would be followed as QUEUED for ever."""
+    echo_app(env.root, "alpha")
+    (job_id,) = prepared(env, 1)
+    name = batch_name(job_id)
+    spool = env.site_workdir("alpha") / ".local-scheduler"
+    spool.mkdir(parents=True, exist_ok=True)
+    (spool / f"{name}.submitted").write_text("0")
+    with session_scope() as s:
+        s.get(SubJob, job_id).submit_claim = "a-worker-that-died"
+    site.execute("submit", job_id, token="sent-again")
+    assert subjob(job_id).batch_job_id == name
+    assert poll_until_ended(job_id).state == "EXECUTION_FINISHED"
+    workdir = env.site_workdir("alpha") / "jobs" / str(job_id)
+    assert (workdir / "runs.log").read_text() == "run\n", "the application ran once"

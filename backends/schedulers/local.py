@@ -46,7 +46,11 @@ class LocalScheduler(Scheduler):
         return job.name
 
     def find(self, name: str) -> str | None:
-        return name if any(p.exists() for p in self._files(name)) else None
+        """A run that recorded itself. A marker alone is a submission that may have died
+        before its run started (a worker killed between the two): submitting again is safe, the
+        pid file's noclobber start runs the script once."""
+        pid_file, exit_file, _ = self._files(name)
+        return name if pid_file.exists() or exit_file.exists() else None
 
     def statuses(self, ids: list[str]) -> dict[str, BatchStatus]:
         out: dict[str, BatchStatus] = {}
@@ -59,8 +63,8 @@ class LocalScheduler(Scheduler):
                 out[name] = BatchStatus(State.RUNNING)
             elif (code := read_int(exit_file)) is not None:  # ended between the two looks
                 out[name] = BatchStatus(State.FINISHED, code)
-            elif marker.exists() and not pid_file.exists():
-                out[name] = BatchStatus(State.QUEUED)
+            elif marker.exists() and not pid_file.exists() and _younger(marker, START_GRACE):
+                out[name] = BatchStatus(State.QUEUED)  # starting; later, unknown: lost_after
         return out
 
     def cancel(self, batch_id: str) -> None:
@@ -76,3 +80,10 @@ class LocalScheduler(Scheduler):
         if alive(pid_file, MARK):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(pid_file.read_text()), 15)
+
+
+def _younger(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime < seconds
+    except FileNotFoundError:
+        return False
