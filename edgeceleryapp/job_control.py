@@ -60,7 +60,7 @@ def remove_subjobs(ids: list[int], force: bool = False) -> int:
         for job in jobs:
             if job.argo_job_id is not None:
                 raise InvalidState(f"job {job.id} belongs to argo job {job.argo_job_id}")
-            if job.state in states.IN_FLIGHT and not force:
+            if _with_batch_job([job]) and not force:
                 raise InvalidState(f"job {job.id} has a batch job in flight ({job.state})")
         s.execute(delete(JobEvent).where(JobEvent.subjob_id.in_(ids)))
         s.execute(delete(SubJob).where(SubJob.id.in_(ids)))
@@ -76,7 +76,7 @@ def remove_all_subjobs(force: bool = False) -> int:
 def remove_argo(argo_id: int, force: bool = False) -> None:
     with session_scope() as s:
         job = found(s, ArgoJob, argo_id)
-        if not force and any(sj.state in states.IN_FLIGHT for sj in job.subjobs):
+        if not force and _with_batch_job(list(job.subjobs)):
             raise InvalidState(f"argo job {argo_id} has a batch job in flight")
         s.execute(delete(JobEvent).where(JobEvent.argo_job_id == argo_id))
         s.delete(job)

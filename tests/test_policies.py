@@ -14,7 +14,7 @@ from backends.schedulers.local import MARK, LocalScheduler
 from edgeceleryapp import applications, job_control
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import wait_for
-from edgeceleryapp.errors import Parked, PermanentError
+from edgeceleryapp.errors import InvalidState, Parked, PermanentError
 from edgeceleryapp.models import SiteMonitor, SubJob
 from edgeceleryapp.settings import get_settings, reset_settings
 from edgeceleryapp.throttle import Breaker, QueuePolicy
@@ -335,3 +335,15 @@ def test_a_local_submission_killed_before_its_run_started_runs_once_when_sent_ag
     assert poll_until_ended(job_id).state == "EXECUTION_FINISHED"
     workdir = env.site_workdir("alpha") / "jobs" / str(job_id)
     assert (workdir / "runs.log").read_text() == "run\n", "the application ran once"
+
+
+def test_a_job_being_submitted_is_not_removed_without_force(env):
+    """Its batch job may exist already, unrecorded: removing the row would leave it running
+    where no cancel can find it by name."""
+    echo_app(env.root, "alpha")
+    (job_id,) = prepared(env, 1)
+    with session_scope() as s:
+        s.get(SubJob, job_id).submit_claim = "a-submit-at-work"
+    with pytest.raises(InvalidState, match="has a batch job in flight"):
+        job_control.remove_subjobs([job_id])
+    assert job_control.remove_subjobs([job_id], force=True) == 1
