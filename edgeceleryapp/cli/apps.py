@@ -1,4 +1,4 @@
-"""``edgecelery app``: the application whitelist (seed 000 balsam_*_app commands)."""
+"""``edgecelery app``: the application whitelist (the paper's balsam_*_app commands)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``edgecelery argo``: Argo jobs (seed 000 2.2), and ``edgecelery retry``."""
+"""``edgecelery argo``: Argo jobs (section 2.2 of the HUST'17 paper), and ``edgecelery retry``."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """``edgecelery demo``: the whole service on this machine, one Argo job end to end.
 
 A private Redis on a free loopback port, an Argo worker (with the poll schedule) and one worker
-for each of two sites named after seed 000 Figure 1 (a small HTCondor cluster, then Mira), both
-on the local scheduler. It submits a two-subjob job modelled on Table 3, prints every status
-message as it arrives, shows the output, and stops all it started.
+for each of two sites named after the HUST'17 paper's Figure 1 (an HTCondor cluster, then
+Mira), both on the local scheduler. It submits a two-subjob job modelled on Table 3, prints
+every status message as it arrives, shows the output, and stops all it started.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ ROUTING_KEY = "atlas_job_monitor"
 
 
 def install_demo_apps(root: Path, sites: tuple[str, str] = SITES) -> None:
-    """Copy the demo scripts into place and register them (seed 000 Table 2 style)."""
+    """Copy the demo scripts into place and register them (the paper's Table 2 style)."""
     from edgeceleryapp import applications
 
     bin_dir = root / "apps"
@@ -64,7 +64,7 @@ def install_demo_apps(root: Path, sites: tuple[str, str] = SITES) -> None:
 
 
 def demo_message(input_url: str, output_url: str, sites: tuple[str, str] = SITES) -> dict:
-    """An Argo job shaped like seed 000 Table 3, with two subjobs."""
+    """An Argo job shaped like the paper's Table 3, with two subjobs."""
     subjob = {
         "description": "W-boson to 4 jet events at 13TeV using AlpGen",
         "queue": "prod-short",

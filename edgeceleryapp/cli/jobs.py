@@ -1,5 +1,5 @@
-"""``edgecelery job``: Balsam jobs (seed 000 balsam_add_job, _ls_jobs, _rm_jobs, _alter_job,
-_rm_all_jobs)."""
+"""``edgecelery job``: Balsam jobs (the HUST'17 paper's balsam_add_job, _ls_jobs, _rm_jobs,
+_alter_job, _rm_all_jobs)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def job() -> None:
 @NO_START
 @handle_errors
 def add(source: str, no_start: bool) -> None:
-    """Add a Balsam job from a JSON message (seed 000 2.1.1) and start it; prints its id."""
+    """Add a Balsam job from a JSON message (the HUST'17 paper, 2.1.1) and start it; prints
+    its id."""
     from workflows.intake import submit_balsam
 
     click.echo(submit_balsam(read_input(source), start=not no_start))

@@ -21,7 +21,7 @@ from edgeceleryapp.cli import CONTEXT, handle_errors
 @click.pass_context
 @handle_errors
 def web(ctx: click.Context, host: str | None, port: int | None) -> None:
-    """Serve the job browser (seed 000 Figures 5 and 6) and its JSON API."""
+    """Serve the job browser (Figures 5 and 6 of the HUST'17 paper) and its JSON API."""
     if ctx.invoked_subcommand is not None:
         return
     from edgeceleryapp.db import init_db

@@ -1,1 +1,1 @@
-"""The job browser: Argo jobs in a web page (seed 000 Figures 5 and 6) and a JSON API."""
+"""The job browser: Argo jobs in a web page (the HUST'17 paper's Figures 5 and 6) and a JSON API."""
