@@ -10,6 +10,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -233,6 +234,43 @@ class MailRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     claimed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class DeadLetter(Base):
+    """A message from outside that the service refused (undecodable, too large, too deep, a
+    bad ``message_id``, an invalid job, or one that could not be stored), set aside for an
+    operator (``edgecelery intake dead-letters``) instead of blocking its queue.
+
+    The intake's ``REJECTED`` answer is stored with it and published after the commit; one
+    whose publish failed is sent again by the status sweep, as status messages are.
+    """
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        Index(
+            "ix_dead_letters_unanswered",
+            "id",
+            sqlite_where=text("answer_sent = 0"),
+            postgresql_where=text("answer_sent = false"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Which consumer refused it: "intake" or "mail".
+    source: Mapped[str] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The producer's message id when it was a usable one (else the reason says what it was).
+    message_id: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    content_type: Mapped[str] = mapped_column(String(256), default="")
+    # The body as received, cut to ``message_max_bytes``; ``body_size`` is its whole length.
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    body_size: Mapped[int] = mapped_column(BigInteger)
+    # Every problem found, as [{"field": ..., "problem": ...}].
+    errors: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    # The REJECTED status message that answers it (intake only), and where it goes.
+    answer_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    answer: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    answer_sent: Mapped[bool] = mapped_column(default=False, info=INTERNAL)
 
 
 # A subjob as the site steps read it: a record, or a row of every column of ``subjobs``

@@ -255,6 +255,9 @@ class Settings(_Strict):
     # Intake messages taken together: stored in one transaction, their first tasks and status
     # messages sent in one broker round trip (bench/intake.py).
     intake_batch: int = Field(100, ge=1, le=1000)
+    # The largest message the intake and mail consumers read; a larger one is refused unread
+    # and set aside (first this many bytes kept) as a dead letter (workflows/inbound.py).
+    message_max_bytes: int = Field(256 * 1024, ge=1024, le=64 * 1024 * 1024)
     # Routing key for status messages of jobs that name none (Balsam-only jobs have no
     # job_status_routing_key field).
     default_status_routing_key: str = "job_status"

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import Row, bindparam, select
 
 from backends.transfers import TransferContext, transfer_for
-from edgeceleryapp import leases, next_step, states
+from edgeceleryapp import dead_letters, leases, next_step, states
 from edgeceleryapp.celery_app import app
 from edgeceleryapp.db import read_connection
 from edgeceleryapp.models import ArgoJob, SubJob
@@ -198,10 +198,11 @@ def finish(self: StepTask, argo_id: int) -> None:
 
 @app.task(name="argo.resend_status", ignore_result=True)
 def resend_status() -> int:
-    """Send the status messages that did not go out (of every job, failed ones too): the
-    broker was away, or the worker died before marking them sent
-    (edgeceleryapp/status_outbox.py)."""
-    return flush(older_than=get_settings().status_resend_after)
+    """Send the status messages that did not go out (of every job, failed ones too, and the
+    REJECTED answers to refused intake messages): the broker was away, or the worker died
+    before marking them sent (edgeceleryapp/status_outbox.py, edgeceleryapp/dead_letters.py)."""
+    older_than = get_settings().status_resend_after
+    return flush(older_than=older_than) + dead_letters.resend_answers(older_than)
 
 
 @app.task(name="argo.reconcile", ignore_result=True)

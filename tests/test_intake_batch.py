@@ -13,18 +13,28 @@ from celery.canvas import Signature
 from kombu import Connection, Queue
 from sqlalchemy import select
 
-from edgeceleryapp import next_step
+from edgeceleryapp import dead_letters, next_step
 from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
 from tests.helpers import argo_message, count
 from workflows import chains, intake, intake_consumer
+from workflows.inbound import Received, Screened, screen
 from workflows.intake_consumer import IntakeConsumer, receive_batch
 
 
 def job(name: str) -> dict:
     """A valid Argo job at alpha then beta; its status messages go to ``batch_test``."""
     return argo_message(name, job_status_routing_key="batch_test")
+
+
+def as_json(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+def screened(body: Any, message_id: str | None) -> Screened:
+    """A message as the consumer hands it on after screening (a str body: the job as text)."""
+    return screen(Received(as_json(body), "application/json", message_id))
 
 
 @pytest.fixture
@@ -51,7 +61,7 @@ def queued_tasks(sq: Any) -> list[tuple[str, list, list[str]]]:
 def test_a_batch_stores_valid_jobs_refuses_bad_ones_and_starts_each_once(env, argo_queue):
     bad = {"name": "bad", "subjobs": [{"name": "x", "site": "nowhere", "application": "echo"}]}
     items = [(job("a"), "m1"), (bad, "m2"), (json.dumps(job("b")), "m3"), (job("a"), "m1")]
-    ids = receive_batch(items)
+    ids = receive_batch([screened(body, key) for body, key in items])
 
     assert ids[1] is None, "the bad message is refused"
     assert ids[0] == ids[3], "the same message id twice is one job"
@@ -69,18 +79,23 @@ def test_a_batch_stores_valid_jobs_refuses_bad_ones_and_starts_each_once(env, ar
 
 def test_a_batch_of_bad_messages_stores_nothing_and_answers_each(env, argo_queue, monkeypatch):
     answers = []
-    monkeypatch.setattr(intake_consumer, "publish", answers.extend)
+    monkeypatch.setattr(dead_letters, "publish", lambda sent: answers.extend(sent) or True)
     bad = [({"name": "", "subjobs": []}, "b1"), ("{not json", "b2")]
-    assert receive_batch(bad) == [None, None]
+    step = consumer(None)
+    messages = [FakeMessage(key, as_json(body)) for body, key in bad]
+    for message in messages:
+        step.on_message(message)
+    assert [m.outcome for m in messages] == ["ack", "ack"]
     assert count(ArgoJob) == 0 and count(JobEvent) == 0
     assert [body["to_state"] for _key, body in answers] == ["REJECTED", "REJECTED"]
+    assert [body["message_id"] for _key, body in answers] == ["b1", "b2"]
     assert queued_tasks(argo_queue) == []
 
 
 def test_a_message_delivered_again_in_a_later_batch_is_the_same_job(env, argo_queue):
-    (first,) = receive_batch([(job("a"), "m1")])
+    (first,) = receive_batch([screened(job("a"), "m1")])
     queued_tasks(argo_queue)
-    again = receive_batch([(job("a"), "m1"), (job("c"), "m9")])
+    again = receive_batch([screened(job("a"), "m1"), screened(job("c"), "m9")])
     assert again[0] == first
     assert count(ArgoJob) == 2
     started = [args[0] for _task, args, _chain in queued_tasks(argo_queue)]
@@ -118,8 +133,14 @@ def test_a_longer_chain_keeps_its_order(env):
 
 
 class FakeMessage:
-    def __init__(self, message_id: str):
+    """A raw message as kombu hands it to the consumer, which records what became of it."""
+
+    def __init__(
+        self, message_id: Any, body: bytes | str = b"", content_type: str = "application/json"
+    ):
         self.properties = {"message_id": message_id}
+        self.body = body
+        self.content_type = content_type
         self.outcome = ""
 
     def ack(self) -> None:
@@ -127,6 +148,9 @@ class FakeMessage:
 
     def requeue(self) -> None:
         self.outcome = "requeue"
+
+    def reject(self) -> None:
+        self.outcome = "reject"
 
 
 class FakeHub:
@@ -146,8 +170,8 @@ def consumer(hub: FakeHub | None) -> IntakeConsumer:
 def deliver_one(name: str) -> FakeMessage:
     """Job ``name`` handed, as one message, to a consumer without a timer; the message, which
     records what became of it."""
-    message = FakeMessage(f"{name}1")
-    consumer(None).on_message(job(name), message)
+    message = FakeMessage(f"{name}1", as_json(job(name)))
+    consumer(None).on_message(message)
     return message
 
 
@@ -159,9 +183,9 @@ def test_messages_wait_for_the_window_then_go_as_one_batch(env, argo_queue, monk
     )
     hub = FakeHub()
     step = consumer(hub)
-    messages = [FakeMessage(f"w{i}") for i in range(3)]
-    for i, m in enumerate(messages):
-        step.on_message(job(f"w{i}"), m)
+    messages = [FakeMessage(f"w{i}", as_json(job(f"w{i}"))) for i in range(3)]
+    for m in messages:
+        step.on_message(m)
     assert len(hub.later) == 1, "one timer for the batch"
     assert [m.outcome for m in messages] == ["", "", ""], "nothing taken before the window ends"
     hub.later[0]()
@@ -176,9 +200,9 @@ def test_a_full_batch_is_taken_at_once(env, argo_queue, monkeypatch):
 
     reset_settings()
     step = consumer(FakeHub())
-    messages = [FakeMessage(f"f{i}") for i in range(2)]
-    for i, m in enumerate(messages):
-        step.on_message(job(f"f{i}"), m)
+    messages = [FakeMessage(f"f{i}", as_json(job(f"f{i}"))) for i in range(2)]
+    for m in messages:
+        step.on_message(m)
     assert [m.outcome for m in messages] == ["ack", "ack"]
 
 

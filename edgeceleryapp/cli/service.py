@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from edgeceleryapp.cli import CONTEXT, handle_errors
@@ -53,7 +55,9 @@ def worker(
     else:
         schedule = beat_schedule or str(settings.argo.staging_dir.parent / "celerybeat-schedule")
         argv += ["-Q", "argo", "-n", "argo@%h", "-B", "--schedule", schedule, "--intake", "--mail"]
-    app.worker_main(argv)
+    # Celery's own exit code (1 after an unrecoverable error), which app.worker_main drops:
+    # a supervisor that restarts on failure must see the failure.
+    sys.exit(app.start(argv) or 0)
 
 
 @click.group(context_settings=CONTEXT)
