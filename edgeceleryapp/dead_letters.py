@@ -64,7 +64,8 @@ def set_aside(letters: list[Letter]) -> list[int]:
             DeadLetter(
                 source=letter.source,
                 received_at=letter.received_at,
-                message_id=letter.message_id,
+                # Never the reason a letter cannot be stored: a longer id is left out.
+                message_id=letter.message_id if len(letter.message_id or "") <= 256 else None,
                 content_type=letter.content_type[:256],
                 body=letter.body[:keep],
                 body_size=len(letter.body),

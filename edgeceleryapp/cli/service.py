@@ -37,7 +37,6 @@ def worker(
     settings = get_settings()
     if site:
         settings.site(site)
-    from edgeceleryapp.celery import app
     from edgeceleryapp.db import init_db
 
     init_db()
@@ -55,9 +54,11 @@ def worker(
     else:
         schedule = beat_schedule or str(settings.argo.staging_dir.parent / "celerybeat-schedule")
         argv += ["-Q", "argo", "-n", "argo@%h", "-B", "--schedule", schedule, "--intake", "--mail"]
-    # Celery's own exit code (1 after an unrecoverable error), which app.worker_main drops:
-    # a supervisor that restarts on failure must see the failure.
-    sys.exit(app.start(argv) or 0)
+    # Celery's command, not app.worker_main: that drops the worker's exit code (1 after an
+    # unrecoverable error), and a supervisor that restarts on failure must see the failure.
+    from celery.bin.celery import celery as celery_command
+
+    sys.exit(celery_command.main(["-A", "edgeceleryapp", *argv], standalone_mode=False) or 0)
 
 
 @click.group(context_settings=CONTEXT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 from kombu import Connection
@@ -78,3 +79,68 @@ def test_an_invalid_message_is_answered_with_every_bad_field_and_not_stored(depl
     fields = {e["field"] for e in answer["errors"]}
     assert fields == {"name", "subjobs[0].num_nodes", "subjobs[0].site"}
     assert jobs_with_user_id("prodsys.bad") == []
+
+
+def publish_raw(url: str, body: bytes, content_type: str, message_id: object) -> None:
+    """A message exactly as a careless or hostile producer might send it."""
+    queue = intake_queue()
+    with Connection(url) as conn, conn.Producer() as producer:
+        producer.publish(
+            body,
+            exchange=queue.exchange,
+            routing_key=queue.routing_key,
+            declare=[queue],
+            content_type=content_type,
+            content_encoding="binary",
+            message_id=message_id,
+        )
+
+
+def test_poison_messages_are_set_aside_and_the_job_after_them_runs(deployment):
+    """Each of these used to stop the argo worker (exit code 0, the message back at the head
+    of the queue, every restart dying again), or to fail its whole batch in the database."""
+    echo_app(deployment.root, "alpha", name="afterpoison")
+    url = deployment.redis.url
+    poison = [
+        (b"hello", "text/plain", "poison-text"),
+        (pickle.dumps({"name": "x"}), "application/x-python-serialize", "poison-pickle"),
+        (b'{"name": ', "application/json", "poison-json"),
+        (b"[" * 20_000 + b"]" * 20_000, "application/json", "poison-deep"),
+        (json.dumps({"name": "listid"}).encode(), "application/json", ["a", "list"]),
+        (json.dumps({"name": "longid"}).encode(), "application/json", "m" * 300),
+        (json.dumps("{" + "x," * 200_000).encode(), "application/json", "poison-400kb"),
+    ]
+    before = {
+        row["id"] for row in json.loads(deployment.cli("intake", "dead-letters", "ls", "--json"))
+    }
+    listener = StatusListener(url, "job_status")  # undecodable: the default routing key
+    try:
+        for body, content_type, message_id in poison:
+            publish_raw(url, body, content_type, message_id)
+        produce(
+            url,
+            {
+                "name": "after-poison",
+                "user_id": "prodsys.after",
+                "subjobs": [{"name": "one", "site": "alpha", "application": "afterpoison"}],
+            },
+            "msg-after-poison",
+        )
+        listener.drain_until(
+            lambda b: sum(m.get("to_state") == "REJECTED" for m in b) >= len(poison), 60
+        )
+    finally:
+        listener.close()
+    (job,) = wait_for(lambda: jobs_with_user_id("prodsys.after"), 30, "the job after the poison")
+    assert deployment.wait_state(job.id, {"HISTORY"})["state"] == "HISTORY"
+    assert deployment.workers["argo"].process.poll() is None, "the argo worker is still up"
+
+    listed = json.loads(deployment.cli("intake", "dead-letters", "ls", "--json"))
+    letters = [row for row in listed if row["id"] not in before]
+    assert len(letters) == len(poison)
+    rejected = [m for m in listener.bodies if m.get("to_state") == "REJECTED"]
+    assert {m["dead_letter_id"] for m in rejected} == {row["id"] for row in letters}
+    reasons = {row["reason"].split(":")[0] for row in letters}
+    assert reasons == {"content_type", "message", "message_id"}
+    with Connection(url) as conn:
+        assert conn.default_channel.queue_declare(intake_queue().name).message_count == 0
