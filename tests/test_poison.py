@@ -29,13 +29,15 @@ from sqlalchemy import select
 from edgeceleryapp import dead_letters
 from edgeceleryapp.cli import main
 from edgeceleryapp.db import read_scope
-from edgeceleryapp.devstack import free_port
+from edgeceleryapp.devstack import free_port, wait_for
 from edgeceleryapp.models import ArgoJob, DeadLetter, MailRecord
 from edgeceleryapp.settings import reset_settings
 from edgeceleryapp.status_outbox import status_exchange
 from tasks.argo import resend_status
 from tasks.mail import mail_queue
+from tests.conftest import Env, _env
 from tests.helpers import ROOT, argo_message, count
+from tests.pg import empty_database
 from workflows import inbound
 from workflows.intake import submit_argo
 from workflows.intake_consumer import IntakeConsumer, intake_queue
@@ -208,37 +210,33 @@ def test_a_batch_with_a_bad_id_stores_its_neighbours(any_db_env, monkeypatch):
     ]
 
 
-def test_a_batch_that_fails_to_store_is_split_down_to_the_bad_message(
-    postgres_url, tmp_path, monkeypatch
-):
+@pytest.fixture
+def pg_env(postgres_url: str, tmp_path, monkeypatch) -> Iterator[Env]:
+    """``env`` on the private PostgreSQL server only: it enforces column widths."""
+    empty_database(postgres_url)
+    yield from _env(tmp_path, monkeypatch, postgres_url)
+
+
+def test_a_batch_that_fails_to_store_is_split_down_to_the_bad_message(pg_env, monkeypatch):
     """Past screening (its limit raised here), a 300-character id fails the insert on
     PostgreSQL; the batch is split until that one message is set aside."""
-    from tests.conftest import _env
-    from tests.pg import empty_database
-
-    empty_database(postgres_url)
-    env = _env(tmp_path, monkeypatch, postgres_url)
-    next(env)
-    try:
-        monkeypatch.setattr(inbound, "MESSAGE_ID_MAX", 1000)
-        with Connection("memory://") as conn:
-            intake_queue()(conn.default_channel).purge()
-            for i in range(7):
-                key = "k" * 300 if i == 4 else f"s{i}"
-                publish(conn, intake_queue(), job(f"j{i}"), JSON, key)
-            monkeypatch.setenv("EDGECELERY_INTAKE_BATCH", "7")
-            reset_settings()
-            consume(conn, intake_step())
-            assert conn.default_channel.queue_declare(intake_queue().name).message_count == 0
-        with read_scope() as s:
-            stored = sorted(s.scalars(select(ArgoJob.name)))
-        assert stored == ["j0", "j1", "j2", "j3", "j5", "j6"]
-        (letter,) = letters()
-        assert letter.errors[0]["field"] == "message"
-        assert letter.errors[0]["problem"].startswith("could not be stored: ")
-        assert "too long" in letter.errors[0]["problem"]
-    finally:
-        next(env, None)
+    monkeypatch.setattr(inbound, "MESSAGE_ID_MAX", 1000)
+    with Connection("memory://") as conn:
+        intake_queue()(conn.default_channel).purge()
+        for i in range(7):
+            key = "k" * 300 if i == 4 else f"s{i}"
+            publish(conn, intake_queue(), job(f"j{i}"), JSON, key)
+        monkeypatch.setenv("EDGECELERY_INTAKE_BATCH", "7")
+        reset_settings()
+        consume(conn, intake_step())
+        assert conn.default_channel.queue_declare(intake_queue().name).message_count == 0
+    with read_scope() as s:
+        stored = sorted(s.scalars(select(ArgoJob.name)))
+    assert stored == ["j0", "j1", "j2", "j3", "j5", "j6"]
+    (letter,) = letters()
+    assert letter.errors[0]["field"] == "message"
+    assert letter.errors[0]["problem"].startswith("could not be stored: ")
+    assert "too long" in letter.errors[0]["problem"]
 
 
 def test_a_rejected_answer_whose_publish_fails_is_sent_by_the_sweep(memory_broker, monkeypatch):
@@ -255,8 +253,8 @@ def test_a_rejected_answer_whose_publish_fails_is_sent_by_the_sweep(memory_broke
 
     monkeypatch.setenv("EDGECELERY_BROKER_URL", "memory://")
     reset_settings()
-    time.sleep(0.02)  # older than status_resend_after: the sweep's grace for a publish under way
-    assert resend_status() == 1
+    # The sweep spares answers younger than status_resend_after (a publish may be under way).
+    wait_for(lambda: resend_status() == 1, 5, "the sweep to send the answer", interval=0.01)
     (answer,) = answers(memory_broker)
     assert answer["to_state"] == "REJECTED"
     assert answer["message_id"] == "lost-1"
