@@ -67,7 +67,7 @@ TABLE_3 = {
 }
 
 # Seed 001, "Balsam Job Definitions", exactly as written: trailing blanks on every line and a
-# trailing comma before the closing brace (not strict JSON; parse_json falls back to JSON5).
+# trailing comma before the closing brace (not strict JSON; parse_json reads trailing commas).
 SEED_001_BALSAM = """\
 {  
     "name": "jobname",  
