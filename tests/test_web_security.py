@@ -18,12 +18,15 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import func, select
 
 from edgeceleryapp.cli import main
-from edgeceleryapp.db import init_db, reset_engine
+from edgeceleryapp.db import init_db, reset_engine, session_scope
 from edgeceleryapp.devstack import write_config
 from edgeceleryapp.errors import ConfigurationError
+from edgeceleryapp.models import WebSession
 from edgeceleryapp.settings import reset_settings
+from edgeceleryapp.web import sessions
 from edgeceleryapp.web.accounts import with_password
 from edgeceleryapp.web.auth import hash_password
 from edgeceleryapp.web.login_throttle import LoginThrottle, address_key
@@ -367,3 +370,29 @@ def test_pages_answer_while_another_connection_holds_the_write_lock(browser: Bro
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_sessions_open_end_and_expire_on_both_databases(any_db_env) -> None:  # type: ignore[no-untyped-def]
+    users = {"alice": "hash-a", "bob": "hash-b"}
+    here = sessions.open_session("alice", "hash-a", "127.0.0.1", hours=1)
+    there = sessions.open_session("alice", "hash-a", "::1", hours=1)
+    bob = sessions.open_session("bob", "hash-b", "127.0.0.1", hours=1)
+    assert here != there
+    found = [sessions.session_user(t, users) for t in (here, there, bob)]
+    assert found == ["alice", "alice", "bob"]
+    assert sessions.session_user("not-a-token", users) is None
+    # A new hash for alice ends her sessions; a user no longer listed has none.
+    assert sessions.session_user(here, {**users, "alice": "hash-a2"}) is None
+    assert sessions.session_user(bob, {"alice": "hash-a"}) is None
+    sessions.end_session(here)
+    assert sessions.session_user(here, users) is None
+    assert sessions.session_user(there, users) == "alice"
+    assert sessions.end_sessions("alice") == 1
+    assert sessions.session_user(there, users) is None
+    assert sessions.session_user(bob, users) == "bob"
+    # An expired session is no session, and the next login clears it from the table.
+    gone = sessions.open_session("bob", "hash-b", "127.0.0.1", hours=-1)
+    assert sessions.session_user(gone, users) is None
+    sessions.open_session("bob", "hash-b", "127.0.0.1", hours=1)
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(WebSession)) == 2
