@@ -113,7 +113,7 @@ class LoginHandler(BaseHandler):
         stored = self.accounts.users.get(name)
         executor: Executor = self.settings["login_executor"]
         ok = await IOLoop.current().run_in_executor(executor, check_password, password, stored)
-        if not ok or stored is None:
+        if not ok:
             self.set_status(401)
             self.render("login.html", error="Wrong user name or password.", next_url=self._next())
             return
