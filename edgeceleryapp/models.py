@@ -273,6 +273,22 @@ class DeadLetter(Base):
     answer_sent: Mapped[bool] = mapped_column(default=False, info=INTERNAL)
 
 
+class WebSession(Base):
+    """A login to the job browser. The cookie carries a random token; only its SHA-256 is kept
+    here, so reading this table gives no one a session. Deleting the row ends the session
+    (logout, "log out everywhere", a password change); ``password_stamp`` ties it to the
+    password hash it was opened with, so a hash changed in the settings ends it too."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(String(256), index=True)
+    password_stamp: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
 # A subjob as the site steps read it: a record, or a row of every column of ``subjobs``
 # (``state_store.load_subjob``), read by attribute alike.
 SubjobView = SubJob | Row

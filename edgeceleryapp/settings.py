@@ -197,6 +197,14 @@ class WebSettings(_Strict):
     # Hours a login lasts.
     session_hours: float = Field(12.0, gt=0)
     page_size: int = Field(50, ge=1, le=1000)
+    # Failed logins allowed per user name, and per client address (an IPv6 /64), before the
+    # browser answers 429 without checking the password; the allowance refills over
+    # ``login_window`` seconds.
+    login_attempts: int = Field(5, ge=1)
+    login_attempts_per_address: int = Field(20, ge=1)
+    login_window: float = Field(300.0, gt=0)
+    # Threads that check passwords (PBKDF2), apart from those that serve database calls.
+    login_threads: int = Field(2, ge=1, le=64)
 
 
 class FlowerSettings(_Strict):
@@ -339,13 +347,19 @@ def apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
     return data
 
 
+def config_path(environ: dict[str, str] | None = None) -> Path | None:
+    """The settings file: ``$EDGECELERY_CONFIG``, else ``./edgecelery.toml`` if it exists."""
+    named = (os.environ if environ is None else environ).get(CONFIG_ENV)
+    if named:
+        return Path(named)
+    default = Path("edgecelery.toml")
+    return default if default.exists() else None
+
+
 def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
     environ = dict(os.environ if environ is None else environ)
     if path is None:
-        named = environ.get(CONFIG_ENV)
-        path = Path(named) if named else Path("edgecelery.toml")
-        if not named and not path.exists():
-            path = None
+        path = config_path(environ)
     data: dict[str, Any] = {}
     if path is not None:
         try:

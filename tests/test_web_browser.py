@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from selenium import webdriver
@@ -15,6 +16,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from edgeceleryapp.devstack import free_port
 from tests.test_web import Browser, browser, state_of  # noqa: F401 - the fixture
 from tests.webserver import PASSWORDS
 
@@ -128,3 +130,32 @@ def test_a_reader_sees_no_change_controls(browser: Browser, chrome) -> None:  # 
     WebDriverWait(chrome, 20).until(ec.presence_of_element_located((By.ID, "timeline")))
     assert not chrome.find_elements(By.ID, "state-form")
     assert "Only editors" in chrome.page_source
+
+
+def test_log_out_everywhere_ends_the_other_sessions(browser: Browser, chrome) -> None:  # noqa: F811
+    elsewhere = browser.client()
+    assert elsewhere.login("alice").status == 302
+    assert elsewhere.get("/api/jobs").status == 200
+    wait = login(chrome, browser.base, "alice")
+    chrome.find_element(By.ID, "logout-everywhere").click()
+    wait.until(ec.presence_of_element_located((By.ID, "login")))
+    shot(chrome, "8-logged-out-everywhere")
+    assert elsewhere.get("/api/jobs").status == 401
+    chrome.get(browser.base + "/jobs")
+    wait.until(ec.presence_of_element_located((By.ID, "login")))
+
+
+def test_login_never_leaves_the_site(browser: Browser, chrome) -> None:  # noqa: F811
+    """Chromium reads ``/\\host`` as ``//host``, another site: here another loopback port,
+    where nothing answers. The login lands on the job table instead."""
+    elsewhere = f"127.0.0.1:{free_port()}"
+    wait = WebDriverWait(chrome, 20)
+    for target in (f"/\\{elsewhere}/", f"//{elsewhere}/", f"/%5C{elsewhere}/"):
+        chrome.delete_all_cookies()
+        chrome.get(f"{browser.base}/login?{urlencode({'next': target})}")
+        wait.until(ec.presence_of_element_located((By.ID, "login")))
+        chrome.find_element(By.ID, "username").send_keys("bob")
+        chrome.find_element(By.ID, "password").send_keys(PASSWORDS["bob"])
+        chrome.find_element(By.ID, "login-button").click()
+        wait.until(ec.presence_of_element_located((By.ID, "jobs")))
+        assert chrome.current_url == browser.base + "/jobs", target

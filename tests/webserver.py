@@ -37,12 +37,14 @@ def web_settings() -> dict:
     }
 
 
-def web_toml() -> str:
+def web_toml(**extra: int | float) -> str:
+    """The [web] table as TOML; ``extra`` adds keys to it (numbers: the login limits)."""
     settings = web_settings()
     users = "\n".join(f'{n} = "{h}"' for n, h in settings["users"].items())
+    more = "".join(f"{key} = {value}\n" for key, value in extra.items())
     return (
         f'[web]\ncookie_secret = "{COOKIE_SECRET}"\neditors = {EDITORS!r}\n'
-        f"page_size = {settings['page_size']}\n[web.users]\n{users}\n".replace("'", '"')
+        f"page_size = {settings['page_size']}\n{more}[web.users]\n{users}\n".replace("'", '"')
     )
 
 
@@ -61,8 +63,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 class Client:
     """Keeps cookies like a browser; never follows redirects, so tests see them."""
 
-    def __init__(self, base: str):
+    def __init__(self, base: str, timeout: float = 30):
         self.base = base
+        self.timeout = timeout
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect()
@@ -80,7 +83,7 @@ class Client:
             self.base + path, data=body, method=method, headers=headers or {}
         )
         try:
-            with self.opener.open(req, timeout=30) as resp:
+            with self.opener.open(req, timeout=self.timeout) as resp:
                 return Response(resp.status, dict(resp.headers), resp.read().decode())
         except urllib.error.HTTPError as exc:
             return Response(exc.code, dict(exc.headers), exc.read().decode())

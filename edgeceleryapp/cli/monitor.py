@@ -46,6 +46,45 @@ def hash_password_cmd(password: str) -> None:
     click.echo(hash_password(password))
 
 
+@web.command("passwd", context_settings=CONTEXT)
+@click.argument("user")
+@click.password_option(help="The new password (asked for, twice, when not given).")
+@handle_errors
+def passwd(user: str, password: str) -> None:
+    """Set USER's password in the settings file and end all of USER's sessions.
+
+    A running `edgecelery web` reads the file again on its next request: the old password no
+    longer logs in, the new one does, and no session opened before goes on working.
+    """
+    from edgeceleryapp.errors import ConfigurationError
+    from edgeceleryapp.settings import config_path
+    from edgeceleryapp.web.accounts import set_password
+    from edgeceleryapp.web.auth import hash_password
+    from edgeceleryapp.web.sessions import end_sessions
+
+    path = config_path()
+    if path is None:
+        raise ConfigurationError("no settings file: pass --config or set EDGECELERY_CONFIG")
+    hashed = hash_password(password)
+    try:
+        set_password(path, user, hashed)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f'{exc}; set it by hand: {user} = "{hashed}"') from None
+    ended = end_sessions(user)
+    click.echo(f"password of {user} set in {path}; {ended} session(s) ended")
+
+
+@web.command("logout", context_settings=CONTEXT)
+@click.argument("users", nargs=-1, required=True)
+@handle_errors
+def logout(users: tuple[str, ...]) -> None:
+    """End every job-browser session of USERS (a lost laptop, a leaked cookie)."""
+    from edgeceleryapp.web.sessions import end_sessions
+
+    for user in users:
+        click.echo(f"{user}: {end_sessions(user)} session(s) ended")
+
+
 def flower_argv(host: str, port: int, insecure: bool) -> list[str]:
     """Flower's arguments from the settings: authentication, persistent state, a bounded
     task history."""

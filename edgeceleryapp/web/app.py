@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import tornado.web
@@ -16,8 +17,10 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from edgeceleryapp.errors import ConfigurationError
-from edgeceleryapp.settings import Settings, WebSettings
+from edgeceleryapp.settings import Settings, WebSettings, config_path
 from edgeceleryapp.web import handlers
+from edgeceleryapp.web.accounts import Accounts
+from edgeceleryapp.web.login_throttle import LoginThrottle
 
 HERE = Path(__file__).parent
 MIN_SECRET = 32
@@ -38,7 +41,9 @@ def check(web: WebSettings) -> None:
 
 
 def make_app(settings: Settings) -> tornado.web.Application:
+    """The browser; the settings file is watched for changed users and passwords."""
     check(settings.web)
+    web = settings.web
     routes = [
         (r"/", handlers.Root),
         (r"/login", handlers.LoginHandler),
@@ -53,14 +58,19 @@ def make_app(settings: Settings) -> tornado.web.Application:
     ]
     return tornado.web.Application(
         routes,
-        web=settings.web,
-        cookie_secret=settings.web.cookie_secret,
+        web=web,
+        accounts=Accounts(web, config_path()),
+        login_throttle=LoginThrottle(
+            web.login_attempts, web.login_attempts_per_address, web.login_window
+        ),
+        login_executor=ThreadPoolExecutor(web.login_threads, thread_name_prefix="web-login"),
+        cookie_secret=web.cookie_secret,
         login_url="/login",
         xsrf_cookies=True,
         xsrf_cookie_kwargs={
             "httponly": True,
             "samesite": "Strict",
-            "secure": settings.web.secure_cookies,
+            "secure": web.secure_cookies,
         },
         template_path=str(HERE / "templates"),
         static_path=str(HERE / "static"),

@@ -7,6 +7,7 @@ strengths and raising the default later does not invalidate existing ones.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -38,3 +39,16 @@ def verify_password(password: str, stored: str) -> bool:
         return False
     computed = hashlib.pbkdf2_hmac("sha256", password.encode(), raw_salt, rounds)
     return hmac.compare_digest(_b64(computed), digest)
+
+
+@functools.cache
+def _decoy_hash() -> str:
+    return hash_password("decoy")
+
+
+def check_password(password: str, stored: str | None) -> bool:
+    """True if ``password`` matches ``stored``; for a user that does not exist (``None``) a
+    decoy hash is checked instead, so a wrong name costs the same time as a wrong password and
+    the answer's delay does not tell which names exist."""
+    matched = verify_password(password, stored or _decoy_hash())
+    return matched and stored is not None

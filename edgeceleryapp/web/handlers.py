@@ -1,18 +1,20 @@
 """Request handlers of the job browser: login, the job table, the job page, the JSON API.
 
-Every page and API call needs a logged-in user (a signed cookie); every change (POST, DELETE)
-also needs Tornado's XSRF token, from the form's hidden field or the ``X-XSRFToken`` header.
-Only users listed as editors may change or delete. The table is ``edgeceleryapp.job_views``'s
-query (the same as ``edgecelery argo ls``); changes go through ``edgeceleryapp.job_control``, so
-they are compare-and-set, recorded as JobEvents and published like any other change. Database
-calls run on a thread so one slow query never stalls the loop.
+Every page and API call needs a live session (``web.sessions``: a signed cookie naming a row
+that logout deletes); every change (POST, DELETE) also needs Tornado's XSRF token, from the
+form's hidden field or the ``X-XSRFToken`` header. Only users listed as editors may change or
+delete. The table is ``edgeceleryapp.job_views``'s query (the same as ``edgecelery argo ls``);
+changes go through ``edgeceleryapp.job_control``, so they are compare-and-set, recorded as
+JobEvents and published like any other change. Database calls run on a thread so one slow query
+never stalls the loop; password checks run on threads of their own (``login_executor``), so a
+burst of logins never delays a page, and only as often as ``web.login_throttle`` allows.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -23,17 +25,14 @@ from edgeceleryapp import job_control, job_views, states
 from edgeceleryapp.errors import InvalidState, NotFound, ValidationFailed
 from edgeceleryapp.job_views import SORTS, JobQuery, job_page
 from edgeceleryapp.settings import WebSettings, get_settings
-from edgeceleryapp.web.auth import hash_password, verify_password
+from edgeceleryapp.web import sessions
+from edgeceleryapp.web.accounts import Accounts
+from edgeceleryapp.web.auth import check_password
+from edgeceleryapp.web.login_throttle import LoginThrottle
+from edgeceleryapp.web.redirects import local_target
 
 T = TypeVar("T")
-USER_COOKIE = "edgecelery_user"
-
-
-@functools.cache
-def _decoy_hash() -> str:
-    """Checked against when the user name is unknown, so a wrong name costs the same time as a
-    wrong password and does not reveal which names exist."""
-    return hash_password("decoy")
+SESSION_COOKIE = "edgecelery_session"
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -41,14 +40,29 @@ class BaseHandler(tornado.web.RequestHandler):
     def web(self) -> WebSettings:
         return self.settings["web"]
 
-    def get_current_user(self) -> str | None:
-        raw = self.get_signed_cookie(USER_COOKIE, max_age_days=self.web.session_hours / 24)
-        name = raw.decode() if raw else None
-        return name if name in self.web.users else None
+    @property
+    def accounts(self) -> Accounts:
+        return self.settings["accounts"]
+
+    async def prepare(self) -> None:
+        self.current_user = await self._session_user()
+
+    def session_token(self) -> str | None:
+        raw = self.get_signed_cookie(SESSION_COOKIE, max_age_days=self.web.session_hours / 24)
+        try:
+            return raw.decode("ascii") if raw else None
+        except UnicodeDecodeError:
+            return None
+
+    async def _session_user(self) -> str | None:
+        token = self.session_token()
+        if token is None:
+            return None
+        return await self.blocking(sessions.session_user, token, self.accounts.users)
 
     @property
     def is_editor(self) -> bool:
-        return self.current_user in self.web.editors
+        return self.current_user in self.accounts.editors
 
     def set_default_headers(self) -> None:
         self.set_header("X-Frame-Options", "DENY")
@@ -79,22 +93,37 @@ class LoginHandler(BaseHandler):
         self.render("login.html", error="", next_url=self._next())
 
     def _next(self) -> str:
-        target = self.get_argument("next", "/jobs")
-        # Only a path on this site: never redirect a login to another host.
-        return target if target.startswith("/") and not target.startswith("//") else "/jobs"
+        return local_target(self.get_argument("next", ""))
+
+    @property
+    def throttle(self) -> LoginThrottle:
+        return self.settings["login_throttle"]
 
     async def post(self) -> None:
         name = self.get_argument("username", "")
         password = self.get_argument("password", "")
-        stored = self.web.users.get(name) or _decoy_hash()
-        ok = await self.blocking(verify_password, password, stored)
-        if not ok or name not in self.web.users:
+        address = self.request.remote_ip or ""
+        wait = self.throttle.begin(name, address)
+        if wait:
+            self.set_status(429)
+            self.set_header("Retry-After", str(wait))
+            error = f"Too many failed logins. Try again in {wait} seconds."
+            self.render("login.html", error=error, next_url=self._next())
+            return
+        stored = self.accounts.users.get(name)
+        executor: Executor = self.settings["login_executor"]
+        ok = await IOLoop.current().run_in_executor(executor, check_password, password, stored)
+        if not ok:
             self.set_status(401)
             self.render("login.html", error="Wrong user name or password.", next_url=self._next())
             return
+        self.throttle.succeeded(name, address)
+        token = await self.blocking(
+            sessions.open_session, name, stored, address, self.web.session_hours
+        )
         self.set_signed_cookie(
-            USER_COOKIE,
-            name,
+            SESSION_COOKIE,
+            token,
             expires_days=self.web.session_hours / 24,
             httponly=True,
             samesite="Strict",
@@ -104,8 +133,16 @@ class LoginHandler(BaseHandler):
 
 
 class LogoutHandler(BaseHandler):
-    def post(self) -> None:
-        self.clear_cookie(USER_COOKIE)
+    """Ends this session; with ``everywhere=yes``, every session of this user (other browsers,
+    other machines, a cookie someone copied)."""
+
+    async def post(self) -> None:
+        token = self.session_token()
+        if self.current_user is not None and self.get_argument("everywhere", "") == "yes":
+            await self.blocking(sessions.end_sessions, self.current_user)
+        elif token is not None:
+            await self.blocking(sessions.end_session, token)
+        self.clear_cookie(SESSION_COOKIE)
         self.redirect("/login")
 
 
@@ -234,7 +271,8 @@ class Root(BaseHandler):
 class ApiHandler(BaseHandler):
     """JSON in and out; 401 (not a redirect to the login page) without a login."""
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
+        await super().prepare()
         if self.current_user is None:
             raise tornado.web.HTTPError(401, log_message="log in first")
 
