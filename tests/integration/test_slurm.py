@@ -198,7 +198,12 @@ def test_two_hundred_subjobs_cost_one_status_command_per_interval(cluster):
         f"{len(calls) - submits - len(status)} other Slurm commands"
     )
     assert submits == 200
-    assert min(gaps) >= 0.9, "at most one status command per status interval"
+    # The status lease is taken every interval; each command starts a little after its lease,
+    # by however long the loaded machine took to get there, so single gaps jitter. Two
+    # commands under one lease would sit close together, and over the run there can be at most
+    # one per interval.
+    assert min(gaps) >= 0.5, "two status commands under one lease"
+    assert len(status) <= (status[-1] - status[0]) / 1.0 + 1, "more than one per interval"
 
 
 def test_worker_killed_right_after_slurm_accepted_submits_once(cluster, slurm_conf):
