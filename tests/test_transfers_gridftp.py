@@ -68,6 +68,7 @@ def server() -> Iterator[Server]:
 
 def ctx(root: Path, server: Server, **settings) -> TransferContext:
     settings.setdefault("x509_proxy", server.proxy)
+    settings.setdefault("hosts", ["127.0.0.1"])
     return TransferContext(roots=[root], settings=TransferSettings(**settings), token="t1")
 
 
@@ -142,7 +143,8 @@ def test_ftp_anonymous_file_and_tree_both_directions(tmp_path, server):
             (src / "sub").mkdir(parents=True, exist_ok=True)
             (src / "sub" / f"f{i}").write_text(str(i) * i)
         (src / "top.bin").write_bytes(os.urandom(1 << 20))
-        context = TransferContext(roots=[tmp_path], token="t1")  # no credentials at all
+        # No credentials at all.
+        context = TransferContext([tmp_path], TransferSettings(hosts=["127.0.0.1"]), token="t1")
         url = server.url(pub / "tree", "ftp")
         transfer_for(url, context).upload(src, url)
         same_tree(src, pub / "tree")

@@ -47,7 +47,9 @@ def ctx(server, root: Path, checksum: str = "sha256", seen: list | None = None, 
         "connect_timeout": 5,
         **ssh,
     }
-    settings = TransferSettings(checksum=checksum, ssh=SSHCredentials(**credentials))
+    settings = TransferSettings(
+        checksum=checksum, hosts=["127.0.0.1"], ssh=SSHCredentials(**credentials)
+    )
     progress = seen.append if seen is not None else None
     return TransferContext(roots=[root], settings=settings, token="t1", progress=progress)
 
@@ -285,9 +287,8 @@ def test_connection_refused_is_transient(sshd, tmp_path):
 
 def test_credentials_come_only_from_settings(sshd, tmp_path):
     with pytest.raises(PermanentError, match=r"transfers\.ssh"):
-        transfer_for("sftp://127.0.0.1/x", TransferContext(roots=[tmp_path])).download(
-            "sftp://127.0.0.1/x", tmp_path
-        )
+        context = TransferContext([tmp_path], TransferSettings(hosts=["127.0.0.1"]))
+        transfer_for("sftp://127.0.0.1/x", context).download("sftp://127.0.0.1/x", tmp_path)
     other_user = f"scp://mallory@127.0.0.1:{sshd.port}{tmp_path}"
     with pytest.raises(PermanentError, match=r"transfers\.ssh\.username"):
         transfer_for(other_user, ctx(sshd, tmp_path)).download(other_user, tmp_path / "in")
@@ -365,6 +366,7 @@ def no_proxies(monkeypatch):
 
 
 def fetch(address: str, dest: Path, progress=None, **settings) -> None:
+    settings.setdefault("hosts", ["127.0.0.1"])
     context = TransferContext(
         roots=[dest.parent], settings=TransferSettings(**settings), token="t1", progress=progress
     )
@@ -413,6 +415,5 @@ def test_https_without_the_servers_ca_is_refused_permanently(web, tmp_path):
 
 def test_stage_out_over_http_is_refused(web, tmp_path):
     with pytest.raises(PermanentError, match="stage-out over http is not supported"):
-        transfer_for(web["http"], TransferContext(roots=[tmp_path])).upload(
-            tmp_path, f"{web['http']}/up"
-        )
+        context = TransferContext([tmp_path], TransferSettings(hosts=["127.0.0.1"]))
+        transfer_for(web["http"], context).upload(tmp_path, f"{web['http']}/up")
