@@ -17,7 +17,7 @@ import pytest
 from backends.transfers import TransferContext, transfer_for
 from backends.transfers import sftp as sftp_mod
 from edgeceleryapp.devstack import free_port
-from edgeceleryapp.errors import PermanentError, TransientError
+from edgeceleryapp.errors import PermanentError, TransientError, UnsafePath
 from edgeceleryapp.settings import SSHCredentials, TransferSettings
 from tests.sshd import keygen, start_sshd
 
@@ -217,6 +217,30 @@ def test_a_dropped_connection_is_opened_again(sshd, tmp_path):
     next(iter(sftp_mod.connections.clients.values())).get_transport().close()
     transfer.download(address, tmp_path / "again")
     assert (tmp_path / "again" / "f").read_text() == "x"
+
+
+def test_links_on_our_side_are_refused_both_ways(sshd, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("not yours")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok").write_text("ok")
+    (src / "leak").symlink_to(outside / "secret")
+    up = url("sftp", sshd, tmp_path / "remote")
+    with pytest.raises(UnsafePath, match="leak is a symbolic link; links are not followed"):
+        transfer_for(up, ctx(sshd, tmp_path)).upload(src, up)
+    assert not (tmp_path / "remote" / "leak").exists()
+    remote = tmp_path / "rtree"
+    (remote / "sub").mkdir(parents=True)
+    (remote / "sub" / "f").write_text("f")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "sub").symlink_to(outside, target_is_directory=True)
+    down = url("sftp", sshd, remote)
+    with pytest.raises(UnsafePath, match="sub is a symbolic link"):
+        transfer_for(down, ctx(sshd, tmp_path)).download(down, dest)
+    assert sorted(p.name for p in outside.iterdir()) == ["secret"]
 
 
 def test_a_server_without_sftp_and_a_file_for_a_directory_are_permanent(sshd, tmp_path):
