@@ -272,6 +272,7 @@ def test_the_most_specific_area_decides_and_a_fence_wins_a_tie(tmp_path):
     assert "'..'" in scope.problem(f"local://{tmp_path / 'data' / '..' / 'argo' / '8'}")
     assert "'..'" in scope.problem(f"local://{tmp_path / 'data'}/%2e%2e/argo/8")
     assert "outside the directories" in scope.problem("file:///etc/passwd")
+    assert "name no host" in scope.problem("file://elsewhere/etc/passwd")
 
 
 # --- remote hosts --------------------------------------------------------------------------

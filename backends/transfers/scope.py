@@ -53,7 +53,9 @@ def where(url: str) -> tuple[str, PurePosixPath]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     local = scheme in LOCAL_SCHEMES
-    host = "" if local and parts.netloc in ("", "localhost") else (parts.hostname or "").lower()
+    if local and parts.netloc not in ("", "localhost"):
+        raise UnsafePath(f"{url}: {scheme}:// URLs name no host; write {scheme}:///absolute/path")
+    host = "" if local else (parts.hostname or "").lower()
     path = PurePosixPath(unquote(parts.path) or "/")
     if ".." in path.parts:
         raise UnsafePath(f"{url}: '..' is not allowed in a transfer path")
