@@ -85,7 +85,9 @@ def url_errors(
     for field, url, site in urls:
         if not isinstance(url, str) or (site is not None and site not in settings.sites):
             continue
-        if site is None:
+        if argo_id is None:
+            scope = transfer_scope.at_intake(settings, site)
+        elif site is None:
             scope = transfer_scope.for_argo(settings, argo_id)
         else:
             scope = transfer_scope.for_site(settings, site, argo_id)

@@ -33,14 +33,18 @@ class Area:
     path: PurePosixPath
     label: str = ""
 
-    def holds(self, hosts: set[str], path: PurePosixPath) -> bool:
-        return self.host in hosts and (path == self.path or self.path in path.parents)
+    def holds(self, hosts: set[str], parts: tuple[str, ...]) -> bool:
+        """Whether the path of ``parts`` on one of ``hosts`` lies in this area."""
+        mine = self.path.parts
+        return self.host in hosts and parts[: len(mine)] == mine
 
 
 def _loopback(host: str) -> bool:
     """A host that is this machine: its URLs reach the local file systems too."""
-    if host == "localhost":
-        return True
+    if not host or host == "localhost":
+        return bool(host)
+    if not (host[0].isdigit() or ":" in host):
+        return False
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -78,11 +82,19 @@ def _url_area(url: str, label: str) -> list[Area]:
 
 @dataclass(frozen=True)
 class Scope:
-    """The local roots a job's URLs may name, the job's own staging area, and the fences."""
+    """The local roots a job's URLs may name, the job's own staging area, and the fences.
+    The areas are worked out (and the roots resolved) once, so a check touches no file
+    system: intake checks every URL of every message."""
 
     roots: list[Path]
     own: list[Area] = field(default_factory=list)
     fences: list[Area] = field(default_factory=list)
+    candidates: list[tuple[Area, bool]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        allowed = [a for root in self.roots for a in _local(root)] + self.own
+        candidates = [(a, False) for a in allowed] + [(a, True) for a in self.fences]
+        object.__setattr__(self, "candidates", candidates)
 
     def local_roots(self) -> list[Path]:
         """The local directories a local:// URL of this job may name."""
@@ -96,12 +108,13 @@ class Scope:
             return str(exc).removeprefix(f"{url}: ")
         if CONTROL_DIR in path.parts:
             return f"names a job's control directory ({CONTROL_DIR}); no URL may"
-        allowed = [a for root in self.roots for a in _local(root)] + self.own
-        candidates = [(a, False) for a in allowed] + [(a, True) for a in self.fences]
         # A server on this machine (gsiftp://127.0.0.1/...) reaches its directories too.
         hosts = {host, ""} if _loopback(host) else {host}
         # The most specific area holding the URL decides; a fence wins a tie.
-        held = [(len(a.path.parts), fenced, a) for a, fenced in candidates if a.holds(hosts, path)]
+        parts = path.parts
+        held = [
+            (len(a.path.parts), fenced, a) for a, fenced in self.candidates if a.holds(hosts, parts)
+        ]
         if held:
             _, fenced, area = max(held, key=lambda m: m[:2])
             if fenced:
@@ -148,3 +161,16 @@ def for_site(settings: Settings, site: str, argo_id: int | None) -> Scope:
 def for_argo(settings: Settings, argo_id: int | None) -> Scope:
     """The scope of an Argo job's own input_url and output_url."""
     return Scope(list(settings.argo.transfer_roots), _own(settings, argo_id), _fences(settings))
+
+
+_AT_INTAKE: dict[str | None, tuple[Settings, Scope]] = {}
+
+
+def at_intake(settings: Settings, site: str | None) -> Scope:
+    """The scope of a message not stored yet (no staging directory is its own) at ``site``
+    (None: the Argo job's own URLs), made once per settings: intake asks for every URL."""
+    cached = _AT_INTAKE.get(site)
+    if cached is None or cached[0] is not settings:
+        scope = for_argo(settings, None) if site is None else for_site(settings, site, None)
+        cached = _AT_INTAKE[site] = (settings, scope)
+    return cached[1]
