@@ -214,11 +214,11 @@ class GridFTPTransfer(Transfer):
                 value, os.lstat(final).st_size, file_digest(final, algorithm)
             ):
                 continue
-            part = final.with_name(self.context.part_name(final.name))
-            os.close(paths.open_write(part, url, truncate=True))  # a file of ours, not a link
-            todo.append((remote, part, final, value))
+            todo.append((remote, final.with_name(self.context.part_name(final.name)), final, value))
         moved, bad = 0, []
         try:
+            for _, part, *_ in todo:  # globus-url-copy then writes into a file of ours, no link
+                os.close(paths.open_write(part, url, truncate=True))
             self._copy([(remote, part.as_uri()) for remote, part, *_ in todo], url)
             for _, part, final, value in todo:
                 if not _same(value, os.lstat(part).st_size, file_digest(part, algorithm)):
