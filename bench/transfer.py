@@ -83,7 +83,7 @@ def bench_sftp(root: Path, big: Path, many: Path) -> list[tuple[str, float, floa
     creds = SSHCredentials(
         username="root", key_file=server.client_key, known_hosts=server.known_hosts
     )
-    settings = TransferSettings(ssh=creds)
+    settings = TransferSettings(ssh=creds, hosts=["127.0.0.1"])
     scp = [
         "scp",
         "-q",
@@ -130,7 +130,7 @@ def bench_gridftp(root: Path, big: Path, many: Path) -> list[tuple[str, float, f
     )
     env = dict(item.split("=", 1) for item in done.stdout.strip().splitlines()[-1].split()[1:])
     os.environ["X509_CERT_DIR"] = env["X509_CERT_DIR"]
-    settings = TransferSettings(x509_proxy=Path(env["X509_USER_PROXY"]))
+    settings = TransferSettings(x509_proxy=Path(env["X509_USER_PROXY"]), hosts=["127.0.0.1"])
     port = env["EDGECELERY_GRIDFTP_PORT"]
     rows = []
     for label, src in _cases(big, many):

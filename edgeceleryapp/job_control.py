@@ -30,6 +30,7 @@ def _alterable() -> tuple[str, ...]:
 
 def alter_subjob(subjob_id: int, changes: dict[str, Any]) -> None:
     """Change a job's fields before it runs (or after it failed), validated like a message."""
+    from workflows.intake import url_errors
     from workflows.schemas import BalsamJobMessage  # pydantic: loaded only when altering
     from workflows.validation import validate
 
@@ -47,6 +48,9 @@ def alter_subjob(subjob_id: int, changes: dict[str, Any]) -> None:
         merged = validate(
             BalsamJobMessage, {k: v for k, v in {**current, **changes}.items() if v is not None}
         )
+        urls = [(k, changes[k], sj.site) for k in ("input_url", "output_url") if changes.get(k)]
+        if errors := url_errors(urls, sj.argo_job_id):
+            raise ValidationFailed(errors)
         for key in changes:
             setattr(sj, key, getattr(merged, key))
 

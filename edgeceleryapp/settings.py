@@ -10,11 +10,13 @@ Nothing site-specific lives in code.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -31,6 +33,13 @@ from edgeceleryapp.errors import ConfigurationError
 
 ENV_PREFIX = "EDGECELERY_"
 CONFIG_ENV = "EDGECELERY_CONFIG"
+
+
+def _ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return False
 
 
 def _data_home() -> Path:
@@ -75,12 +84,14 @@ class TransferSettings(_Strict):
     """How a site (or the Argo service) moves data. Credentials come only from here, never
     from a job message."""
 
-    # Allowed URL schemes and remote hosts; None allows every registered scheme / any host.
+    # Allowed URL schemes; None allows every registered scheme.
     schemes: list[str] | None = None
     # A site's own transfer plug-ins: URL scheme -> dotted path of its class
     # (e.g. s3 = "mysite.transfers:S3Transfer").
     plugins: dict[str, str] = Field(default_factory=dict)
-    hosts: list[str] | None = None
+    # The remote hosts (http(s), sftp/scp, gsiftp/ftp, plug-ins) jobs may move data from and
+    # to; empty, the default, allows no remote transfer at all.
+    hosts: list[str] = Field(default_factory=list)
     checksum: Literal["sha256", "adler32"] = "sha256"
     ssh: SSHCredentials | None = None
     # gsiftp:// and ftp:// go through globus-url-copy: parallel streams, extra options.
@@ -90,6 +101,15 @@ class TransferSettings(_Strict):
     # https:// stage-in: a CA bundle (default: the system's).
     ca_file: Path | None = None
     timeout: float = Field(3600.0, gt=0)
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        """Host names as URLs give them (lower case, no port, no brackets around IPv6)."""
+        for host in value:
+            if not host or (any(c in host for c in "/:@[] ") and not _ipv6(host)):
+                raise ValueError(f"{host!r} is not a host name or address (no port, no path)")
+        return [host.lower() for host in value]
 
     @field_validator("plugins")
     @classmethod
@@ -316,6 +336,21 @@ class Settings(_Strict):
                 f"redrive_after = {self.redrive_after:g} s must exceed a third of lease_seconds"
                 f" ({self.lease_seconds:g} s), the period leases are renewed in"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _staging_host_allowed(self) -> Settings:
+        """Every Argo job's data pass through a remote staging area: each site must be allowed
+        to reach its host, or every job would fail at its first transfer."""
+        parts = urlsplit(self.argo.staging_url)
+        if self.argo.staging_url and parts.scheme.lower() not in ("local", "file"):
+            host = (parts.hostname or "").lower()
+            for name, site in self.sites.items():
+                if host not in site.transfers.hosts:
+                    raise ValueError(
+                        f"sites.{name}.transfers.hosts must list {host!r}, the host of "
+                        "argo.staging_url"
+                    )
         return self
 
     def site(self, name: str) -> SiteSettings:

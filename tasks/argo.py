@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy import Row, bindparam, select
 
 from backends.transfers import TransferContext, transfer_for
+from backends.transfers import scope as transfer_scope
 from edgeceleryapp import dead_letters, leases, next_step, states
 from edgeceleryapp.celery_app import app
 from edgeceleryapp.db import read_connection
@@ -32,11 +33,16 @@ def staging_dir(argo_id: int) -> Path:
 
 
 def transfer_context(argo_id: int, step: str) -> TransferContext:
-    argo = get_settings().argo
+    """What the Argo job's URLs may name (the Argo transfer roots, its own staging directory:
+    ``backends.transfers.scope``) and its own side, its staging directory."""
+    settings = get_settings()
+    scope = transfer_scope.for_argo(settings, argo_id)
     return TransferContext(
-        roots=[argo.staging_dir, *argo.transfer_roots],
-        settings=argo.transfers,
+        roots=scope.local_roots(),
+        settings=settings.argo.transfers,
         token=f"a{argo_id}-{step}",
+        local_roots=[staging_dir(argo_id)],
+        scope=scope,
     )
 
 
@@ -94,9 +100,8 @@ def _stage_in(argo: Row, _subjobs: list[Row]) -> None:
     if argo.input_url:
         dest = staging_dir(argo.id) / "input"
         dest.mkdir(parents=True, exist_ok=True)
-        transfer_for(argo.input_url, transfer_context(argo.id, "stage_in")).download(
-            argo.input_url, dest
-        )
+        context = transfer_context(argo.id, "stage_in")
+        transfer_for(argo.input_url, context, "input_url").download(argo.input_url, dest)
 
 
 def _stage_out(argo: Row, subjobs: list[Row]) -> None:
@@ -107,11 +112,11 @@ def _stage_out(argo: Row, subjobs: list[Row]) -> None:
     local = staging_dir(argo.id) / "output"
     if last and last != get_settings().argo.staging_url_for(str(argo.id), "output"):
         local.mkdir(parents=True, exist_ok=True)
-        transfer_for(last, transfer_context(argo.id, "fetch")).download(last, local)
+        context = transfer_context(argo.id, "fetch")
+        transfer_for(last, context, f"subjobs[{len(subjobs) - 1}].output_url").download(last, local)
     local.mkdir(parents=True, exist_ok=True)
-    transfer_for(argo.output_url, transfer_context(argo.id, "stage_out")).upload(
-        local, argo.output_url
-    )
+    context = transfer_context(argo.id, "stage_out")
+    transfer_for(argo.output_url, context, "output_url").upload(local, argo.output_url)
 
 
 def advance(argo_id: int) -> None:

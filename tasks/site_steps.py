@@ -19,6 +19,7 @@ from backends.batchscript import CONTROL_DIR, EXIT_CODE_FILE, SCRIPT_FILE
 from backends.runners import runner_for
 from backends.schedulers import BatchRequest, scheduler_for
 from backends.transfers import TransferContext, transfer_for
+from backends.transfers import scope as transfer_scope
 from edgeceleryapp import states
 from edgeceleryapp.batch_names import batch_job_name
 from edgeceleryapp.db import read_connection, session_scope
@@ -57,13 +58,18 @@ def workdir_of(subjob: SubjobView) -> Path:
 
 
 def transfer_context(subjob: SubjobView, step: str) -> TransferContext:
-    """The site's transfer roots and settings; temporary files named after this step."""
-    site = site_of(subjob)
+    """What the subjob's URLs may name (the site's transfer roots, its own Argo job's staging
+    directory: ``backends.transfers.scope``) and its own side, the job's work directory; the
+    site's transfer settings; temporary files named after this step."""
+    settings = get_settings()
+    scope = transfer_scope.for_site(settings, subjob.site, subjob.argo_job_id)
     return TransferContext(
-        roots=[site.workdir, *site.transfer_roots, get_settings().argo.staging_dir],
-        settings=site.transfers,
+        roots=scope.local_roots(),
+        settings=site_of(subjob).transfers,
         token=f"s{subjob.id}-{step}",
         progress=progress_recorder(subjob.id),
+        local_roots=[workdir_of(subjob)],
+        scope=scope,
     )
 
 
@@ -127,9 +133,8 @@ def stage_in(subjob: SubjobView) -> dict:
     workdir = workdir_of(subjob)
     (workdir / CONTROL_DIR).mkdir(parents=True, exist_ok=True)
     if subjob.input_url:
-        transfer_for(subjob.input_url, transfer_context(subjob, "stage_in")).download(
-            subjob.input_url, workdir
-        )
+        context = transfer_context(subjob, "stage_in")
+        transfer_for(subjob.input_url, context, "input_url").download(subjob.input_url, workdir)
     return {}
 
 
@@ -405,7 +410,8 @@ def postprocess(subjob: SubjobView) -> dict:
 
 def stage_out(subjob: SubjobView) -> dict:
     if subjob.output_url:
-        transfer_for(subjob.output_url, transfer_context(subjob, "stage_out")).upload(
+        context = transfer_context(subjob, "stage_out")
+        transfer_for(subjob.output_url, context, "output_url").upload(
             workdir_of(subjob), subjob.output_url
         )
     return {}

@@ -87,7 +87,8 @@ def test_a_site_names_its_own_plugins_by_dotted_path(tmp_path: Path):
     path = tmp_path / "s.toml"
     path.write_text(
         '[sites.mira]\nworkdir = "/tmp"\nscheduler = "backends.schedulers.pbs.TorqueScheduler"\n'
-        '[sites.mira.transfers]\nschemes = ["s3"]\nplugins = {s3 = "mysite.transfers:S3"}\n'
+        '[sites.mira.transfers]\nschemes = ["s3"]\nhosts = ["bucket"]\n'
+        'plugins = {s3 = "mysite.transfers:S3"}\n'
     )
     site = load_settings(path, {}).sites["mira"]
     assert isinstance(scheduler_for(site), TorqueScheduler)

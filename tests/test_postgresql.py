@@ -17,6 +17,7 @@ from edgeceleryapp import applications, job_views
 from edgeceleryapp.db import engine, session_scope
 from edgeceleryapp.errors import ValidationFailed
 from edgeceleryapp.models import JobEvent, SubJob, utcnow
+from edgeceleryapp.settings import reset_settings
 from edgeceleryapp.state_store import move_subjob
 from edgeceleryapp.status_outbox import write_pending_marks
 from tasks import site
@@ -127,6 +128,16 @@ def test_compare_and_set_race_has_exactly_one_winner(any_db_env):
     assert moves == 1
     assert subjob(job_id).state == "STAGED_IN"
     assert subjob(job_id).state_message == "raced"
+
+
+@pytest.fixture
+def any_db_env(any_db_env, monkeypatch):
+    """The deployment with /data, which alpgen_message's URLs name, among the Argo service's
+    transfer roots."""
+    roots = json.dumps([str(any_db_env.data), "/data"])
+    monkeypatch.setenv("EDGECELERY_ARGO__TRANSFER_ROOTS", roots)
+    reset_settings()
+    return any_db_env
 
 
 def alpgen_message(group: str, **fields: object) -> dict:

@@ -13,7 +13,7 @@ from backends.batchscript import read_exit_code
 from backends.schedulers.local import LocalScheduler
 from edgeceleryapp import job_control
 from edgeceleryapp.db import session_scope
-from edgeceleryapp.errors import TransientError
+from edgeceleryapp.errors import TransientError, ValidationFailed
 from edgeceleryapp.models import JobEvent, SubJob
 from tasks import site, site_steps
 from tasks.retry_policy import Stop
@@ -232,12 +232,16 @@ def test_missing_input_is_a_permanent_failure_with_the_path(env):
     assert str(missing) in failed.state_message
 
 
-def test_input_outside_the_allowed_roots_is_refused(env):
+def test_input_outside_the_allowed_roots_is_refused_at_intake_and_at_stage_in(env):
     echo_app(env.root, "alpha")
-    job_id = submit_balsam(balsam_message(input_url="local:///etc"), start=False)
+    with pytest.raises(ValidationFailed, match="input_url: local:///etc: is outside the dir"):
+        submit_balsam(balsam_message(input_url="local:///etc"), start=False)
+    job_id = submit_balsam(balsam_message(input_url=f"local://{env.data}"), start=False)
+    with session_scope() as s:  # a record written before the check, or by hand
+        s.get(SubJob, job_id).input_url = "local:///etc"
     site.stage_in.apply(args=(job_id,))
     assert subjob(job_id).state == "STAGED_IN_FAILED"
-    assert "outside the directories" in subjob(job_id).state_message
+    assert "input_url: local:///etc: is outside the directories" in subjob(job_id).state_message
 
 
 def test_unknown_url_scheme_names_the_scheme(env):

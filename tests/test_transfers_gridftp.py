@@ -20,7 +20,7 @@ import pytest
 import backends.transfers.gridftp as gridftp
 from backends.transfers import TransferContext, transfer_for
 from edgeceleryapp.devstack import free_port
-from edgeceleryapp.errors import PermanentError, TransientError
+from edgeceleryapp.errors import PermanentError, TransientError, UnsafePath
 from edgeceleryapp.settings import TransferSettings
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gridftp.sh"
@@ -68,6 +68,7 @@ def server() -> Iterator[Server]:
 
 def ctx(root: Path, server: Server, **settings) -> TransferContext:
     settings.setdefault("x509_proxy", server.proxy)
+    settings.setdefault("hosts", ["127.0.0.1"])
     return TransferContext(roots=[root], settings=TransferSettings(**settings), token="t1")
 
 
@@ -142,7 +143,8 @@ def test_ftp_anonymous_file_and_tree_both_directions(tmp_path, server):
             (src / "sub").mkdir(parents=True, exist_ok=True)
             (src / "sub" / f"f{i}").write_text(str(i) * i)
         (src / "top.bin").write_bytes(os.urandom(1 << 20))
-        context = TransferContext(roots=[tmp_path], token="t1")  # no credentials at all
+        # No credentials at all.
+        context = TransferContext([tmp_path], TransferSettings(hosts=["127.0.0.1"]), token="t1")
         url = server.url(pub / "tree", "ftp")
         transfer_for(url, context).upload(src, url)
         same_tree(src, pub / "tree")
@@ -243,3 +245,56 @@ def test_parallel_streams_and_site_options_reach_the_server(tmp_path, server):
     log = (server.state / "log" / "transfer.log").read_text().splitlines()
     line = [x for x in log if f"FILE={remote}/" in x][-1]
     assert " STREAMS=3 " in line and " TYPE=STOR " in line
+
+
+def plan_line(path: str) -> str:
+    """One line of globus-url-copy's plan (``-do``) as the server's listing makes it."""
+    return f'"gsiftp://127.0.0.1:1{path}" "file:///x{path}" 0,-1 size=1;mode=0644;'
+
+
+def test_the_servers_listing_cannot_place_files_outside_the_destination():
+    """Names from the listing are checked as SFTP's are, each decoded on its own; the plan
+    globus-url-copy writes encodes '%' (%25), so a literal '%2e%2e%2f' stays a name."""
+    base = "gsiftp://127.0.0.1:1/data/tree"
+    listed = [plan_line("/data/tree/%252e%252e%252fevil"), plan_line("/data/tree/sub/a%20b")]
+    assert gridftp.listed_files(listed, base) == [
+        ("gsiftp://127.0.0.1:1/data/tree/%252e%252e%252fevil", Path("%2e%2e%2fevil")),
+        ("gsiftp://127.0.0.1:1/data/tree/sub/a%20b", Path("sub/a b")),
+    ]
+    hostile = [
+        "/data/tree/../../etc/passwd",
+        "/data/tree/%2e%2e/%2e%2e/etc/passwd",
+        "/data/tree/a%2F..%2F..%2Fx",
+        "/data/tree/.",
+        "/data/tree//x",
+        "/data/tree/x%00y",
+        "/data/other/x",
+        "/data/treex/y",
+    ]
+    for path in hostile:
+        with pytest.raises(UnsafePath, match="the server listed"):
+            gridftp.listed_files([plan_line(path)], base)
+
+
+def test_odd_names_land_inside_the_destination_and_links_there_are_refused(tmp_path, server):
+    remote = tmp_path / "remote"
+    (remote / "sub").mkdir(parents=True)
+    (remote / "%2e%2e%2fevil").write_text("a")
+    (remote / "sub" / "..%2F..%2Fx").write_text("b")
+    url = server.url(remote)
+    transfer_for(url, ctx(tmp_path, server)).download(url, tmp_path / "back")
+    landed = sorted(str(p.relative_to(tmp_path / "back")) for p in (tmp_path / "back").rglob("*"))
+    assert landed == ["%2e%2e%2fevil", "sub", "sub/..%2F..%2Fx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back", "remote"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "sub").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UnsafePath, match="sub is a symbolic link"):
+        transfer_for(url, ctx(tmp_path, server)).download(url, tmp_path / "again")
+    (remote / "sub" / "leak").symlink_to(tmp_path / "back" / "%2e%2e%2fevil")
+    up = server.url(tmp_path / "up")
+    with pytest.raises(UnsafePath, match="leak is a symbolic link"):
+        transfer_for(up, ctx(tmp_path, server)).upload(remote, up)
+    assert not any(outside.iterdir())
+    assert not (tmp_path / "up").exists()

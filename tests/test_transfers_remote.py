@@ -17,7 +17,7 @@ import pytest
 from backends.transfers import TransferContext, transfer_for
 from backends.transfers import sftp as sftp_mod
 from edgeceleryapp.devstack import free_port
-from edgeceleryapp.errors import PermanentError, TransientError
+from edgeceleryapp.errors import PermanentError, TransientError, UnsafePath
 from edgeceleryapp.settings import SSHCredentials, TransferSettings
 from tests.sshd import keygen, start_sshd
 
@@ -47,7 +47,9 @@ def ctx(server, root: Path, checksum: str = "sha256", seen: list | None = None, 
         "connect_timeout": 5,
         **ssh,
     }
-    settings = TransferSettings(checksum=checksum, ssh=SSHCredentials(**credentials))
+    settings = TransferSettings(
+        checksum=checksum, hosts=["127.0.0.1"], ssh=SSHCredentials(**credentials)
+    )
     progress = seen.append if seen is not None else None
     return TransferContext(roots=[root], settings=settings, token="t1", progress=progress)
 
@@ -217,6 +219,30 @@ def test_a_dropped_connection_is_opened_again(sshd, tmp_path):
     assert (tmp_path / "again" / "f").read_text() == "x"
 
 
+def test_links_on_our_side_are_refused_both_ways(sshd, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("not yours")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok").write_text("ok")
+    (src / "leak").symlink_to(outside / "secret")
+    up = url("sftp", sshd, tmp_path / "remote")
+    with pytest.raises(UnsafePath, match="leak is a symbolic link; links are not followed"):
+        transfer_for(up, ctx(sshd, tmp_path)).upload(src, up)
+    assert not (tmp_path / "remote" / "leak").exists()
+    remote = tmp_path / "rtree"
+    (remote / "sub").mkdir(parents=True)
+    (remote / "sub" / "f").write_text("f")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "sub").symlink_to(outside, target_is_directory=True)
+    down = url("sftp", sshd, remote)
+    with pytest.raises(UnsafePath, match="sub is a symbolic link"):
+        transfer_for(down, ctx(sshd, tmp_path)).download(down, dest)
+    assert sorted(p.name for p in outside.iterdir()) == ["secret"]
+
+
 def test_a_server_without_sftp_and_a_file_for_a_directory_are_permanent(sshd, tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "f").write_text("x")
@@ -285,9 +311,8 @@ def test_connection_refused_is_transient(sshd, tmp_path):
 
 def test_credentials_come_only_from_settings(sshd, tmp_path):
     with pytest.raises(PermanentError, match=r"transfers\.ssh"):
-        transfer_for("sftp://127.0.0.1/x", TransferContext(roots=[tmp_path])).download(
-            "sftp://127.0.0.1/x", tmp_path
-        )
+        context = TransferContext([tmp_path], TransferSettings(hosts=["127.0.0.1"]))
+        transfer_for("sftp://127.0.0.1/x", context).download("sftp://127.0.0.1/x", tmp_path)
     other_user = f"scp://mallory@127.0.0.1:{sshd.port}{tmp_path}"
     with pytest.raises(PermanentError, match=r"transfers\.ssh\.username"):
         transfer_for(other_user, ctx(sshd, tmp_path)).download(other_user, tmp_path / "in")
@@ -365,6 +390,7 @@ def no_proxies(monkeypatch):
 
 
 def fetch(address: str, dest: Path, progress=None, **settings) -> None:
+    settings.setdefault("hosts", ["127.0.0.1"])
     context = TransferContext(
         roots=[dest.parent], settings=TransferSettings(**settings), token="t1", progress=progress
     )
@@ -413,6 +439,5 @@ def test_https_without_the_servers_ca_is_refused_permanently(web, tmp_path):
 
 def test_stage_out_over_http_is_refused(web, tmp_path):
     with pytest.raises(PermanentError, match="stage-out over http is not supported"):
-        transfer_for(web["http"], TransferContext(roots=[tmp_path])).upload(
-            tmp_path, f"{web['http']}/up"
-        )
+        context = TransferContext([tmp_path], TransferSettings(hosts=["127.0.0.1"]))
+        transfer_for(web["http"], context).upload(tmp_path, f"{web['http']}/up")

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import ValidationFailed
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
-from edgeceleryapp.settings import get_settings
+from edgeceleryapp.settings import get_settings, reset_settings
 from tests.helpers import JOHNDOE, argo_message, count
 from workflows.intake import submit_argo, submit_balsam
 from workflows.schemas import ArgoJobMessage, BalsamJobMessage
@@ -162,6 +162,15 @@ def test_email_may_be_a_comma_separated_list():
 
 
 # --- refused messages ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def env(env, monkeypatch):
+    """The test deployment with /data, which valid_argo's URLs name, among the Argo service's
+    transfer roots: intake refuses a local:// URL outside them."""
+    monkeypatch.setenv("EDGECELERY_ARGO__TRANSFER_ROOTS", json.dumps([str(env.data), "/data"]))
+    reset_settings()
+    return env
 
 
 def valid_argo(**fields: Any) -> dict[str, Any]:

@@ -65,7 +65,10 @@ def seed_jobs() -> dict[str, list[int]]:
 
 @pytest.fixture
 def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
-    config = write_config(tmp_path, "memory://", ("alpha", "beta"), extra=web_toml())
+    roots = {"transfer_roots": [str(tmp_path / "data"), "/out"]}  # the jobs' output_url
+    config = write_config(
+        tmp_path, "memory://", ("alpha", "beta"), extra=web_toml(), argo_settings=roots
+    )
     monkeypatch.setenv("EDGECELERY_CONFIG", str(config))
     reset_settings()
     reset_engine()

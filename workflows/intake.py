@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from backends.transfers import scope as transfer_scope
 from edgeceleryapp import leases, next_step, state_store
 from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.db import read_connection, read_scope
@@ -71,8 +72,37 @@ def site_errors(sites: list[tuple[str, Any]]) -> list[tuple[str, str]]:
     ]
 
 
-def _checked(validate: Any, data: Any, sites: list[tuple[str, Any]]) -> Any:
-    """Schema errors and unknown sites, reported together in one error."""
+def url_errors(
+    urls: list[tuple[str, Any, str | None]], argo_id: int | None = None
+) -> list[tuple[str, str]]:
+    """Each (field, URL, site or None for the Argo job's own) against the scope of a job of
+    Argo job ``argo_id`` at that site (None: a message not stored yet, which has no staging
+    directory of its own): its transfer roots, never a staging or work directory, never a
+    control directory (``backends.transfers.scope``). Schemes and hosts are the site's to
+    judge when it transfers: its plug-ins and network are its own."""
+    settings = get_settings()
+    errors = []
+    for field, url, site in urls:
+        if not isinstance(url, str) or (site is not None and site not in settings.sites):
+            continue
+        if argo_id is None:
+            scope = transfer_scope.at_intake(settings, site)
+        elif site is None:
+            scope = transfer_scope.for_argo(settings, argo_id)
+        else:
+            scope = transfer_scope.for_site(settings, site, argo_id)
+        if (problem := scope.problem(url)) is not None:
+            errors.append((field, f"{url}: {problem}"))
+    return errors
+
+
+def _checked(
+    validate: Any,
+    data: Any,
+    sites: list[tuple[str, Any]],
+    urls: list[tuple[str, Any, str | None]],
+) -> Any:
+    """Schema errors, unknown sites and URLs a site may not use, reported together."""
     errors: list[tuple[str, str]] = []
     message = None
     try:
@@ -81,26 +111,44 @@ def _checked(validate: Any, data: Any, sites: list[tuple[str, Any]]) -> Any:
         errors = list(exc.errors)
     flagged = {field for field, _ in errors}
     errors += [e for e in site_errors(sites) if e[0] not in flagged]
+    flagged = {field for field, _ in errors}
+    errors += [e for e in url_errors(urls) if e[0] not in flagged]
     if errors:
         raise ValidationFailed(errors)
     return message
 
 
+def _urls(data: dict, prefix: str, site: str | None) -> list[tuple[str, Any, str | None]]:
+    return [(f"{prefix}{key}", data.get(key), site) for key in ("input_url", "output_url")]
+
+
+def _site(data: dict) -> str:
+    """The site a message names ("" when it names none or not as text: no URL checks then,
+    the schema reports the site)."""
+    site = data.get("site")
+    return site if isinstance(site, str) else ""
+
+
 def checked_argo(data: Any) -> ArgoJobMessage:
-    """An Argo job message this service can run: valid, and every site configured."""
+    """An Argo job message this service can run: valid, every site configured, and every URL
+    one its site (or the Argo service) may use."""
     subjobs = data.get("subjobs") if isinstance(data, dict) else None
-    sites = [
-        (f"subjobs[{i}].site", sj.get("site"))
-        for i, sj in enumerate(subjobs if isinstance(subjobs, list) else [])
+    listed = [
+        (i, sj) for i, sj in enumerate(subjobs if isinstance(subjobs, list) else [])
         if isinstance(sj, dict)
-    ]
-    return _checked(validate_argo, data, sites)
+    ]  # fmt: skip
+    sites = [(f"subjobs[{i}].site", sj.get("site")) for i, sj in listed]
+    urls = _urls(data, "", None) if isinstance(data, dict) else []
+    for i, sj in listed:
+        urls += _urls(sj, f"subjobs[{i}].", _site(sj))
+    return _checked(validate_argo, data, sites, urls)
 
 
 def checked_balsam(data: Any) -> BalsamJobMessage:
-    return _checked(
-        validate_balsam, data, [("site", data.get("site"))] if isinstance(data, dict) else []
-    )
+    if not isinstance(data, dict):
+        return _checked(validate_balsam, data, [], [])
+    sites = [("site", data.get("site"))]
+    return _checked(validate_balsam, data, sites, _urls(data, "", _site(data)))
 
 
 def _subjob(message: BalsamJobMessage, **extra: Any) -> SubJob:

@@ -12,15 +12,17 @@ from edgeceleryapp.errors import PermanentError
 TRANSFERS = registry.TRANSFERS
 
 
-def transfer_for(url: str, context: TransferContext) -> Transfer:
-    """The plug-in for the URL's scheme, after the site's scheme and host checks."""
-    check_url(url, context.settings)
-    scheme = urlsplit(url).scheme.lower()
+def transfer_for(url: str, context: TransferContext, what: str = "") -> Transfer:
+    """The plug-in for the URL's scheme, after the site's scheme and host checks and the job's
+    scope (``what``, the URL's field, names it in errors)."""
+    try:
+        check_url(url, context.settings)
+    except PermanentError as exc:
+        raise type(exc)(f"{what}: {exc}" if what else str(exc)) from None
+    if context.scope is not None:
+        context.scope.check(url, what)
     table = TRANSFERS | context.settings.plugins
-    if scheme not in table:
-        raise PermanentError(
-            f"{url}: no transfer plug-in for scheme {scheme!r} (known: {', '.join(sorted(table))})"
-        )
+    scheme = urlsplit(url).scheme.lower()
     return registry.load("transfers.plugins", table[scheme], table, Transfer)(context)
 
 

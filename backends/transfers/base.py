@@ -15,26 +15,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from backends import registry
+from backends.batchscript import CONTROL_DIR
+from backends.transfers import paths
+from backends.transfers.scope import LOCAL_SCHEMES, Scope
 from edgeceleryapp.errors import PermanentError, UnsafePath
 from edgeceleryapp.settings import TransferSettings
 
 # Control files of a job (batch script, exit code) stay at the site.
-EXCLUDE = frozenset({".edgecelery"})
+EXCLUDE = frozenset({CONTROL_DIR})
 
 
 @dataclass
 class TransferContext:
-    """What a transfer may touch and how: the local roots its paths must stay inside, the
-    site's transfer settings (credentials included), a progress callback, and a token that
-    names temporary files, stable across re-runs of one step so a re-run replaces them."""
+    """What a transfer may touch and how: the local roots its local:// URLs must stay inside,
+    the roots of its own side (the step's directory; by default the same), the scope of its
+    job (fences around other jobs' directories, checked by ``transfer_for``), the site's
+    transfer settings (credentials included), a progress callback, and a token that names
+    temporary files, stable across re-runs of one step so a re-run replaces them."""
 
     roots: list[Path]
     settings: TransferSettings = field(default_factory=TransferSettings)
     token: str = ""
     progress: Callable[[int], None] | None = None
+    local_roots: list[Path] | None = None
+    scope: Scope | None = None
 
     def __post_init__(self) -> None:
-        self.roots = [Path(r).resolve() for r in self.roots]
+        self.roots = [Path(r) for r in self.roots]
+        local = self.roots if self.local_roots is None else self.local_roots
+        self.local_roots = [Path(r) for r in local]
 
     def part_name(self, name: str) -> str:
         """The temporary name a file lands under before it is renamed into place."""
@@ -60,24 +70,38 @@ class Transfer(ABC):
         """Copy the contents of the local directory ``src`` to the directory at ``url``."""
 
     def confine(self, path: Path) -> Path:
-        """Refuse a local path outside the allowed roots (after resolving links and '..')."""
-        resolved = path.resolve()
-        if not any(resolved == r or r in resolved.parents for r in self.roots):
-            raise UnsafePath(f"{path}: outside the directories this site may transfer from/to")
-        return resolved
+        """The step's own local directory, refused outside its roots or through a link."""
+        return paths.confined(path, self.context.local_roots or [], str(path))
+
+    def confine_url_path(self, url: str, path: Path) -> Path:
+        """The local path a local:// URL names, refused outside the roots or through a link."""
+        return paths.confined(path, self.roots, url)
 
 
 def check_url(url: str, settings: TransferSettings) -> None:
-    """Schemes and hosts a site allows; no '..' in a remote path."""
+    """A plug-in for the scheme; no '..' in a path; the schemes a site allows; remote hosts only
+    from its allowlist (``transfers.hosts``: empty, the default, allows none)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    if settings.schemes is not None and scheme not in settings.schemes:
-        raise PermanentError(f"{url}: scheme {scheme!r} is not allowed at this site")
-    host = (parts.hostname or "").lower()
-    if host and settings.hosts is not None and host not in settings.hosts:
-        raise PermanentError(f"{url}: host {host!r} is not allowed at this site")
+    table = registry.TRANSFERS | settings.plugins
+    if scheme not in table:
+        raise PermanentError(
+            f"{url}: no transfer plug-in for scheme {scheme!r} (known: {', '.join(sorted(table))})"
+        )
     if ".." in unquote(parts.path).split("/"):
         raise UnsafePath(f"{url}: '..' is not allowed in a transfer path")
+    if settings.schemes is not None and scheme not in settings.schemes:
+        raise PermanentError(f"{url}: scheme {scheme!r} is not allowed at this site")
+    if scheme in LOCAL_SCHEMES:
+        return
+    host = (parts.hostname or "").lower()
+    if not settings.hosts:
+        raise PermanentError(
+            f"{url}: remote transfers are off at this site (transfers.hosts is empty), "
+            f"so host {host!r} is not allowed"
+        )
+    if host not in settings.hosts:
+        raise PermanentError(f"{url}: host {host!r} is not allowed at this site (transfers.hosts)")
 
 
 def url_path(url: str) -> str:

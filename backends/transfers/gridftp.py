@@ -30,9 +30,10 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
+from backends.transfers import paths
 from backends.transfers.base import EXCLUDE, Transfer, url_path
 from backends.transfers.checksum import file_digest
-from edgeceleryapp.errors import EdgeCeleryError, PermanentError, TransientError
+from edgeceleryapp.errors import EdgeCeleryError, PermanentError, TransientError, UnsafePath
 from edgeceleryapp.settings import TransferSettings
 
 GLOBUS_URL_COPY = "globus-url-copy"
@@ -103,6 +104,39 @@ def _skipped(rel: Path) -> bool:
     return bool(EXCLUDE & set(rel.parts)) or (rel.name.startswith(".") and ".part-" in rel.name)
 
 
+def _names(path: str) -> list[str]:
+    """A URL path's components, each decoded on its own: an encoded '/' (%2F) stays inside
+    its name instead of becoming a separator."""
+    return [unquote(part) for part in path.split("/")]
+
+
+def safe_name(name: str, where: str) -> str:
+    """A name from the server (its listing, or the last part of a URL) as one local file name,
+    checked as SFTP's are: no '/', no '.' or '..', nothing empty, no NUL."""
+    if name in ("", ".", "..") or "/" in name or "\x00" in name:
+        raise UnsafePath(f"{where}: the server listed {name!r}, which is not a plain file name")
+    return name
+
+
+def listed_files(lines: list[str], base: str) -> list[tuple[str, Path]]:
+    """The files of globus-url-copy's plan (``-do``) for the tree at ``base``: each source URL
+    and its path relative to the tree, every name checked (``safe_name``). An entry outside the
+    tree is refused: the listing comes from the server, and the server is not trusted with
+    where our files land."""
+    root = _names(urlsplit(base).path.rstrip("/"))
+    files = []
+    for line in lines:
+        if not (match := _PLAN.match(line)):
+            continue
+        names = _names(urlsplit(match[1]).path)
+        if names[: len(root)] != root or len(names) <= len(root):
+            raise UnsafePath(f"{base}: the server listed {match[1]!r}, outside the tree asked for")
+        rel = Path(*(safe_name(name, base) for name in names[len(root) :]))
+        if not _skipped(rel):
+            files.append((match[1], rel))
+    return files
+
+
 def copy_argv(settings: TransferSettings, listing: Path) -> list[str]:
     """The globus-url-copy command for a list of (source, destination) URL pairs."""
     parallel, extra = ["-p", str(settings.gridftp_parallel)], settings.gridftp_options
@@ -167,7 +201,7 @@ class GridFTPTransfer(Transfer):
         [(code, value)] = self._gfal([["stat", base]])
         if code:
             raise _error(url, str(value))
-        single = [(base, Path(unquote(base.rsplit("/", 1)[1])))]
+        single = [(base, Path(safe_name(_names(urlsplit(base).path)[-1], url)))]
         files = self._remote_tree(base) if value[1] else single  # type: ignore[index]
         sums = self._gfal([["sum", remote, algorithm.upper()] for remote, _ in files])
         todo = []
@@ -175,20 +209,22 @@ class GridFTPTransfer(Transfer):
             if code:
                 raise _error(remote, str(value))
             final = dest / rel
-            if final.is_file() and _same(
-                value, final.stat().st_size, file_digest(final, algorithm)
+            paths.make_dirs(final.parent, url)
+            if paths.kind(final, url) == "file" and _same(
+                value, os.lstat(final).st_size, file_digest(final, algorithm)
             ):
                 continue
-            final.parent.mkdir(parents=True, exist_ok=True)
             todo.append((remote, final.with_name(self.context.part_name(final.name)), final, value))
         moved, bad = 0, []
         try:
+            for _, part, *_ in todo:  # globus-url-copy then writes into a file of ours, no link
+                os.close(paths.open_write(part, url, truncate=True))
             self._copy([(remote, part.as_uri()) for remote, part, *_ in todo], url)
             for _, part, final, value in todo:
-                if not _same(value, part.stat().st_size, file_digest(part, algorithm)):
+                if not _same(value, os.lstat(part).st_size, file_digest(part, algorithm)):
                     bad.append(str(final))
                     continue
-                with part.open("rb") as fh:
+                with paths.open_read(part, url) as fh:
                     os.fsync(fh.fileno())
                 os.replace(part, final)
                 moved += value[0]  # type: ignore[index]
@@ -209,29 +245,17 @@ class GridFTPTransfer(Transfer):
             if done.returncode != 0:
                 raise _error(base, done.stderr or done.stdout)
             lines = plan.read_text().splitlines() if plan.exists() else []
-        prefix = unquote(urlsplit(base).path) + "/"
-        files = []
-        for line in lines:
-            if match := _PLAN.match(line):
-                path = unquote(urlsplit(match[1]).path)
-                rel = Path(path[len(prefix) :]) if path.startswith(prefix) else None
-                if rel is not None and not _skipped(rel):
-                    files.append((match[1], rel))
-        return files
+        return listed_files(lines, base)
 
     def upload(self, src: Path, url: str) -> None:
         base, algorithm = self._base(url), self.settings.checksum
         src = self.confine(src)
-        if src.is_file():
+        found = paths.kind(src, str(src))
+        if found == "file":
             local = [(src, Path(src.name))]
-        elif src.is_dir():
-            local = []
-            for root, dirs, names in os.walk(src):
-                dirs[:] = sorted(d for d in dirs if d not in EXCLUDE)
-                for name in sorted(names):
-                    rel = Path(root, name).relative_to(src)
-                    if not _skipped(rel):
-                        local.append((Path(root, name), rel))
+        elif found == "dir":
+            tree = paths.walk(src, str(src), lambda name: _skipped(Path(name)))
+            local = [(src / rel, rel) for rel, kind in tree if kind == "file"]
         else:
             raise PermanentError(f"{src}: no such file or directory")
         sums = self._gfal([["sum", f"{base}/{quote(str(rel))}", algorithm.upper()]

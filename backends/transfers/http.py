@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from backends.transfers import paths
 from backends.transfers.base import Transfer, check_url
 from backends.transfers.checksum import CHUNK, file_digest, hasher
 from edgeceleryapp.errors import PermanentError, TransientError
@@ -72,12 +73,12 @@ class HTTPTransfer(Transfer):
         algorithm, digest, done = self.settings.checksum, hasher(self.settings.checksum), 0
         request = urllib.request.Request(url, headers={"User-Agent": "edgecelery"})  # noqa: S310
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            paths.make_dirs(target.parent, url)
             with self._opener().open(request, timeout=self.settings.timeout) as response:
                 if response.status != 200:
                     raise PermanentError(f"{url}: unexpected HTTP status {response.status}")
                 length = response.headers.get("Content-Length")
-                with tmp.open("wb") as fout:
+                with os.fdopen(paths.open_write(tmp, url, truncate=True), "wb") as fout:
                     while block := response.read(CHUNK):
                         digest.update(block)
                         fout.write(block)

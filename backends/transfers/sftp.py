@@ -35,6 +35,7 @@ from urllib.parse import unquote, urlsplit
 import paramiko
 
 from backends.ssh_connection import Connections
+from backends.transfers import paths
 from backends.transfers.base import EXCLUDE, Transfer
 from backends.transfers.checksum import CHUNK, file_digest, hasher
 from edgeceleryapp.errors import EdgeCeleryError, PermanentError, TransientError, UnsafePath
@@ -62,6 +63,10 @@ def _pump(src: Any, dst: Any, size: int, digest: Any, moved: Moved) -> int:
 
 def _is_part(name: str) -> bool:
     return name.startswith(".") and ".part-" in name
+
+
+def _skipped(name: str) -> bool:
+    return name in EXCLUDE or _is_part(name)
 
 
 class SFTPTransfer(Transfer):
@@ -161,7 +166,7 @@ class SFTPTransfer(Transfer):
             stack = [(root, dest)]
             while stack:
                 rdir, ldir = stack.pop()
-                ldir.mkdir(parents=True, exist_ok=True)
+                paths.make_dirs(ldir, url)
                 with self._mapped(self._at(rdir)):
                     entries = sorted(sftp.listdir_attr(rdir), key=lambda e: e.filename)
                 for entry in entries:
@@ -183,13 +188,15 @@ class SFTPTransfer(Transfer):
     ) -> None:
         algorithm, size, where = self.settings.checksum, attrs.st_size or 0, self._at(path)
         with self._mapped(where):
-            same_size = target.is_file() and target.stat().st_size == size
+            present = paths.kind(target, where) == "file"
+            same_size = present and os.lstat(target).st_size == size
             if same_size and self._complete(sftp, path, size, target):
                 return
-            target.parent.mkdir(parents=True, exist_ok=True)
+            paths.make_dirs(target.parent, where)
             tmp, digest = target.with_name(self.context.part_name(target.name)), hasher(algorithm)
             try:
-                with sftp.open(path, "rb") as fin, tmp.open("wb") as fout:
+                fout = os.fdopen(paths.open_write(tmp, where, truncate=True), "wb")
+                with fout, sftp.open(path, "rb") as fin:
                     if size > _READ_AHEAD:
                         fin.prefetch(size)
                     _pump(fin, fout, size, digest, moved)
@@ -207,19 +214,20 @@ class SFTPTransfer(Transfer):
 
     def upload(self, src: Path, url: str) -> None:
         src, moved = self.confine(src), self._moved([0])
+        found = paths.kind(src, str(src))
+        if found is None:
+            raise PermanentError(f"{src}: no such file or directory")
         with self._session(url) as (sftp, root):
-            if src.is_file():
+            if found == "file":
                 self._put(sftp, src, root, self._makedirs(sftp, root), moved)
                 return
-            if not src.is_dir():
-                raise PermanentError(f"{src}: no such file or directory")
-            for here, dirs, files in os.walk(src):
-                dirs[:] = sorted(d for d in dirs if d not in EXCLUDE)
-                rel = Path(here).relative_to(src).as_posix()
-                rdir = root if rel == "." else posixpath.join(root, rel)
-                listing = self._makedirs(sftp, rdir)
-                for name in sorted(f for f in files if not _is_part(f)):
-                    self._put(sftp, Path(here) / name, rdir, listing, moved)
+            listings = {Path(): self._makedirs(sftp, root)}
+            for rel, kind in paths.walk(src, str(src), _skipped):
+                rdir = root if rel.parent == Path() else posixpath.join(root, rel.parent.as_posix())
+                if kind == "dir":
+                    listings[rel] = self._makedirs(sftp, posixpath.join(root, rel.as_posix()))
+                else:
+                    self._put(sftp, src / rel, rdir, listings[rel.parent], moved)
 
     def _makedirs(self, sftp: paramiko.SFTPClient, path: str) -> dict[str, Attrs]:
         """Create the remote directory (and parents); return what it holds already (one
@@ -239,7 +247,7 @@ class SFTPTransfer(Transfer):
     def _put(
         self, sftp: paramiko.SFTPClient, src: Path, rdir: str, listing: dict, moved: Moved
     ) -> None:
-        algorithm, path, local = self.settings.checksum, posixpath.join(rdir, src.name), src.stat()
+        algorithm, path, local = self.settings.checksum, posixpath.join(rdir, src.name), src.lstat()
         where, remote, size = self._at(path), listing.get(src.name), local.st_size
         with self._mapped(where):
             same_size = remote and stat.S_ISREG(remote.st_mode or 0) and remote.st_size == size
@@ -249,7 +257,7 @@ class SFTPTransfer(Transfer):
             digest, renamed = hasher(algorithm), False
             try:
                 # One read-write handle: write (pipelined), fstat, read back, mode and times.
-                with src.open("rb") as fin, sftp.open(tmp, "w+b") as fout:
+                with paths.open_read(src, str(src)) as fin, sftp.open(tmp, "w+b") as fout:
                     fout.set_pipelined(True)
                     _pump(fin, fout, size, digest, moved)
                     if (stored := fout.stat().st_size) != size:

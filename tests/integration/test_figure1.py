@@ -32,14 +32,18 @@ def figure1(tmp_path_factory, gridftp):
         "key_file": str(sshd.client_key),
         "known_hosts": str(sshd.known_hosts),
     }
-    grid = {"x509_proxy": gridftp["X509_USER_PROXY"], "checksum": "adler32"}
+    grid = {
+        "x509_proxy": gridftp["X509_USER_PROXY"],
+        "checksum": "adler32",
+        "hosts": ["127.0.0.1"],
+    }
     sites = {name: {"transfers": grid} for name in SITES}
     try:
         with running_deployment(
             root,
             SITES,
             sites,
-            argo_settings={"transfers": {"ssh": ssh}},
+            argo_settings={"transfers": {"ssh": ssh, "hosts": ["127.0.0.1"]}},
             env_extra={"X509_CERT_DIR": gridftp["X509_CERT_DIR"]},
         ) as dep:
             install_demo_apps(root, SITES)
@@ -61,7 +65,7 @@ def test_figure_one_scp_in_gridftp_between_sites_scp_out(figure1):
     source = dep.data / "atlas-input"
     source.mkdir()
     (source / "alpGen.ini").write_text("[generation]\nevents = 5000\nseed = 7\n")
-    inbox = dep.root / "sites" / "mira" / "inbox" / "warmup-grid"
+    inbox = dep.root / "mira-inbox" / "warmup-grid"
     delivered = dep.data / "atlas-output"
     message = demo_message(
         f"scp://127.0.0.1:{dep.sshd_port}{source}",

@@ -64,7 +64,8 @@ def slow_server() -> Iterator[str]:
 def test_a_stage_in_three_times_the_visibility_timeout_runs_once(tmp_path, slow_server):
     """Redis delivers the stage-in again after visibility_timeout (4 s here) while the first
     copy still downloads (14 s); the copy finds the lease and ends quietly."""
-    with running_deployment(tmp_path, ("alpha",), lease_seconds=3, concurrency=2) as dep:
+    loopback = {"alpha": {"transfers": {"hosts": ["127.0.0.1"]}}}
+    with running_deployment(tmp_path, ("alpha",), loopback, lease_seconds=3, concurrency=2) as dep:
         echo_app(dep.root, "alpha", name="reader")
         message = argo_message("slow", sites=("alpha",), app="reader")
         message["subjobs"][0]["input_url"] = slow_server
