@@ -27,6 +27,7 @@ from typing import Any, Self
 import redis
 
 from edgeceleryapp.errors import ConfigurationError
+from edgeceleryapp.throwaway_ca import BrokerTLS
 
 
 def free_port() -> int:
@@ -59,10 +60,27 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    # TLS only (``--port 0``), clients must show a certificate from the same CA.
+    tls: BrokerTLS | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
+
+    def client(self, timeout: float = 0.2) -> redis.Redis:
+        """A redis-py client to this server (with the client certificate under TLS)."""
+        if self.tls is None:
+            return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=timeout)
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_connect_timeout=timeout,
+            ssl=True,
+            ssl_ca_certs=str(self.tls.ca.ca_file),
+            ssl_certfile=str(self.tls.client.cert_file),
+            ssl_keyfile=str(self.tls.client.key_file),
+        )
 
     @property
     def log(self) -> Path:
@@ -86,11 +104,26 @@ class RedisServer:
                     shutil.rmtree(path)
                 else:
                     path.unlink()
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:
+            listen = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(self.tls.server.cert_file),
+                "--tls-key-file",
+                str(self.tls.server.key_file),
+                "--tls-ca-cert-file",
+                str(self.tls.ca.ca_file),
+                "--tls-auth-clients",
+                "yes",
+            ]
         self.process = subprocess.Popen(
             [
                 binary,
-                "--port",
-                str(self.port),
+                *listen,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -107,7 +140,7 @@ class RedisServer:
             stdout=self.log.open("a"),
             stderr=subprocess.STDOUT,
         )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
+        client = self.client()
 
         def ping() -> bool:
             if self.process and self.process.poll() is not None:
@@ -217,8 +250,13 @@ def wait_for_workers(broker_url: str, names: list[str], timeout: float = 60) -> 
     """Until every named worker answers a broadcast ping through the broker at ``broker_url``."""
     from celery import Celery
 
+    from edgeceleryapp.broker_connection import for_url, login_method, ssl_options
+
     wanted = {f"{n}@{socket.gethostname()}" for n in names}
+    settings = for_url(broker_url)
     probe = Celery("edgecelery-probe", broker=broker_url)
+    probe.conf.broker_use_ssl = ssl_options(settings)
+    probe.conf.broker_login_method = login_method(settings)
 
     def answered() -> bool:
         replies = probe.control.ping(timeout=0.5) or []
@@ -251,11 +289,13 @@ def write_config(
     database_url: str | None = None,
     site_settings: dict[str, dict[str, Any]] | None = None,
     argo_settings: dict[str, Any] | None = None,
+    broker_settings: dict[str, Any] | None = None,
 ) -> Path:
     """A settings file for a one-machine service rooted at ``root`` (SQLite in ``root`` unless
     ``database_url`` names another database). ``site_settings`` adds to or overrides a site's
     table (nested dicts become subtables, e.g. ``{"ssh": {...}}``); ``argo_settings`` the same
-    for the Argo service's table; ``extra`` is TOML put before the tables."""
+    for the Argo service's table, ``broker_settings`` the ``[broker]`` table (TLS files,
+    login); ``extra`` is TOML put before the tables."""
     database_url = database_url or "sqlite:///" + str(root / "edgecelery.db")
     lines = [
         f"broker_url = {json.dumps(broker_url)}",
@@ -270,6 +310,8 @@ def write_config(
             },
         ),
     ]
+    if broker_settings:
+        lines += _toml_table("broker", broker_settings)
     for site in sites:
         values: dict[str, Any] = {
             "scheduler": "local",
@@ -393,11 +435,13 @@ class DevStack:
         workers: Iterable[str] | None = None,
         concurrency: int = 1,
         redis: RedisServer | None = None,
+        tls: bool = False,
         env_extra: dict[str, str] | None = None,
         keep_settings_env: bool = False,
         **settings: Any,
     ) -> Iterator[Self]:
-        """Redis (a private one unless ``redis`` is given: that one is left running), a
+        """Redis (a private one unless ``redis`` is given: that one is left running; ``tls``:
+        a private one that speaks only TLS, with a throw-away CA and client certificates), a
         settings file (``settings`` go to ``write_config``), a fresh database and the
         ``workers`` (default: ``argo`` and one per site); all stopped on the way out, by an
         exception or SIGTERM too.
@@ -411,9 +455,17 @@ class DevStack:
         saved = os.environ.get("EDGECELERY_CONFIG")
         own_redis = redis is None
         with _sigterm_unwinds() as stopping:
-            server = redis or RedisServer(root / "redis").start()
+            if redis is None:
+                broker_tls = BrokerTLS.make(root / "tls") if tls else None
+                redis = RedisServer(root / "redis", tls=broker_tls).start()
+            server = redis
             stack: Self | None = None
             try:
+                if server.tls is not None:
+                    settings["broker_settings"] = {
+                        **server.tls.settings(),
+                        **settings.get("broker_settings", {}),
+                    }
                 config = write_config(root, server.url, sites, **settings)
                 (root / "data").mkdir(exist_ok=True)
                 env = {

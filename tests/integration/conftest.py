@@ -73,10 +73,11 @@ def running_deployment(
     concurrency: int = 1,
     lease_seconds: float = 3,
     shipped_defaults: bool = False,
+    tls: bool = False,
 ) -> Iterator[Deployment]:
     """Redis, the Argo worker and one worker per site, with short retries, leases, re-drives
-    and intervals so that tests are quick (``shipped_defaults``: only the intervals short);
-    stopped again afterwards."""
+    and intervals so that tests are quick (``shipped_defaults``: only the intervals short;
+    ``tls``: Redis over verified TLS with client certificates); stopped again afterwards."""
     quick = (
         f"visibility_timeout = 4\nlease_seconds = {lease_seconds}\nredrive_after = 10\n"
         "[retry]\nmax_retries = 3\nbackoff_base = 0.2\nbackoff_max = 1.0"
@@ -91,6 +92,7 @@ def running_deployment(
         extra="" if shipped_defaults else quick,
         site_settings=site_settings,
         argo_settings=argo_settings,
+        tls=tls,
     ) as dep:
         yield dep
 
