@@ -27,6 +27,7 @@ from typing import Any, Self
 import redis
 
 from edgeceleryapp.errors import ConfigurationError
+from edgeceleryapp.rabbitmq_server import RabbitMQServer
 from edgeceleryapp.throwaway_ca import BrokerTLS
 
 
@@ -363,13 +364,26 @@ class DevStack:
     sites: tuple[str, ...]
     config: Path
     env: dict[str, str]
-    redis: RedisServer
+    redis: RedisServer | None
     workers: dict[str, Worker] = field(default_factory=dict)
     services: list[subprocess.Popen] = field(default_factory=list)
+    # The stack's broker when it is RabbitMQ (a virtual host of its own on a shared node).
+    rabbitmq: RabbitMQServer | None = None
+    rabbitmq_url: str = ""
 
     @property
     def broker_url(self) -> str:
+        if self.rabbitmq is not None:
+            return self.rabbitmq_url
+        assert self.redis is not None
         return self.redis.url
+
+    @property
+    def tls(self) -> BrokerTLS | None:
+        """The broker's CA and certificates, when it speaks TLS."""
+        if self.rabbitmq is not None:
+            return self.rabbitmq.tls
+        return self.redis.tls if self.redis is not None else None
 
     @property
     def data(self) -> Path:
@@ -436,12 +450,14 @@ class DevStack:
         concurrency: int = 1,
         redis: RedisServer | None = None,
         tls: bool = False,
+        rabbitmq: RabbitMQServer | None = None,
         env_extra: dict[str, str] | None = None,
         keep_settings_env: bool = False,
         **settings: Any,
     ) -> Iterator[Self]:
         """Redis (a private one unless ``redis`` is given: that one is left running; ``tls``:
-        a private one that speaks only TLS, with a throw-away CA and client certificates), a
+        a private one that speaks only TLS, with a throw-away CA and client certificates;
+        ``rabbitmq``: a virtual host of its own on that running node instead), a
         settings file (``settings`` go to ``write_config``), a fresh database and the
         ``workers`` (default: ``argo`` and one per site); all stopped on the way out, by an
         exception or SIGTERM too.
@@ -453,20 +469,32 @@ class DevStack:
 
         sites = tuple(sites)
         saved = os.environ.get("EDGECELERY_CONFIG")
-        own_redis = redis is None
         with _sigterm_unwinds() as stopping:
-            if redis is None:
+            own_redis = redis is None and rabbitmq is None
+            if own_redis:
                 broker_tls = BrokerTLS.make(root / "tls") if tls else None
                 redis = RedisServer(root / "redis", tls=broker_tls).start()
             server = redis
             stack: Self | None = None
             try:
-                if server.tls is not None:
+                broker: dict[str, Any] = {}
+                if rabbitmq is not None:
+                    url = rabbitmq.add_vhost(root.name)
+                    broker = {
+                        **rabbitmq.tls.settings(),
+                        "login": "certificate",
+                        "management_url": rabbitmq.management_url,
+                    }
+                else:
+                    assert server is not None
+                    url = server.url
+                    broker = server.tls.settings() if server.tls else {}
+                if broker:
                     settings["broker_settings"] = {
-                        **server.tls.settings(),
+                        **broker,
                         **settings.get("broker_settings", {}),
                     }
-                config = write_config(root, server.url, sites, **settings)
+                config = write_config(root, url, sites, **settings)
                 (root / "data").mkdir(exist_ok=True)
                 env = {
                     k: v
@@ -479,7 +507,7 @@ class DevStack:
                 reset_settings()
                 reset_engine()
                 init_db()
-                stack = cls(root, sites, config, env, server)
+                stack = cls(root, sites, config, env, server, rabbitmq=rabbitmq, rabbitmq_url=url)
                 names = ("argo", *sites) if workers is None else tuple(workers)
                 if names:
                     stack.start_workers(names, concurrency=concurrency)
@@ -489,7 +517,7 @@ class DevStack:
                 if stack is not None:
                     stack.stop_services()
                     stack.stop_workers()
-                if own_redis:
+                if own_redis and server is not None:
                     server.stop()
                 reset_engine()
                 if saved is None:

@@ -75,7 +75,7 @@ def _worker_with(
 def test_a_broker_certificate_from_another_ca_is_refused(
     tls_deployment: Deployment, tmp_path: Path
 ) -> None:
-    tls = tls_deployment.redis.tls
+    tls = tls_deployment.tls
     assert tls is not None
     stranger = ThrowawayCA(tmp_path / "other-ca")
     done = _worker_with(
@@ -88,7 +88,7 @@ def test_a_broker_certificate_from_another_ca_is_refused(
 def test_a_client_without_a_certificate_is_refused(
     tls_deployment: Deployment, tmp_path: Path
 ) -> None:
-    tls = tls_deployment.redis.tls
+    tls = tls_deployment.tls
     assert tls is not None
     done = _worker_with(tls_deployment, tmp_path, {"ca_file": str(tls.ca.ca_file)})
     assert done.returncode == 2, done.stderr
@@ -98,7 +98,7 @@ def test_a_client_without_a_certificate_is_refused(
 def test_a_client_certificate_from_another_ca_is_refused(
     tls_deployment: Deployment, tmp_path: Path
 ) -> None:
-    tls = tls_deployment.redis.tls
+    tls = tls_deployment.tls
     assert tls is not None
     forged = ThrowawayCA(tmp_path / "forger").issue("edgecelery")
     done = _worker_with(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from kombu import Connection
 from sqlalchemy import select
 
+from edgeceleryapp.broker_connection import connect, for_url
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.models import ArgoJob
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def produce(url: str, body: object, message_id: str) -> None:
     queue = intake_queue()
-    with Connection(url) as conn, conn.Producer() as producer:
+    with connect(for_url(url)) as conn, conn.Producer() as producer:
         producer.publish(
             json.dumps(body) if not isinstance(body, str) else body,
             exchange=queue.exchange,
@@ -45,10 +45,10 @@ def test_a_message_delivered_twice_makes_one_job_that_completes(deployment):
         "job_status_routing_key": "prodsys_monitor",
         "subjobs": [{"name": "one", "site": "alpha", "application": "intakeapp"}],
     }
-    listener = StatusListener(deployment.redis.url, "prodsys_monitor")
+    listener = StatusListener(deployment.broker_url, "prodsys_monitor")
     try:
-        produce(deployment.redis.url, message, "msg-0001")
-        produce(deployment.redis.url, message, "msg-0001")  # the producer retried
+        produce(deployment.broker_url, message, "msg-0001")
+        produce(deployment.broker_url, message, "msg-0001")  # the producer retried
         listener.drain_until(lambda b: any(m["to_state"] == "HISTORY" for m in b), timeout=60)
     finally:
         listener.close()
@@ -66,9 +66,9 @@ def test_an_invalid_message_is_answered_with_every_bad_field_and_not_stored(depl
         "job_status_routing_key": "prodsys_errors",
         "subjobs": [{"name": "x", "site": "nowhere", "application": "a", "num_nodes": 0}],
     }
-    listener = StatusListener(deployment.redis.url, "prodsys_errors")
+    listener = StatusListener(deployment.broker_url, "prodsys_errors")
     try:
-        produce(deployment.redis.url, bad, "msg-bad")
+        produce(deployment.broker_url, bad, "msg-bad")
         listener.drain_until(lambda b: any(m["kind"] == "intake" for m in b))
     finally:
         listener.close()
