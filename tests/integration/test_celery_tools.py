@@ -1,7 +1,8 @@
 """Celery's own tools against the running service: ``celery -A edgeceleryapp inspect``
 (``ping``, ``stats``, ``active``) answers for every worker, no worker logs an EncodeError for
 it, and Flower's worker page shows the worker's stats and its Broker page the queue of each
-site, rendered in headless Chromium (screenshots in tests/artifacts/).
+site, rendered in headless Chromium (screenshots in tests/artifacts/); on Redis and on
+RabbitMQ (TLS, certificate logins; the Broker page through the management API).
 
 They broke when Celery was handed our Redis transport as a class: ``connection.info()`` then
 held a Python class, which a worker cannot encode into its ``stats`` reply and which Flower
@@ -34,14 +35,17 @@ FLOWER_AUTH = "ops:flower-secret"
 AUTH_HEADER = {"Authorization": "Basic " + base64.b64encode(FLOWER_AUTH.encode()).decode()}
 
 
-@pytest.fixture(scope="module")
-def tools_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    root = tmp_path_factory.mktemp("tools")
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+def tools_deployment(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    node = request.getfixturevalue("rabbitmq_node") if request.param == "rabbitmq" else None
+    root = tmp_path_factory.mktemp(f"tools-{request.param}")
     flower = {
         "EDGECELERY_FLOWER__BASIC_AUTH": json.dumps([FLOWER_AUTH]),
         "EDGECELERY_FLOWER__DB": str(root / "flower.db"),
     }
-    with running_deployment(root, SITES, env_extra=flower) as dep:
+    with running_deployment(root, SITES, env_extra=flower, rabbitmq=node) as dep:
         yield dep
 
 
@@ -81,7 +85,8 @@ def test_inspect_ping_stats_active_answer_and_no_worker_logs_an_encode_error(
     stats = inspect(dep, "stats")
     assert set(stats) == worker_names()
     for reply in stats.values():
-        assert reply["broker"]["transport"] == dep.broker_url.split("://")[0]
+        assert reply["broker"]["transport"] in ("redis", "amqp")
+        assert dep.broker_url.startswith(reply["broker"]["transport"])
         assert reply["pool"]["max-concurrency"] >= 1
     active = inspect(dep, "active")
     assert set(active) == worker_names()
@@ -134,7 +139,7 @@ def test_flower_worker_and_broker_pages_in_chromium(
         WebDriverWait(driver, 30).until(lambda d: "Max concurrency" in body(d))
         page = body(driver)
         assert "Unable to get stats" not in page
-        assert f"Transport {dep.broker_url.split('://')[0]}" in page
+        assert f"Transport {'redis' if broker == 'redis' else 'amqp'}" in page
         assert driver.save_screenshot(str(ARTIFACTS / f"flower-{broker}-worker.png"))
         driver.get(f"{base}/broker")
         WebDriverWait(driver, 30).until(lambda d: "site.beta" in body(d))
