@@ -85,8 +85,8 @@ def test_inspect_ping_stats_active_answer_and_no_worker_logs_an_encode_error(
     stats = inspect(dep, "stats")
     assert set(stats) == worker_names()
     for reply in stats.values():
-        assert reply["broker"]["transport"] in ("redis", "amqp")
-        assert dep.broker_url.startswith(reply["broker"]["transport"])
+        # A scheme name, as kombu registers its transports: not a class.
+        assert reply["broker"]["transport"] == dep.broker_url.split("://")[0]
         assert reply["pool"]["max-concurrency"] >= 1
     active = inspect(dep, "active")
     assert set(active) == worker_names()
@@ -139,7 +139,7 @@ def test_flower_worker_and_broker_pages_in_chromium(
         WebDriverWait(driver, 30).until(lambda d: "Max concurrency" in body(d))
         page = body(driver)
         assert "Unable to get stats" not in page
-        assert f"Transport {'redis' if broker == 'redis' else 'amqp'}" in page
+        assert f"Transport {dep.broker_url.split('://')[0]}" in page
         assert driver.save_screenshot(str(ARTIFACTS / f"flower-{broker}-worker.png"))
         driver.get(f"{base}/broker")
         WebDriverWait(driver, 30).until(lambda d: "site.beta" in body(d))
