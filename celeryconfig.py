@@ -5,15 +5,18 @@ worker died is delivered again (reject_on_worker_lost; for Redis, after visibili
 Every task is written to be safe to run twice. JSON only: no pickle ever crosses the broker.
 """
 
-from edgeceleryapp.brokertransport import transport_for
+from edgeceleryapp import broker_connection as _broker_connection
 from edgeceleryapp.settings import get_settings
 
 _settings = get_settings()
 
+# Celery talks to the broker through kombu's own transport for the URL's scheme, so that
+# `celery inspect`, Flower and every other Celery tool see a transport they know (our faster
+# Redis channel serves only our own publishers: edgeceleryapp/brokertransport.py).
 broker_url = _settings.broker_url
-# For Redis, kombu's transport with one client per channel (edgeceleryapp/brokertransport.py):
-# kombu builds a new client for every command otherwise, on every receive, ack and publish.
-broker_transport = transport_for(broker_url)
+# TLS (verified, see [broker]) and the login by client certificate on RabbitMQ.
+broker_use_ssl = _broker_connection.ssl_options(_settings)
+broker_login_method = _broker_connection.login_method(_settings)
 broker_connection_retry_on_startup = True
 # kombu's Redis transport looks for unacknowledged messages to deliver again only every
 # interval * throttle seconds (100 s by default); keep that well under the visibility timeout.

@@ -9,8 +9,10 @@ from the channel's pool for each command, as before, so it is as safe to share a
 and reads an exchange's bindings once per publish batch. Other schemes keep kombu's own
 transport.
 
-Celery's task messages from its workers go through kombu's transport unchanged, as they do
-in the plain-Celery ceiling that bench/throughput.py compares with.
+Only our own publishers use it, on a connection of their own: Celery's connection (its
+workers' consumers, `celery inspect`, Flower) keeps kombu's transport for the URL's scheme, so
+that ``connection.info()`` names a transport every Celery tool knows. Both connect with the
+TLS options and login of ``[broker]`` (edgeceleryapp/broker_connection.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from typing import Any
 from kombu import Connection, Producer
 from kombu.pools import producers
 from kombu.transport import redis as kombu_redis
+
+from edgeceleryapp.broker_connection import connection_options
+from edgeceleryapp.settings import get_settings
 
 
 class ReusingRedisChannel(kombu_redis.Channel):
@@ -75,9 +80,12 @@ _connections: dict[str, Connection] = {}
 
 
 def connection(url: str) -> Connection:
-    """One connection object per broker URL; kombu's pool hands out producers on it."""
+    """One connection object per broker URL; kombu's pool hands out producers on it. The
+    configured broker gets the TLS options and login of ``[broker]``."""
     if url not in _connections:
-        _connections[url] = Connection(url, transport=transport_for(url))
+        settings = get_settings()
+        options = connection_options(settings) if url == settings.broker_url else {}
+        _connections[url] = Connection(url, transport=transport_for(url), **options)
     return _connections[url]
 
 

@@ -27,6 +27,8 @@ from typing import Any, Self
 import redis
 
 from edgeceleryapp.errors import ConfigurationError
+from edgeceleryapp.rabbitmq_server import RabbitMQServer
+from edgeceleryapp.throwaway_ca import BrokerTLS
 
 
 def free_port() -> int:
@@ -59,10 +61,27 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    # TLS only (``--port 0``), clients must show a certificate from the same CA.
+    tls: BrokerTLS | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
+
+    def client(self, timeout: float = 0.2) -> redis.Redis:
+        """A redis-py client to this server (with the client certificate under TLS)."""
+        if self.tls is None:
+            return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=timeout)
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_connect_timeout=timeout,
+            ssl=True,
+            ssl_ca_certs=str(self.tls.ca.ca_file),
+            ssl_certfile=str(self.tls.client.cert_file),
+            ssl_keyfile=str(self.tls.client.key_file),
+        )
 
     @property
     def log(self) -> Path:
@@ -86,11 +105,26 @@ class RedisServer:
                     shutil.rmtree(path)
                 else:
                     path.unlink()
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:
+            listen = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(self.tls.server.cert_file),
+                "--tls-key-file",
+                str(self.tls.server.key_file),
+                "--tls-ca-cert-file",
+                str(self.tls.ca.ca_file),
+                "--tls-auth-clients",
+                "yes",
+            ]
         self.process = subprocess.Popen(
             [
                 binary,
-                "--port",
-                str(self.port),
+                *listen,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -107,7 +141,7 @@ class RedisServer:
             stdout=self.log.open("a"),
             stderr=subprocess.STDOUT,
         )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
+        client = self.client()
 
         def ping() -> bool:
             if self.process and self.process.poll() is not None:
@@ -217,8 +251,13 @@ def wait_for_workers(broker_url: str, names: list[str], timeout: float = 60) -> 
     """Until every named worker answers a broadcast ping through the broker at ``broker_url``."""
     from celery import Celery
 
+    from edgeceleryapp.broker_connection import for_url, login_method, ssl_options
+
     wanted = {f"{n}@{socket.gethostname()}" for n in names}
+    settings = for_url(broker_url)
     probe = Celery("edgecelery-probe", broker=broker_url)
+    probe.conf.broker_use_ssl = ssl_options(settings)
+    probe.conf.broker_login_method = login_method(settings)
 
     def answered() -> bool:
         replies = probe.control.ping(timeout=0.5) or []
@@ -251,11 +290,13 @@ def write_config(
     database_url: str | None = None,
     site_settings: dict[str, dict[str, Any]] | None = None,
     argo_settings: dict[str, Any] | None = None,
+    broker_settings: dict[str, Any] | None = None,
 ) -> Path:
     """A settings file for a one-machine service rooted at ``root`` (SQLite in ``root`` unless
     ``database_url`` names another database). ``site_settings`` adds to or overrides a site's
     table (nested dicts become subtables, e.g. ``{"ssh": {...}}``); ``argo_settings`` the same
-    for the Argo service's table; ``extra`` is TOML put before the tables."""
+    for the Argo service's table, ``broker_settings`` the ``[broker]`` table (TLS files,
+    login); ``extra`` is TOML put before the tables."""
     database_url = database_url or "sqlite:///" + str(root / "edgecelery.db")
     lines = [
         f"broker_url = {json.dumps(broker_url)}",
@@ -270,6 +311,8 @@ def write_config(
             },
         ),
     ]
+    if broker_settings:
+        lines += _toml_table("broker", broker_settings)
     for site in sites:
         values: dict[str, Any] = {
             "scheduler": "local",
@@ -321,13 +364,26 @@ class DevStack:
     sites: tuple[str, ...]
     config: Path
     env: dict[str, str]
-    redis: RedisServer
+    redis: RedisServer | None
     workers: dict[str, Worker] = field(default_factory=dict)
     services: list[subprocess.Popen] = field(default_factory=list)
+    # The stack's broker when it is RabbitMQ (a virtual host of its own on a shared node).
+    rabbitmq: RabbitMQServer | None = None
+    rabbitmq_url: str = ""
 
     @property
     def broker_url(self) -> str:
+        if self.rabbitmq is not None:
+            return self.rabbitmq_url
+        assert self.redis is not None
         return self.redis.url
+
+    @property
+    def tls(self) -> BrokerTLS | None:
+        """The broker's CA and certificates, when it speaks TLS."""
+        if self.rabbitmq is not None:
+            return self.rabbitmq.tls
+        return self.redis.tls if self.redis is not None else None
 
     @property
     def data(self) -> Path:
@@ -393,11 +449,15 @@ class DevStack:
         workers: Iterable[str] | None = None,
         concurrency: int = 1,
         redis: RedisServer | None = None,
+        tls: bool = False,
+        rabbitmq: RabbitMQServer | None = None,
         env_extra: dict[str, str] | None = None,
         keep_settings_env: bool = False,
         **settings: Any,
     ) -> Iterator[Self]:
-        """Redis (a private one unless ``redis`` is given: that one is left running), a
+        """Redis (a private one unless ``redis`` is given: that one is left running; ``tls``:
+        a private one that speaks only TLS, with a throw-away CA and client certificates;
+        ``rabbitmq``: a virtual host of its own on that running node instead), a
         settings file (``settings`` go to ``write_config``), a fresh database and the
         ``workers`` (default: ``argo`` and one per site); all stopped on the way out, by an
         exception or SIGTERM too.
@@ -409,12 +469,32 @@ class DevStack:
 
         sites = tuple(sites)
         saved = os.environ.get("EDGECELERY_CONFIG")
-        own_redis = redis is None
         with _sigterm_unwinds() as stopping:
-            server = redis or RedisServer(root / "redis").start()
+            own_redis = redis is None and rabbitmq is None
+            if own_redis:
+                broker_tls = BrokerTLS.make(root / "tls") if tls else None
+                redis = RedisServer(root / "redis", tls=broker_tls).start()
+            server = redis
             stack: Self | None = None
             try:
-                config = write_config(root, server.url, sites, **settings)
+                broker: dict[str, Any] = {}
+                if rabbitmq is not None:
+                    url = rabbitmq.add_vhost(root.name)
+                    broker = {
+                        **rabbitmq.tls.settings(),
+                        "login": "certificate",
+                        "management_url": rabbitmq.management_url,
+                    }
+                else:
+                    assert server is not None
+                    url = server.url
+                    broker = server.tls.settings() if server.tls else {}
+                if broker:
+                    settings["broker_settings"] = {
+                        **broker,
+                        **settings.get("broker_settings", {}),
+                    }
+                config = write_config(root, url, sites, **settings)
                 (root / "data").mkdir(exist_ok=True)
                 env = {
                     k: v
@@ -427,7 +507,7 @@ class DevStack:
                 reset_settings()
                 reset_engine()
                 init_db()
-                stack = cls(root, sites, config, env, server)
+                stack = cls(root, sites, config, env, server, rabbitmq=rabbitmq, rabbitmq_url=url)
                 names = ("argo", *sites) if workers is None else tuple(workers)
                 if names:
                     stack.start_workers(names, concurrency=concurrency)
@@ -437,7 +517,7 @@ class DevStack:
                 if stack is not None:
                     stack.stop_services()
                     stack.stop_workers()
-                if own_redis:
+                if own_redis and server is not None:
                     server.stop()
                 reset_engine()
                 if saved is None:

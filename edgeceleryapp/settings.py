@@ -273,8 +273,42 @@ class MailSettings(_Strict):
     timeout: float = Field(30.0, gt=0)
 
 
+BROKER_SCHEMES = {"redis": False, "rediss": True, "amqp": False, "amqps": True, "memory": False}
+LOOPBACK_HOSTS = ("localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost: traffic that never leaves the machine."""
+    return host.lower() in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+class BrokerSettings(_Strict):
+    """How every process (workers, our publishers and consumers, ``watch``, Flower) reaches
+    the broker: TLS for ``rediss://`` and ``amqps://``, verified unless told otherwise, and on
+    RabbitMQ a login by client certificate (the HUST'17 paper's grid certificates)."""
+
+    # CA bundle that signs the broker's certificate (default: the system's).
+    ca_file: Path | None = None
+    # This process's client certificate and key (Redis tls-auth-clients, RabbitMQ EXTERNAL).
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # Check the broker's certificate chain and that it names broker_url's host.
+    verify: bool = True
+    check_hostname: bool = True
+    # Plaintext (redis://, amqp://) to a host other than loopback, or TLS without
+    # verification, is refused unless this is true.
+    allow_plaintext: bool = False
+    # RabbitMQ: "certificate" logs in as the client certificate's common name (SASL EXTERNAL,
+    # plug-in rabbitmq_auth_mechanism_ssl); "password" uses the URL's user and password.
+    login: Literal["password", "certificate"] = "password"
+    # RabbitMQ's management API, for Flower's Broker page (queue lengths); e.g.
+    # "http://flower:secret@127.0.0.1:15672/api/". Redis needs none.
+    management_url: str = ""
+
+
 class Settings(_Strict):
     broker_url: str = "redis://127.0.0.1:6379/0"
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
     database_url: str = Field(default_factory=lambda: f"sqlite:///{_data_home() / 'edgecelery.db'}")
     status_exchange: str = "edgecelery.status"
     # Production systems put Argo job messages (plain JSON) on this queue (seed 000 2.2.1,
@@ -315,6 +349,48 @@ class Settings(_Strict):
     web: WebSettings = Field(default_factory=WebSettings)
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
+
+    @model_validator(mode="after")
+    def _broker_is_safe(self) -> Settings:
+        """A broker on another host is reached over verified TLS, or plaintext by choice."""
+        scheme, sep, _ = self.broker_url.partition("://")
+        scheme = scheme.lower()
+        if not sep or scheme not in BROKER_SCHEMES:
+            raise ValueError(
+                f"broker_url: scheme {scheme!r} is not one of {', '.join(sorted(BROKER_SCHEMES))}"
+            )
+        tls = BROKER_SCHEMES[scheme]
+        broker = self.broker
+        if scheme == "memory":
+            return self
+        host = urlsplit(self.broker_url).hostname or "localhost"
+        if not tls and not broker.allow_plaintext and not is_loopback(host):
+            raise ValueError(
+                f"broker_url: {scheme}:// to {host} sends messages and credentials in "
+                f"plaintext; use {scheme}s:// or set broker.allow_plaintext = true"
+            )
+        tls_files = [n for n in ("ca_file", "cert_file", "key_file") if getattr(broker, n)]
+        if not tls and tls_files:
+            raise ValueError(
+                f"broker.{tls_files[0]} is set but broker_url is plaintext ({scheme}://); "
+                f"use {scheme}s://"
+            )
+        if tls and not (broker.verify and broker.check_hostname) and not broker.allow_plaintext:
+            raise ValueError(
+                "broker.verify and broker.check_hostname: TLS without verification lets anyone "
+                "on the path read the messages; set broker.allow_plaintext = true to accept that"
+            )
+        for name in tls_files:
+            path = getattr(broker, name)
+            if not path.is_file():
+                raise ValueError(f"broker.{name}: {path} is not a readable file")
+        if broker.key_file and not broker.cert_file:
+            raise ValueError("broker.key_file: given without broker.cert_file")
+        if broker.login == "certificate" and not (scheme == "amqps" and broker.cert_file):
+            raise ValueError(
+                'broker.login = "certificate" needs an amqps:// broker_url and broker.cert_file'
+            )
+        return self
 
     @model_validator(mode="after")
     def _countdowns_fit_redelivery(self) -> Settings:

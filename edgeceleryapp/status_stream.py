@@ -14,8 +14,9 @@ from contextlib import suppress
 from types import TracebackType
 from typing import Any
 
-from kombu import Connection, Queue
+from kombu import Queue
 
+from edgeceleryapp.broker_connection import check, connect, for_url
 from edgeceleryapp.status_outbox import status_exchange
 
 
@@ -58,7 +59,9 @@ class StatusStream:
     ):
         self._on_body = on_body
         self._seen = seen
-        self._conn = Connection(broker_url)
+        settings = for_url(broker_url)
+        check(settings)
+        self._conn = connect(settings)
         queue = Queue(
             queue_name,
             exchange=status_exchange(),

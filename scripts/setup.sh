@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what edgecelery needs on a fresh Debian machine: Debian packages when root
-# (redis-server; postgresql, which the tests start privately to prove the multi-machine
+# (redis-server; rabbitmq-server, the other broker, which the tests start privately with TLS
+# and client-certificate logins; postgresql, which the tests start privately to prove the multi-machine
 # database; chromium and its driver, which the job-browser tests drive headless), then a
 # virtualenv in .venv with the project.
 # Idempotent: a second run installs nothing new.
@@ -9,6 +10,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# Debian keeps the node's own scripts in /usr/lib/rabbitmq/bin (edgeceleryapp/rabbitmq_server.py).
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need_apt+=(rabbitmq-server)
 command -v setsid >/dev/null 2>&1 || need_apt+=(util-linux)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 # initdb and pg_ctl are not on PATH: Debian keeps them in /usr/lib/postgresql/<version>/bin.

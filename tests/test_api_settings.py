@@ -36,16 +36,18 @@ def test_submit_argo_job_refuses_bad_messages_and_stores_nothing(env):
 
 def test_settings_file_then_environment_overrides(tmp_path: Path):
     path = tmp_path / "s.toml"
-    path.write_text('broker_url = "redis://a/0"\n[sites.mira]\nworkdir = "/w"\nqueue = "q"\n')
+    path.write_text(
+        'broker_url = "redis://127.0.0.1/0"\n[sites.mira]\nworkdir = "/w"\nqueue = "q"\n'
+    )
     settings = load_settings(
         path,
         {
-            "EDGECELERY_BROKER_URL": "amqp://b//",
+            "EDGECELERY_BROKER_URL": "amqp://127.0.0.1//",
             "EDGECELERY_SITES__MIRA__POLL_INTERVAL": "7.5",
             "EDGECELERY_SITES__MIRA__LAUNCHER": '["mpirun", "-n", "{total_procs}"]',
         },
     )
-    assert settings.broker_url == "amqp://b//"
+    assert settings.broker_url == "amqp://127.0.0.1//"
     assert settings.sites["mira"].poll_interval == 7.5
     assert settings.sites["mira"].queue == "q"
     assert settings.sites["mira"].launcher == ["mpirun", "-n", "{total_procs}"]

@@ -91,7 +91,8 @@ def flower_argv(host: str, port: int, insecure: bool) -> list[str]:
     from edgeceleryapp.errors import ConfigurationError
     from edgeceleryapp.settings import get_settings
 
-    settings = get_settings().flower
+    everything = get_settings()
+    settings = everything.flower
     if not settings.basic_auth and not insecure:
         raise ConfigurationError(
             "flower.basic_auth: no credentials; set them, or pass --insecure to run it open"
@@ -109,6 +110,9 @@ def flower_argv(host: str, port: int, insecure: bool) -> list[str]:
         argv.append(f"--url_prefix={settings.url_prefix}")
     if settings.basic_auth:
         argv.append(f"--basic-auth={','.join(settings.basic_auth)}")
+    if everything.broker.management_url:
+        # RabbitMQ: the Broker page reads queue lengths from the management API.
+        argv.append(f"--broker_api={everything.broker.management_url}")
     return argv
 
 
@@ -122,9 +126,11 @@ def flower(host: str | None, port: int | None, insecure: bool) -> None:
 
     Prometheus scrapes its /metrics (which Flower serves without authentication).
     """
+    from edgeceleryapp.broker_connection import check
     from edgeceleryapp.celery import app
     from edgeceleryapp.settings import get_settings
 
+    check()
     settings = get_settings().flower
     argv = flower_argv(host or settings.host, settings.port if port is None else port, insecure)
     # In this process, so the credentials never appear on a command line others can read.

@@ -37,8 +37,12 @@ def worker(
     settings = get_settings()
     if site:
         settings.site(site)
+    from edgeceleryapp.broker_connection import check
     from edgeceleryapp.db import init_db
 
+    # A broker that cannot be verified stops the worker with the setting to fix (exit 2);
+    # otherwise Celery would retry the connection forever, logging a TLS error each time.
+    check(settings)
     init_db()
     argv = [
         "worker",

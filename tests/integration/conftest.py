@@ -1,7 +1,10 @@
 """A real one-machine deployment for the module: a private Redis on a free loopback port, the
 Argo worker (with beat) and one worker per site (each polling its site on its own clock), all
 real processes started through the ``edgecelery worker`` command. Tests drive it with the
-``edgecelery`` command."""
+``edgecelery`` command.
+
+The ``deployment`` fixture runs its module twice: on Redis, and on RabbitMQ over TLS with
+client-certificate logins (one private node for the session, a virtual host per module)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ from typing import Any
 import pytest
 
 from edgeceleryapp.devstack import DevStack, wait_for
+from edgeceleryapp.rabbitmq_server import RabbitMQServer
 from edgeceleryapp.status_stream import StatusStream
+from edgeceleryapp.throwaway_ca import BrokerTLS
 
 SITES = ("alpha", "beta", "gamma")
 
@@ -73,10 +78,13 @@ def running_deployment(
     concurrency: int = 1,
     lease_seconds: float = 3,
     shipped_defaults: bool = False,
+    tls: bool = False,
+    rabbitmq: RabbitMQServer | None = None,
 ) -> Iterator[Deployment]:
     """Redis, the Argo worker and one worker per site, with short retries, leases, re-drives
-    and intervals so that tests are quick (``shipped_defaults``: only the intervals short);
-    stopped again afterwards."""
+    and intervals so that tests are quick (``shipped_defaults``: only the intervals short;
+    ``tls``: Redis over verified TLS with client certificates; ``rabbitmq``: a virtual host on
+    that node instead of Redis); stopped again afterwards."""
     quick = (
         f"visibility_timeout = 4\nlease_seconds = {lease_seconds}\nredrive_after = 10\n"
         "[retry]\nmax_retries = 3\nbackoff_base = 0.2\nbackoff_max = 1.0"
@@ -91,13 +99,31 @@ def running_deployment(
         extra="" if shipped_defaults else quick,
         site_settings=site_settings,
         argo_settings=argo_settings,
+        tls=tls,
+        rabbitmq=rabbitmq,
     ) as dep:
         yield dep
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    with running_deployment(tmp_path_factory.mktemp("deploy"), SITES) as dep:
+@pytest.fixture(scope="session")
+def rabbitmq_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQServer]:
+    """One private RabbitMQ node (TLS only, EXTERNAL logins) for the whole session: it takes
+    some seconds to start."""
+    root = tmp_path_factory.mktemp("rabbitmq")
+    node = RabbitMQServer(root / "node", BrokerTLS.make(root / "tls"))
+    try:
+        yield node.start()
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+def deployment(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    node = request.getfixturevalue("rabbitmq_node") if request.param == "rabbitmq" else None
+    root = tmp_path_factory.mktemp(f"deploy-{request.param}")
+    with running_deployment(root, SITES, rabbitmq=node) as dep:
         yield dep
 
 

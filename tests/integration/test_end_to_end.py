@@ -48,7 +48,7 @@ def e2e_message(name: str, subjobs: list[dict], **fields) -> dict:
 @contextmanager
 def listening(dep, routing_key: str) -> Iterator[StatusListener]:
     """The status messages sent on ``routing_key`` while the block runs."""
-    listener = StatusListener(dep.redis.url, routing_key)
+    listener = StatusListener(dep.broker_url, routing_key)
     try:
         yield listener
     finally:
