@@ -10,7 +10,7 @@ import socket
 import weakref
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, bindparam, or_, select, update
+from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -118,15 +118,16 @@ def status_queried(site: str, started: datetime, seconds: float, error: str | No
         )
 
 
-_SUBJOB_SITE = select(SubJob.site).where(SubJob.id == bindparam("subjob_id")).scalar_subquery()
-
-
 def step_error(subjob_id: int, message: str) -> None:
     """The last error of any step at the subjob's site (a retry's or a failure's reason)."""
+    with read_scope() as s:
+        site = s.scalar(select(SubJob.site).where(SubJob.id == subjob_id))
+    if site is None:
+        return
+    ensure_monitor(site)
     with session_scope() as s:
         s.execute(
             update(SiteMonitor)
-            .where(SiteMonitor.site == _SUBJOB_SITE)
-            .values(last_error_at=utcnow(), last_error=message),
-            {"subjob_id": subjob_id},
+            .where(SiteMonitor.site == site)
+            .values(last_error_at=utcnow(), last_error=message)
         )
