@@ -1,7 +1,8 @@
 """Site health and why a job waits (issue 13, Build 1 and 2): the retry and admission notes on
 the record, its timeline and status messages; "no worker has taken queue site.alpha"; the
 heartbeat, status query and last error each site records; ``edgecelery site ls``/``site
-show``, ``argo show``, ``job show`` and ``argo show --follow`` through the real command."""
+show``, ``argo show``, ``job show`` and ``argo show --follow`` through the real command.
+Three of them run on PostgreSQL too (``any_db_env``)."""
 
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def age(subjob_id: int, seconds: float) -> None:
 # --- why it waits -------------------------------------------------------------------------
 
 
-def test_a_retried_step_says_why_on_the_record_the_timeline_and_the_site(env, monkeypatch):
+def test_a_retried_step_says_why_on_the_record_the_timeline_and_the_site(any_db_env, monkeypatch):
+    env = any_db_env
     echo_app(env.root, "alpha")
     job = submit_balsam(balsam_message(), start=False)
     seen_while_waiting: list[str] = []
@@ -107,7 +109,8 @@ def test_a_retry_note_is_shown_while_the_retry_is_due(env):
     assert same_state_notes(job) == [note]
 
 
-def test_an_admission_wait_says_the_queue_and_the_place(env):
+def test_an_admission_wait_says_the_queue_and_the_place(any_db_env):
+    env = any_db_env
     set_site(env, max_queued=1)
     echo_app(env.root, "alpha")
     first, second, third = prepared(env, 3)
@@ -200,7 +203,8 @@ def test_a_tick_records_the_heartbeat_and_a_failed_status_query(env, monkeypatch
     assert health["admission"]["queued"] == 1
 
 
-def test_site_ls_and_show_through_the_command(env, monkeypatch):
+def test_site_ls_and_show_through_the_command(any_db_env):
+    env = any_db_env
     set_site(env, max_queued=3)
     site_monitor.heartbeat("alpha")
     job = submit_balsam(balsam_message(), start=False)
