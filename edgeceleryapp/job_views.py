@@ -257,7 +257,7 @@ def show_argo(argo_id: int) -> dict[str, Any]:
             if sj.state == "CREATED" and not handed_over and shown["waiting"]:
                 shown["waiting"] = {
                     "for": "its turn in the Argo job",
-                    "why": "waiting for the subjobs before it",
+                    "why": "the subjobs before it in the Argo job run first",
                 }
         current = subjobs[job.current_subjob] if job.current_subjob < len(subjobs) else None
         owed = next_step.for_argo(job, current)
