@@ -17,10 +17,10 @@ from typing import Any
 
 from sqlalchemy import Select, exists, func, select
 
-from edgeceleryapp import leases, next_step, states
+from edgeceleryapp import leases, next_step, site_health, states
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.errors import NotFound, ValidationFailed
-from edgeceleryapp.models import ArgoJob, JobEvent, SubJob, public_columns, utcnow
+from edgeceleryapp.models import ArgoJob, JobEvent, SiteMonitor, SubJob, public_columns, utcnow
 from edgeceleryapp.settings import get_settings
 
 ARGO_COLUMNS = public_columns(ArgoJob)
@@ -190,6 +190,46 @@ def waiting(record: Any, owed: next_step.Owed, now: datetime, position: int = 0)
     return {"for": owed.step, "redrive_at": _stamp(max(redrive, now))}
 
 
+def _why(s: Any, record: Any, owed: next_step.Owed, wait: dict, now: datetime) -> str:
+    """The wait in one sentence an operator acts on, computed now from the record and its
+    site: "retrying stage-in in 40 s (attempt 3 of 8): connection refused", "waiting for
+    admission at theta: 20 queued (limit 20), 37 ahead", "no worker has taken queue site.lab
+    for 5 min"."""
+    step = owed.step.rpartition(".")[2].replace("_", "-") if owed.step else ""
+    kind = wait["for"]
+    if kind == "a step at work":
+        return f"{step or 'a step'} under way (lease until {wait['lease_until']})"
+    if kind == "admission":
+        site = get_settings().sites.get(record.site)
+        if site is None:
+            return record.state_message
+        monitor = s.get(SiteMonitor, record.site)
+        if monitor is not None and monitor.breaker_until is not None:
+            return f"waiting for admission at {record.site}: breaker " + site_health.breaker(
+                monitor, now
+            )
+        shown = site_health.admission(s, record.site, site)
+        limit = "none" if shown["limit"] is None else shown["limit"]
+        return (
+            f"waiting for admission at {record.site}: {shown['queued']} queued "
+            f"(limit {limit}), {wait['position'] - 1} ahead"
+        )
+    if kind == "its batch job":
+        return f"batch job {record.batch_job_id} at {record.site} is {record.state}"
+    if record.dispatched_at is not None and record.dispatched_at > now and record.state_message:
+        return record.state_message  # a retry after back-off, with its reason
+    if kind == "an operator: stored without starting":
+        return "stored without starting: nothing runs it until an operator starts it"
+    if kind.startswith("site."):
+        since = max(t for t in (record.updated_at, record.dispatched_at) if t is not None)
+        idle = site_health.no_worker(s, record.site, since, now)
+        if idle is not None:
+            return idle
+    if "redrive_at" in wait:
+        return f"{step} sent; sent again at {wait['redrive_at']} if no worker takes it"
+    return kind
+
+
 def _admission_position(s: Any, sj: SubJob) -> int:
     """1 for the next subjob the site admits."""
     ahead = s.scalar(
@@ -215,9 +255,20 @@ def show_argo(argo_id: int) -> dict[str, Any]:
         for sj, shown in zip(subjobs, out["subjobs"], strict=True):
             handed_over = job.state == "SUBJOB_SUBMITTED" and job.current_subjob == sj.position
             if sj.state == "CREATED" and not handed_over and shown["waiting"]:
-                shown["waiting"] = {"for": "its turn in the Argo job"}
+                shown["waiting"] = {
+                    "for": "its turn in the Argo job",
+                    "why": "the subjobs before it in the Argo job run first",
+                }
         current = subjobs[job.current_subjob] if job.current_subjob < len(subjobs) else None
-        out["waiting"] = waiting(job, next_step.for_argo(job, current), now)
+        owed = next_step.for_argo(job, current)
+        out["waiting"] = wait = waiting(job, owed, now)
+        if wait is not None:
+            by_id = {shown["id"]: shown for shown in out["subjobs"]}
+            subjob_wait = by_id.get(owed.subjob_id, {}).get("waiting")
+            if wait["for"].startswith("subjob ") and subjob_wait:
+                wait["why"] = f"subjob {owed.subjob_id}: {subjob_wait['why']}"
+            else:
+                wait["why"] = _why(s, job, owed, wait, now)
         out["events"] = _events(s, JobEvent.argo_job_id == argo_id)
         return out
 
@@ -225,7 +276,10 @@ def show_argo(argo_id: int) -> dict[str, Any]:
 def _with_waiting(s: Any, sj: SubJob, now: datetime) -> dict[str, Any]:
     out = as_dict(sj, SUBJOB_COLUMNS)
     position = _admission_position(s, sj) if sj.waiting_since is not None else 0
-    out["waiting"] = waiting(sj, next_step.for_subjob(sj), now, position)
+    owed = next_step.for_subjob(sj)
+    out["waiting"] = wait = waiting(sj, owed, now, position)
+    if wait is not None:
+        wait["why"] = _why(s, sj, owed, wait, now)
     return out
 
 

@@ -98,15 +98,6 @@ def release(table: Table, ident: int, owner: str) -> None:
         conn.execute(_RELEASE[table.name], {"ident": ident, "owner": owner})
 
 
-def due(table: Table, ident: int, seconds: float) -> None:
-    """The record's next message is due ``seconds`` from now (a retry after back-off): the
-    reconciler leaves the record alone until then."""
-    with engine().begin() as conn:
-        conn.execute(
-            _DUE[table.name], {"ident": ident, "due": utcnow() + timedelta(seconds=seconds)}
-        )
-
-
 # A record stored without starting it (``argo submit --no-start``): nothing re-drives it.
 HELD = datetime(9999, 1, 1)
 

@@ -209,6 +209,16 @@ class SiteMonitor(Base):
     breaker_until: Mapped[datetime | None] = mapped_column(nullable=True)
     # The reconciler's sweep of this site's records (tasks/reconcile.py): one at a time.
     sweep_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    # What an operator asks of a site (``edgecelery site show``): which worker last ticked
+    # here and when (written by every worker's clock, so it works with the broker away), the
+    # last scheduler status query (when, how long, its error), the last error of any step.
+    worker_seen_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    worker_seen_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    status_query_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    status_query_seconds: Mapped[float | None] = mapped_column(nullable=True)
+    status_query_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ServiceInfo(Base):

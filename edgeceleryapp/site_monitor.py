@@ -1,9 +1,12 @@
 """Per-site coordination across worker processes, kept in one ``site_monitors`` row per site:
-poll leases (single-flight ticks and status queries), the circuit breaker, and the lock that
-submissions hold while they check the queue limit."""
+poll leases (single-flight ticks and status queries), the circuit breaker, the lock that
+submissions hold while they check the queue limit, and what operators read of a site's health
+(the workers' heartbeat, the last status query, the last step error)."""
 
 from __future__ import annotations
 
+import os
+import socket
 import weakref
 from datetime import datetime, timedelta
 
@@ -12,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from edgeceleryapp.db import engine, read_scope, session_scope
-from edgeceleryapp.models import SiteMonitor, utcnow
+from edgeceleryapp.models import SiteMonitor, SubJob, utcnow
 from edgeceleryapp.throttle import Breaker
 
 # Per database engine, the sites whose row this process has seen: rows are never removed, so
@@ -81,3 +84,50 @@ def submission_failed(site: str, breaker: Breaker) -> None:
         reopen = breaker.after_failure(row.submit_failures, utcnow())
         if reopen is not None:
             row.breaker_until = reopen
+
+
+def worker_name() -> str:
+    """Who ticks: the host and process, as an operator finds it in ``ps`` or Flower."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def heartbeat(site: str) -> None:
+    """A worker of the site is alive and consuming its queue: every worker's clock writes this
+    each tick, lease or not, so ``site show`` can tell a site without a worker from a quiet
+    one without asking the broker."""
+    ensure_monitor(site)
+    with session_scope() as s:
+        s.execute(
+            update(SiteMonitor)
+            .where(SiteMonitor.site == site)
+            .values(worker_seen_at=utcnow(), worker_seen_by=worker_name())
+        )
+
+
+def status_queried(site: str, started: datetime, seconds: float, error: str | None) -> None:
+    """The last scheduler status query: a slow or failing scheduler shows here first."""
+    with session_scope() as s:
+        s.execute(
+            update(SiteMonitor)
+            .where(SiteMonitor.site == site)
+            .values(
+                status_query_at=started,
+                status_query_seconds=round(seconds, 3),
+                status_query_error=error,
+            )
+        )
+
+
+def step_error(subjob_id: int, message: str) -> None:
+    """The last error of any step at the subjob's site (a retry's or a failure's reason)."""
+    with read_scope() as s:
+        site = s.scalar(select(SubJob.site).where(SubJob.id == subjob_id))
+    if site is None:
+        return
+    ensure_monitor(site)
+    with session_scope() as s:
+        s.execute(
+            update(SiteMonitor)
+            .where(SiteMonitor.site == site)
+            .values(last_error_at=utcnow(), last_error=message)
+        )

@@ -320,6 +320,33 @@ class StateWriter:
             self._event(ident, None, state, state, message, self._argo_labels(ident))
         return True
 
+    def noted(
+        self, table: Table, ident: int, state: str, message: str, due_at: datetime | None
+    ) -> bool:
+        """Say why a record waits without moving it (a retry after back-off, a wait for
+        admission): its ``state_message``, and a JobEvent that keeps the state, so the
+        timeline and the status messages say it too. ``due_at`` is when its next message is
+        due (the reconciler waits for it). False, recording nothing, if the record is no
+        longer at ``state``; a message it already carries is not recorded twice."""
+        c = table.c
+        current = self.conn.execute(
+            select(c.state_message).where(c.id == ident, c.state == state)
+        ).first()
+        if current is None:
+            return False
+        values: dict[str, Any] = {"state_message": message}
+        if due_at is not None:
+            values["dispatched_at"] = due_at
+        self.conn.execute(update(table).where(c.id == ident).values(**values))
+        if current.state_message == message:
+            return True
+        if table is _SUB:
+            argo_id, _, name, site, _, key = self._subjob_labels(ident)
+            self._event(argo_id, ident, state, state, message, (key, name, site))
+        else:
+            self._event(ident, None, state, state, message, self._argo_labels(ident))
+        return True
+
     def created(
         self, jobs: list[tuple[int, int | None, tuple[str | None, str, str | None]]]
     ) -> None:
@@ -408,6 +435,14 @@ def move_argo(
         path,
         lambda tx: tx.argo(argo_id, expected, path, message, values),
     )
+
+
+def note(
+    table: Table, ident: int, state: str, message: str, due_at: datetime | None = None
+) -> bool:
+    """``StateWriter.noted`` in a transaction of its own."""
+    with transaction() as tx:
+        return tx.noted(table, ident, state, _storable(message), due_at)
 
 
 def load_subjob(subjob_id: int) -> Row | None:

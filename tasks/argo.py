@@ -8,16 +8,17 @@ The Argo job follows its current subjob's states in the same transaction as the 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import Row, bindparam, select
 
 from backends.transfers import TransferContext, transfer_for
 from backends.transfers import scope as transfer_scope
-from edgeceleryapp import dead_letters, leases, next_step, states
+from edgeceleryapp import dead_letters, leases, next_step, state_store, states
 from edgeceleryapp.celery_app import app
 from edgeceleryapp.db import read_connection
-from edgeceleryapp.models import ArgoJob, SubJob
+from edgeceleryapp.models import ArgoJob, SubJob, utcnow
 from edgeceleryapp.settings import get_settings
 from edgeceleryapp.site_monitor import take_lease
 from edgeceleryapp.state_store import move_argo
@@ -158,6 +159,15 @@ def _fail_argo(argo_id: int, step: str, reason: str) -> None:
         move_argo(argo_id, state, states.argo_failure_for(state), reason)
 
 
+def _retrying(argo_id: int, seconds: float, note: str) -> None:
+    """The Argo job waits for its step's retry: say why on the record; the reconciler leaves
+    it alone until the retry is due."""
+    state = _state_of(argo_id)
+    if state is not None:
+        due_at = utcnow() + timedelta(seconds=seconds)
+        state_store.note(leases.ARGO_JOBS, argo_id, state, note, due_at)
+
+
 @app.task(bind=True, base=StepTask, name="argo.stage_in")
 def stage_in(self: StepTask, argo_id: int) -> None:
     """Copy the Argo job's input_url into the staging area (Figure 1, step 1)."""
@@ -165,7 +175,7 @@ def stage_in(self: StepTask, argo_id: int) -> None:
         self,
         lambda: _step(argo_id, "argo.stage_in", _stage_in),
         lambda reason: _fail_argo(argo_id, "argo.stage_in", reason),
-        lambda seconds: leases.due(leases.ARGO_JOBS, argo_id, seconds),
+        lambda seconds, note: _retrying(argo_id, seconds, note),
     )
 
 
@@ -176,7 +186,7 @@ def advance_task(self: StepTask, argo_id: int) -> None:
         self,
         lambda: advance(argo_id),
         lambda reason: _fail_argo(argo_id, next_step.ADVANCE, reason),
-        lambda seconds: leases.due(leases.ARGO_JOBS, argo_id, seconds),
+        lambda seconds, note: _retrying(argo_id, seconds, note),
     )
 
 
@@ -186,7 +196,7 @@ def stage_out(self: StepTask, argo_id: int) -> None:
         self,
         lambda: _step(argo_id, "argo.stage_out", _stage_out),
         lambda reason: _fail_argo(argo_id, "argo.stage_out", reason),
-        lambda seconds: leases.due(leases.ARGO_JOBS, argo_id, seconds),
+        lambda seconds, note: _retrying(argo_id, seconds, note),
     )
 
 

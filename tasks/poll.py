@@ -9,6 +9,7 @@ Ticks are single-flight across worker processes through leases in ``site_monitor
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Row, bindparam, select
@@ -22,7 +23,7 @@ from edgeceleryapp.db import read_scope
 from edgeceleryapp.errors import EdgeCeleryError
 from edgeceleryapp.models import SubJob, utcnow
 from edgeceleryapp.settings import SiteSettings, get_settings
-from edgeceleryapp.site_monitor import take_lease
+from edgeceleryapp.site_monitor import heartbeat, status_queried, take_lease
 from edgeceleryapp.state_store import move_subjob
 from tasks.admission import admit
 from tasks.reconcile import reconcile_site, sweep_period
@@ -112,6 +113,7 @@ def poll_site(site_name: str) -> PollReport:
     sweep period) re-drive what lost its message. Single-flight across processes."""
     report = PollReport()
     site = get_settings().site(site_name)
+    heartbeat(site_name)
     if not take_lease(site_name, "tick_until", site.poll_interval * 0.8):
         return report
     _poll_batch_jobs(site_name, site, report)
@@ -131,11 +133,14 @@ def _poll_batch_jobs(site_name: str, site: SiteSettings, report: PollReport) -> 
     pending = [j for j in jobs if codes[j.id] is None and j.batch_job_id]
     answer: dict[str, BatchStatus] = {}
     if pending and take_lease(site_name, "status_until", site.status_interval * 0.95):
+        started, clock = utcnow(), time.monotonic()
         try:
             answer = scheduler_for(site).statuses([j.batch_job_id for j in pending])
             report.status_queries = 1
+            status_queried(site_name, started, time.monotonic() - clock, None)
         except EdgeCeleryError as exc:
             log.warning("site %s: status query failed, will ask again: %s", site_name, exc)
+            status_queried(site_name, started, time.monotonic() - clock, str(exc))
             pending = []
     asked = {j.id for j in pending} if report.status_queries else set()
     for job in pending:

@@ -63,14 +63,29 @@ def stop_chain(task: Task) -> None:
     task.request.callbacks = None
 
 
+def step_word(task_name: str) -> str:
+    """A task's step as users say it: ``site.stage_in`` is "stage-in"."""
+    return task_name.rpartition(".")[2].replace("_", "-")
+
+
+def retry_note(task_name: str, countdown: float, retry: int, of: int, error: object) -> str:
+    """Why the record waits, for its ``state_message``: "retrying stage-in in 40 s (attempt
+    3 of 8): connection refused". Without it a job sat in its state with an empty message
+    while only the worker's log showed the retries."""
+    return (
+        f"retrying {step_word(task_name)} in {round(countdown)} s "
+        f"(attempt {retry} of {of}): {error}"
+    )
+
+
 def guarded(
     task: Task,
     body: Callable[[], None],
     fail: Callable[[str], None],
-    due: Callable[[float], None] | None = None,
+    due: Callable[[float, str], None] | None = None,
 ) -> None:
     """Run one step body under the retry policy; ``fail`` records the failure state, ``due``
-    tells the record when its retry is due (the reconciler waits for it)."""
+    tells the record when its retry is due (the reconciler waits for it) and why it waits."""
     try:
         body()
         return
@@ -96,11 +111,12 @@ def guarded(
         log.exception("%s %s: unexpected error", task.name, task.request.args)
         error = exc
     retries = task.request.retries
-    if retries >= get_settings().retry.max_retries:
+    max_retries = get_settings().retry.max_retries
+    if retries >= max_retries:
         fail(f"gave up after {retries} retries: {error}")
         stop_chain(task)
         return
     countdown = backoff(retries)
     if due is not None:
-        due(countdown)
+        due(countdown, retry_note(task.name, countdown, retries + 1, max_retries, error))
     raise task.retry(exc=error, countdown=countdown)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 
 from sqlalchemy import Row
 
 from backends.schedulers import scheduler_for
-from edgeceleryapp import leases, next_step, states
+from edgeceleryapp import leases, next_step, site_monitor, state_store, states
 from edgeceleryapp.batch_names import batch_job_name
 from edgeceleryapp.celery_app import app
+from edgeceleryapp.models import utcnow
 from edgeceleryapp.state_store import load_subjob, move_subjob
 from tasks import site_steps
 from tasks.retry_policy import StepTask, guarded
@@ -56,6 +58,16 @@ def execute(step_name: str, subjob_id: int, token: str = "") -> None:
 def fail(step_name: str, subjob_id: int, reason: str) -> None:
     step = next_step.SITE_STEPS[f"site.{step_name}"]
     move_subjob(subjob_id, step.start, [step.fails_to], reason)
+    site_monitor.step_error(subjob_id, f"subjob {subjob_id}: {step_name} failed: {reason}")
+
+
+def retrying(step_name: str, subjob_id: int, seconds: float, note: str) -> None:
+    """The subjob waits for its step's retry: say why on the record (and as the site's last
+    error); the reconciler leaves it alone until the retry is due."""
+    step = next_step.SITE_STEPS[f"site.{step_name}"]
+    due_at = utcnow() + timedelta(seconds=seconds)
+    state_store.note(leases.SUBJOBS, subjob_id, step.start, note, due_at)
+    site_monitor.step_error(subjob_id, f"subjob {subjob_id}: {note}")
 
 
 def _task(step_name: str) -> Callable:
@@ -64,7 +76,7 @@ def _task(step_name: str) -> Callable:
             self,
             lambda: execute(step_name, subjob_id, token=self.request.id or ""),
             lambda reason: fail(step_name, subjob_id, reason),
-            lambda seconds: leases.due(leases.SUBJOBS, subjob_id, seconds),
+            lambda seconds, note: retrying(step_name, subjob_id, seconds, note),
         )
 
     run.__name__ = step_name

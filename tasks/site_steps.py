@@ -20,7 +20,7 @@ from backends.runners import runner_for
 from backends.schedulers import BatchRequest, scheduler_for
 from backends.transfers import TransferContext, transfer_for
 from backends.transfers import scope as transfer_scope
-from edgeceleryapp import states
+from edgeceleryapp import state_store, states
 from edgeceleryapp.batch_names import batch_job_name
 from edgeceleryapp.db import read_connection, session_scope
 from edgeceleryapp.errors import (
@@ -211,6 +211,9 @@ def claim_submission(subjob: SubjobView, token: str, site: SiteSettings) -> bool
     now = utcnow()
     parked = _claim(subjob, token, site, now)
     if isinstance(parked, str):
+        # Said after the claim's commit, through the one writer of state: the subjob's
+        # state_message, its timeline and a status message tell why it waits.
+        state_store.note(_SUBS, subjob.id, "PREPROCESSED", parked)
         raise Parked(parked)
     return parked
 
@@ -238,8 +241,7 @@ def _claim(subjob: SubjobView, token: str, site: SiteSettings, now: datetime) ->
         wait = _why_wait(s, subjob, site, monitor, now)
         if wait is not None:
             current.waiting_since = current.waiting_since or now
-            current.state_message = f"waiting: {wait}"
-            return wait
+            return f"waiting for admission at {subjob.site}: {wait}"
         current.submit_claim, current.submit_claimed_at = token, now
         current.waiting_since = None
         return False
@@ -252,8 +254,8 @@ def _why_wait(
     if monitor.breaker_until is not None:
         if monitor.breaker_until > now:
             return (
-                f"site {subjob.site} is resting after {monitor.submit_failures} failed "
-                f"submissions, until {monitor.breaker_until.isoformat(timespec='seconds')}Z"
+                f"the site is resting after {monitor.submit_failures} failed submissions, "
+                f"until {monitor.breaker_until.isoformat(timespec='seconds')}Z"
             )
         # The cool-down is over: this submission is the probe; others wait for it.
         monitor.breaker_until = now + timedelta(seconds=site.breaker_cooldown)
@@ -264,10 +266,7 @@ def _why_wait(
         ahead = _waiting_ahead(s, subjob, limit + 1)
         if not policy.admits(running, queued, ahead):
             shown = f"more than {limit}" if ahead > limit else str(ahead)
-            return (
-                f"site {subjob.site} has {queued} queued (limit {limit}), "
-                f"{shown} waiting before this one"
-            )
+            return f"{queued} queued (limit {limit}), {shown} ahead"
     return None
 
 

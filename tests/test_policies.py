@@ -83,7 +83,7 @@ def test_max_queued_holds_back_later_subjobs_in_submission_order(env):
     assert [subjob(i).attempt for i in ids] == [1, 1, 1, 1], "waiting spends nothing"
     assert all(subjob(i).waiting_since is not None for i in ids[2:]), "parked, in order"
     assert subjob(ids[2]).state_message == (
-        "waiting: site alpha has 0 queued (limit 2), 2 waiting before this one"
+        "waiting for admission at alpha: 0 queued (limit 2), 2 ahead"
     )
 
 

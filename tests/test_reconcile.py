@@ -146,7 +146,7 @@ def test_a_retry_is_due_later_and_the_reconciler_waits_for_it(env, sent):
     echo_app(env.root, "alpha")
     job = submit_balsam(balsam_message())
     age(SubJob, job)
-    leases.due(leases.SUBJOBS, job, 3600)  # a retry after a long back-off
+    site.retrying("stage_in", job, 3600, "retrying stage-in in 3600 s (attempt 1 of 2): busy")
     assert reconcile.reconcile_site("alpha") == []
 
 
@@ -196,8 +196,8 @@ def test_argo_show_points_at_the_subjob_it_waits_for(env):
     first = _subjobs(argo_id)[0].id
     assert move_argo(argo_id, "CREATED", ["STAGED_IN", "SUBJOB_SUBMITTED"], current_subjob=0)
     shown = job_views.show_argo(argo_id)
-    assert shown["waiting"] == {"for": f"subjob {first}"}
+    assert shown["waiting"]["for"] == f"subjob {first}"
     assert shown["subjobs"][0]["waiting"]["for"] == "site.stage_in"
-    assert shown["subjobs"][1]["waiting"] == {"for": "its turn in the Argo job"}
+    assert shown["subjobs"][1]["waiting"]["for"] == "its turn in the Argo job"
     move_subjob(first, "CREATED", ["STAGED_IN_FAILED"], "no input")
     assert job_views.show_argo(argo_id)["waiting"] is None, "a failed job waits for nothing"

@@ -115,13 +115,14 @@ def main(config: str | None) -> None:
         reset_settings()
 
 
-from edgeceleryapp.cli import apps, argo, demo, intake, jobs, monitor, service, watch  # noqa: E402
+from edgeceleryapp.cli import apps, argo, demo, intake, jobs, monitor, service, sites, watch  # noqa: E402
 
 main.add_command(apps.app)
 main.add_command(jobs.job)
 main.add_command(argo.argo)
 main.add_command(argo.retry)
 main.add_command(intake.intake)
+main.add_command(sites.site)
 main.add_command(service.worker)
 main.add_command(service.db)
 main.add_command(demo.demo)

@@ -95,7 +95,7 @@ def show(argo_id: int, as_json: bool, follow: bool) -> None:
         if key not in ("subjobs", "events", "waiting"):
             click.echo(f"{key:24} {value if value is not None else ''}")
     if data["waiting"]:
-        click.echo(f"{'waiting for':24} {describe_wait(data['waiting'])}")
+        click.echo(f"{'waiting':24} {describe_wait(data['waiting'])}")
     click.echo("subjobs:")
     for sj in data["subjobs"]:
         click.echo(
@@ -105,14 +105,17 @@ def show(argo_id: int, as_json: bool, follow: bool) -> None:
             + (f" ({sj['state_message']})" if sj["state_message"] else "")
         )
         if sj["waiting"]:
-            click.echo(f"      waiting for {describe_wait(sj['waiting'])}")
+            click.echo(f"      waiting: {describe_wait(sj['waiting'])}")
     print_events(data["events"])
 
 
 def describe_wait(wait: dict[str, Any]) -> str:
-    """One line of what a record waits for (``job_views.waiting``)."""
-    details = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in wait.items() if k != "for")
-    return wait["for"] + (f" ({details})" if details else "")
+    """One line of why a record waits (``job_views.waiting``): the sentence, then the
+    details it was computed from."""
+    details = ", ".join(
+        f"{k.replace('_', ' ')} {v}" for k, v in wait.items() if k not in ("for", "why")
+    )
+    return wait["why"] + (f" (for {wait['for']}" + (f"; {details})" if details else ")"))
 
 
 @argo.command("cancel", context_settings=CONTEXT)

@@ -58,7 +58,7 @@ def show(job_id: int, as_json: bool) -> None:
         if key not in ("events", "waiting"):
             click.echo(f"{key:20} {value if value is not None else ''}")
     if data["waiting"]:
-        click.echo(f"{'waiting for':20} {describe_wait(data['waiting'])}")
+        click.echo(f"{'waiting':20} {describe_wait(data['waiting'])}")
     print_events(data["events"])
 
 

@@ -3,7 +3,8 @@
 Both listen through ``edgeceleryapp.status_stream`` (an exclusive queue that goes away with the
 watcher) and print each message once, deduplicated on ``event_id`` since delivery is at least
 once. Following a job also rereads its timeline from the database now and then, so a message
-that was never published (the broker was away; the outbox sends it later) is still shown.
+that was never published (the broker was away; the outbox sends it later) is still shown, and
+says why the job waits whenever that changes, so a job that waits is never followed in silence.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def follow(argo_id: int) -> str:
     """Print an Argo job's timeline, then each change as it happens, until the job stops;
     returns the state it stopped in."""
     from edgeceleryapp import job_views, states
+    from edgeceleryapp.models import utcnow
     from edgeceleryapp.settings import get_settings
     from edgeceleryapp.status_outbox import routing_key_for
     from edgeceleryapp.status_stream import Seen, StatusStream
@@ -94,8 +96,12 @@ def follow(argo_id: int) -> str:
         if body.get("kind") == "argo" and states.has_stopped(states.ARGO, body["to_state"]):
             stopped["state"] = body["to_state"]
 
+    said: dict[str, str] = {}
+
     def from_database() -> None:
-        """Print what the database holds that no message brought; note if the job stopped."""
+        """Print what the database holds that no message brought, and why the job waits when
+        that changed (a wait no message announces: no worker for its site); note if the job
+        stopped."""
         job = job_views.show_argo(argo_id)
         sites = {sj["id"]: sj["site"] for sj in job["subjobs"]}
         for event in job["events"]:
@@ -103,6 +109,12 @@ def follow(argo_id: int) -> str:
                 click.echo(format_event(argo_id, {**event, "site": sites.get(event["subjob_id"])}))
         if states.has_stopped(states.ARGO, job["state"]):
             stopped["state"] = job["state"]
+            return
+        why = job["waiting"]["why"] if job["waiting"] else ""
+        if why and why != said.get("why"):
+            now = utcnow().isoformat(timespec="milliseconds")[:23]
+            click.echo(f"{now}  {'argo ' + str(argo_id):34} waiting: {why}")
+        said["why"] = why
 
     # Bound before the first read: nothing can happen between the read and the binding.
     with StatusStream(get_settings().broker_url, key, on_body, seen=seen) as stream:

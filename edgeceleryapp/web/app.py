@@ -52,6 +52,8 @@ def make_app(settings: Settings) -> tornado.web.Application:
         (r"/jobs/(\d+)", handlers.JobPage),
         (r"/jobs/(\d+)/state", handlers.StateChange),
         (r"/jobs/(\d+)/delete", handlers.DeleteJob),
+        (r"/sites", handlers.SitesPage),
+        (r"/api/sites", handlers.ApiSites),
         (r"/api/jobs", handlers.ApiJobs),
         (r"/api/jobs/(\d+)", handlers.ApiJob),
         (r"/api/jobs/(\d+)/state", handlers.ApiJobState),

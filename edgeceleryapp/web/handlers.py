@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 import tornado.web
 from tornado.ioloop import IOLoop
 
-from edgeceleryapp import job_control, job_views, states
+from edgeceleryapp import job_control, job_views, site_health, states
 from edgeceleryapp.errors import InvalidState, NotFound, ValidationFailed
 from edgeceleryapp.job_views import SORTS, JobQuery, job_page
 from edgeceleryapp.settings import WebSettings, get_settings
@@ -215,6 +215,14 @@ class JobPage(BaseHandler):
         )
 
 
+class SitesPage(BaseHandler):
+    """Every site's health: its worker, its queue, its jobs, its limit, breaker and errors."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        self.render("sites.html", sites=await self.blocking(site_health.all_sites))
+
+
 class StateChange(BaseHandler):
     """Change a job's state: first a confirmation page, then the change itself."""
 
@@ -319,6 +327,11 @@ class ApiJob(ApiHandler):
         self.require_editor()
         await self.run(job_control.remove_argo, int(argo_id))
         self.write_json({"deleted": int(argo_id)})
+
+
+class ApiSites(ApiHandler):
+    async def get(self) -> None:
+        self.write_json(await self.run(site_health.all_sites))
 
 
 class ApiJobState(ApiHandler):
