@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from backends.batchscript import CONTROL_DIR, EXIT_CODE_FILE, SCRIPT_FILE
+from backends.batchscript import CONTROL_DIR, EXIT_CODE_FILE, SCRIPT_FILE, job_workdir
 from backends.runners import runner_for
 from backends.schedulers import BatchRequest, scheduler_for
 from backends.transfers import TransferContext, transfer_for
@@ -53,7 +53,7 @@ def site_of(subjob: SubjobView) -> SiteSettings:
 
 
 def workdir_of(subjob: SubjobView) -> Path:
-    return site_of(subjob).workdir / "jobs" / str(subjob.id)
+    return job_workdir(site_of(subjob).workdir, subjob.id)
 
 
 def transfer_context(subjob: SubjobView, step: str) -> TransferContext:
@@ -322,6 +322,7 @@ def batch_request(subjob: SubjobView) -> BatchRequest:
         name=batch_job_name(subjob),
         workdir=workdir,
         argv=list(subjob.command),
+        attempt=subjob.attempt,
         queue=subjob.queue or site.queue or None,
         project=subjob.project or site.project or None,
         wall_time_minutes=subjob.wall_time_minutes,
