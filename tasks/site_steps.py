@@ -97,7 +97,7 @@ _APPLICATION = select(_APPLICATIONS).where(
 
 
 def application_for(subjob: SubjobView) -> Row:
-    """The whitelist (seed 000 2.6): only applications registered for this site run. Asked
+    """The whitelist (the HUST'17 paper, 2.6): only applications registered for this site run. Asked
     by four steps of every subjob, so a compiled Core query, read as a row of the
     application's columns."""
     with read_connection() as conn:
@@ -334,7 +334,7 @@ def batch_request(subjob: SubjobView) -> BatchRequest:
 
 
 def approved_options(site: SiteSettings, subjob: SubjobView) -> list[str]:
-    """The job's scheduler_config names one of the site's approved presets (seed 000 2.1.1)."""
+    """The job's scheduler_config names one of the site's approved presets (HUST'17 2.1.1)."""
     if not subjob.scheduler_config:
         return []
     try:
