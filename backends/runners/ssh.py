@@ -64,10 +64,15 @@ class SSHRunner(Runner):
 
     def read_file(self, path: str, offset: int = 0, limit: int | None = None) -> bytes | None:
         """Read over SFTP on the runner's connection: binary-safe, and only the bytes asked
-        for (the end of a large log costs its size, not the whole file)."""
+        for (the end of a large log costs its size, not the whole file). A login node whose
+        sshd offers no SFTP is read with a command instead (the runner's default)."""
         client = connections.get(self.key, self.ssh)
         try:
-            with client.open_sftp() as sftp, sftp.open(path, "rb") as fh:
+            sftp = client.open_sftp()
+        except paramiko.SSHException:
+            return super().read_file(path, offset, limit)
+        try:
+            with sftp, sftp.open(path, "rb") as fh:
                 size = fh.stat().st_size or 0
                 fh.seek(max(0, size + offset) if offset < 0 else offset)
                 return fh.read() if limit is None else fh.read(limit)
