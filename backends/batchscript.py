@@ -19,6 +19,7 @@ from edgeceleryapp.errors import PermanentError
 CONTROL_DIR = ".edgecelery"
 EXIT_CODE_FILE = f"{CONTROL_DIR}/exitcode"
 SCRIPT_FILE = f"{CONTROL_DIR}/job.sh"
+STREAMS = ("out", "err")
 # A fixed program; every job-derived value reaches it as a positional argument, never as text.
 # The pid is written with noclobber, so a doubled start runs the script once.
 WRAPPER = (
@@ -42,6 +43,20 @@ def render_body(workdir: Path, argv: list[str], env: dict[str, str] | None = Non
         'exit "$rc"',
     ]
     return lines
+
+
+def job_workdir(site_root: Path, subjob_id: int) -> Path:
+    """Where a subjob runs at its site: every attempt shares it, so its files carry on."""
+    return site_root / "jobs" / str(subjob_id)
+
+
+def stream_file(workdir: Path, attempt: int, stream: str) -> Path:
+    """The file the batch system writes an attempt's standard output (``out``) or error
+    (``err``) to. Each attempt has its own, so a resubmission or a retry never overwrites
+    the output that explains why the one before failed."""
+    if stream not in STREAMS:
+        raise ValueError(f"stream must be one of {', '.join(STREAMS)}, not {stream!r}")
+    return workdir / CONTROL_DIR / f"batch.{attempt}.{stream}"
 
 
 def read_exit_code(workdir: Path) -> int | None:

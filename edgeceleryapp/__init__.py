@@ -1,4 +1,5 @@
-"""edgecelery: an HPC edge service (Argo + Balsam, seed 000) built on Celery.
+"""edgecelery: an HPC edge service (Argo + Balsam, after "An Edge Service for Managing HPC
+Workflows", HUST'17) built on Celery.
 
 ``celery -A edgeceleryapp worker`` finds the app in ``edgeceleryapp.celery``. This package
 stays light to import, so the command line starts fast.

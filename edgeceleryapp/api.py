@@ -18,12 +18,12 @@ from workflows.intake import submit_argo, submit_balsam
 
 
 def submit_argo_job(message: dict[str, Any] | str | bytes) -> int:
-    """Validate, store and start an Argo job (seed 000 2.2.1); returns its id."""
+    """Validate, store and start an Argo job (the HUST'17 paper, 2.2.1); returns its id."""
     return submit_argo(message)
 
 
 def submit_balsam_job(message: dict[str, Any] | str | bytes) -> int:
-    """Validate, store and start a Balsam-only job (seed 000 2.1.1); returns its id."""
+    """Validate, store and start a Balsam-only job (the HUST'17 paper, 2.1.1); returns its id."""
     return submit_balsam(message)
 
 

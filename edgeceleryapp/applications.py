@@ -1,4 +1,4 @@
-"""The application whitelist (seed 000 2.6): which applications each site may run, and the
+"""The application whitelist (the HUST'17 paper, 2.6): which applications each site may run, and the
 scripts around them. A site worker runs nothing that is not registered here for its site."""
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ class PermanentError(EdgeCeleryError):
 
 
 class ApplicationNotAllowed(PermanentError):
-    """The job names an application that is not registered for its site (seed 000 2.6)."""
+    """The job names an application that is not registered for its site (the HUST'17 paper, 2.6)."""
 
 
 class UnsafePath(PermanentError):

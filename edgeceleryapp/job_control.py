@@ -98,12 +98,16 @@ def _force_argo(tx: StateWriter, argo: ArgoJob, to: str, why: str, doing: str) -
         raise InvalidState(f"argo job {argo.id} changed while {doing}; try again")
 
 
-def _retry_subjob_record(tx: StateWriter, sj: SubJob) -> str:
+def _retry_note(state: str, who: str) -> str:
+    return f"retry requested{f' by {who}' if who else ''} (from {state})"
+
+
+def _retry_subjob_record(tx: StateWriter, sj: SubJob, who: str = "") -> str:
     to = states.subjob_retry_state(sj.state)
     values: dict[str, Any] = {"submit_claim": None}
     if states.failed_target(sj.state) in states.BATCH_STATES:
         values.update(attempt=sj.attempt + 1, batch_job_id=None, exit_code=None, submitted_at=None)
-    _force_subjob(tx, sj, to, f"retry requested (from {sj.state})", "retrying", **values)
+    _force_subjob(tx, sj, to, _retry_note(sj.state, who), "retrying", **values)
     return to
 
 
@@ -127,8 +131,9 @@ def _send_owed(owed: next_step.Owed) -> None:
         chains.send(chains.chain_for(owed))
 
 
-def retry_argo(argo_id: int) -> str:
-    """Put a failed Argo job back where its failed step starts, and send what it is owed."""
+def retry_argo(argo_id: int, who: str = "") -> str:
+    """Put a failed Argo job back where its failed step starts, and send what it is owed.
+    ``who`` asked for it, for the record (the job browser names its user)."""
     with state_store.transaction(operator=True) as tx:
         s = tx.session
         argo = found(s, ArgoJob, argo_id)
@@ -137,13 +142,13 @@ def retry_argo(argo_id: int) -> str:
         subjobs = list(argo.subjobs)
         subjob = subjobs[min(argo.current_subjob, len(subjobs) - 1)]
         if states.failed_target(argo.state) in states.ARGO_LOOP and states.is_failed(subjob.state):
-            subjob_state = _retry_subjob_record(tx, subjob)
+            subjob_state = _retry_subjob_record(tx, subjob, who)
             argo_to = states.argo_state_for_subjob(subjob_state)
         else:
             argo_to = _last_failure_origin(s, argo_id, argo.state) or states.argo_retry_state(
                 argo.state
             )
-        _force_argo(tx, argo, argo_to, f"retry requested (from {argo.state})", "retrying")
+        _force_argo(tx, argo, argo_to, _retry_note(argo.state, who), "retrying")
         s.expire_all()
         owed = next_step.for_argo(
             argo, subjobs[argo.current_subjob] if argo.current_subjob < len(subjobs) else None
@@ -227,7 +232,8 @@ def kill_subjob(subjob_id: int, why: str = "killed by an operator") -> int:
 
 
 def set_argo_state(argo_id: int, to: str, who: str) -> str:
-    """An operator sets an Argo job's state by hand (seed 000 Figure 6); returns the state.
+    """An operator sets an Argo job's state by hand (the HUST'17 paper's Figure 6); returns
+    the state.
 
     KILLED is a cancel (batch jobs are removed, subjobs end KILLED). Any other state only
     corrects the record of a job whose chain has stopped (ended or failed): a running chain

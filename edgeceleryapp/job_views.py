@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Select, exists, func, select
 
-from edgeceleryapp import leases, next_step, site_health, states
+from edgeceleryapp import batch_logs, leases, next_step, site_health, states
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.errors import NotFound, ValidationFailed
 from edgeceleryapp.models import ArgoJob, JobEvent, SiteMonitor, SubJob, public_columns, utcnow
@@ -59,6 +59,25 @@ def state_named(machine: states.Machine, name: str) -> str:
         raise ValidationFailed([("state", str(exc))]) from None
 
 
+# A state filter for every failure state at once: failures are what an operator looks for
+# first, and there are a dozen kinds of them.
+ANY_FAILURE = "FAILED"
+
+
+def state_filter(machine: states.Machine, name: str) -> str:
+    """A state filter a user typed: a state, or ``failed`` for any failure."""
+    if name.strip().upper() == ANY_FAILURE:
+        return ANY_FAILURE
+    try:
+        return machine.normalise(name)
+    except ValueError as exc:
+        raise ValidationFailed([("state", f"{exc}; {ANY_FAILURE} means any failure")]) from None
+
+
+def _state_is(column: Any, machine: states.Machine, state: str) -> Any:
+    return column.in_(machine.failures) if state == ANY_FAILURE else column == state
+
+
 @dataclass(frozen=True)
 class JobQuery:
     """A view of the Argo job table: filters (empty means any), the sort, the page."""
@@ -77,7 +96,7 @@ class JobQuery:
         state = self.state
         if state:
             try:
-                state = state_named(states.ARGO, state)
+                state = state_filter(states.ARGO, state)
             except ValidationFailed as exc:
                 errors += exc.errors
         if self.sort not in SORTS:
@@ -107,7 +126,7 @@ def _filtered(query: JobQuery, base: Select) -> Select:
             ArgoJob.group_identifier < query.group + "\uffff",
         )
     if query.state:
-        base = base.where(ArgoJob.state == query.state)
+        base = base.where(_state_is(ArgoJob.state, states.ARGO, query.state))
     if query.site:
         base = base.where(
             exists().where(SubJob.argo_job_id == ArgoJob.id, SubJob.site == query.site)
@@ -280,12 +299,17 @@ def _with_waiting(s: Any, sj: SubJob, now: datetime) -> dict[str, Any]:
     out["waiting"] = wait = waiting(sj, owed, now, position)
     if wait is not None:
         wait["why"] = _why(s, sj, owed, wait, now)
+    out["workdir"] = batch_logs.workdir(sj.site, sj.id)
     return out
+
+
+def _seen(event: JobEvent) -> bool:
+    return states.seen_by_poller(event.from_state, event.to_state)
 
 
 def _events(s: Any, where: Any) -> list[dict[str, Any]]:
     query = select(JobEvent).where(where).order_by(JobEvent.id)
-    return [as_dict(e, EVENT_COLUMNS) for e in s.scalars(query)]
+    return [{**as_dict(e, EVENT_COLUMNS), "seen_by_poller": _seen(e)} for e in s.scalars(query)]
 
 
 def list_subjobs(
@@ -296,7 +320,9 @@ def list_subjobs(
         if site:
             query = query.where(SubJob.site == site)
         if state:
-            query = query.where(SubJob.state == state_named(states.BALSAM, state))
+            query = query.where(
+                _state_is(SubJob.state, states.BALSAM, state_filter(states.BALSAM, state))
+            )
         return [as_dict(sj, SUBJOB_COLUMNS) for sj in s.scalars(query)]
 
 

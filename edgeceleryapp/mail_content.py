@@ -1,7 +1,7 @@
 """What status mail to send: which events, to whom, and the text. No I/O here (the sending is
 ``edgeceleryapp.mail_smtp``, the bookkeeping ``tasks.mail``), so the rules are tested alone.
 
-A mail goes to the Argo job's ``email`` list (seed 000 2.2.1: comma-separated addresses).
+A mail goes to the Argo job's ``email`` list (the HUST'17 paper, 2.2.1: comma-separated addresses).
 By default only when the job stops (HISTORY, KILLED, or a failure state: the job waits for a
 retry); with ``mail.on = "every"`` for every change of the Argo job. Events of one job that
 come within ``mail.batch_window`` seconds of the first go out together as one mail.

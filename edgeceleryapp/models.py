@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 records. Field names are the seed's (000 sections 2.1.1, 2.1.2, 2.2.1)."""
+"""SQLAlchemy 2 records. Field names are the paper's (000 sections 2.1.1, 2.1.2, 2.2.1)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def public_columns(model: type[Base]) -> tuple[str, ...]:
 
 
 class ArgoJob(Base):
-    """An ordered chain of subjobs across sites (seed 000 2.2.1)."""
+    """An ordered chain of subjobs across sites (the HUST'17 paper, 2.2.1)."""
 
     __tablename__ = "argo_jobs"
     # The job browser filters and sorts on these at 100,000 jobs and more; each ends in the id
@@ -119,7 +119,7 @@ class SubJob(Base):
     config_file: Mapped[str | None] = mapped_column(Text, nullable=True)
     input_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     output_url: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # A Balsam job message may carry the id of an Argo job run elsewhere (seed 001); kept as
+    # A Balsam job message may carry the id of an Argo job run elsewhere (HUST'17 slides); kept as
     # given and reported back in status messages, never mistaken for one of ours.
     origin_argo_job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 

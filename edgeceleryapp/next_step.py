@@ -198,7 +198,7 @@ def for_argo(argo: ArgoLike, current: SubjobLike | None, state: str | None = Non
 
 
 def advance_moves(state: str, current: int, subjobs: int) -> tuple[list[str], int] | None:
-    """The moves argo.advance makes from ``state`` (seed 000 Figure 4's loop: the next subjob,
+    """The moves argo.advance makes from ``state`` (HUST'17 Figure 4's loop: the next subjob,
     or SUBJOBS_COMPLETED after the last) and the current subjob after them; None when the
     Argo job is not at a state that advance moves."""
     if state == "STAGED_IN":

@@ -186,7 +186,7 @@ class SiteSettings(_Strict):
 
 
 class ArgoSettings(_Strict):
-    """The central service's staging area (seed 000 Figure 1, the data transfer server)."""
+    """The central service's staging area (HUST'17 Figure 1: the data transfer server)."""
 
     staging_dir: Path = Field(default_factory=lambda: _data_home() / "argo")
     # How sites reach the staging area; defaults to local://<staging_dir> (one machine).
@@ -311,7 +311,7 @@ class Settings(_Strict):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     database_url: str = Field(default_factory=lambda: f"sqlite:///{_data_home() / 'edgecelery.db'}")
     status_exchange: str = "edgecelery.status"
-    # Production systems put Argo job messages (plain JSON) on this queue (seed 000 2.2.1,
+    # Production systems put Argo job messages (plain JSON) on this queue (the HUST'17 paper, 2.2.1,
     # the UserJobReceiver); the argo worker consumes it.
     intake_queue: str = "argo.jobs"
     # Intake messages taken together: stored in one transaction, their first tasks and status

@@ -3,7 +3,7 @@ then published as a status message.
 
 ``UPDATE ... WHERE id = :id AND state = :expected``: zero rows means another worker got there
 first, and the caller does nothing more. A subjob's automatic move takes its Argo job along in
-the same transaction (seed 000 2.2.1: the Argo job follows its current subjob), so the two never
+the same transaction (HUST'17 2.2.1: the Argo job follows its subjob), so the two never
 disagree. The allowed moves are ``edgeceleryapp.states``'s; what is owed after a move is
 ``edgeceleryapp.next_step``'s.
 

@@ -1,11 +1,11 @@
-"""The Balsam (subjob) and Argo state machines of seed 000 sections 2.1.1 and 2.2.1.
+"""The Balsam (subjob) and Argo state machines of the HUST'17 paper, sections 2.1.1 and 2.2.1.
 
 Pure data and functions: every other module asks this one what may follow what. A failure is
 named after the state its step was trying to reach (the transition into ``SUBMITTED`` fails to
 ``SUBMITTED_FAILED``, as Figure 4 says: "each state has a corresponding failure state which can
 be set if that state transition fails").
 
-The seed lists the post-processing state once as ``POSTPROCESSING`` (2.1.1) and once as
+The paper lists the post-processing state once as ``POSTPROCESSING`` (2.1.1) and once as
 ``POSTPROCESSED`` (2.2.1, ``SUBJOB_IN_POSTPROCESSED``). We use ``POSTPROCESSED``, the form that
 matches its meaning ("has completed") and the Argo mirror; ``POSTPROCESSING`` is accepted as an
 alias wherever a user types a state.
@@ -100,11 +100,19 @@ class Machine:
     def terminal(self) -> frozenset[str]:
         return frozenset({self.path[-1], KILLED})
 
+    @property
+    def failures(self) -> tuple[str, ...]:
+        return tuple(failed(s) for s in self.path)
+
     def normalise(self, state: str) -> str:
-        """Upper-case, resolve aliases, and refuse unknown names (for states a user types)."""
+        """Upper-case, resolve aliases, and refuse unknown names (for states a user types),
+        saying which names there are."""
         name = ALIASES.get(state.strip().upper(), state.strip().upper())
         if name not in self.states:
-            raise ValueError(f"unknown {self.name} state {state!r}")
+            raise ValueError(
+                f"unknown {self.name} state {state!r}; the states are {', '.join(self.path)} "
+                f"and {KILLED}, and each X of them has its failure state X{FAILED_SUFFIX}"
+            )
         return name
 
     def successors(self, state: str) -> tuple[str, ...]:
@@ -139,6 +147,30 @@ ARGO = Machine(
     ARGO_PATH,
     loops=(("SUBJOB_INCREMENTED", "SUBJOB_SUBMITTED"),),
 )
+
+
+# The moves only the site's poller makes, for a subjob and for the Argo job that follows it.
+# The poller notices a batch job's new state at its tick, so the time recorded is when it
+# looked: the change happened then or earlier (up to a poll interval, or more when one tick
+# finds a job already ended and walks it through QUEUED and RUNNING at once).
+_POLLED_FROM = frozenset({*IN_FLIGHT, "SUBJOB_IN_PREPROCESSED", "SUBJOB_QUEUED", "SUBJOB_RUNNING"})
+_POLLED_TO = frozenset(
+    {
+        "QUEUED",
+        "RUNNING",
+        "EXECUTION_FINISHED",
+        failed("EXECUTION_FINISHED"),
+        "SUBJOB_QUEUED",
+        "SUBJOB_RUNNING",
+        "SUBJOB_RUN_FINISHED",
+        failed("SUBJOB_RUN_FINISHED"),
+    }
+)
+
+
+def seen_by_poller(frm: str, to: str) -> bool:
+    """Whether a move's recorded time is when the poller saw it rather than when it happened."""
+    return frm != to and frm in _POLLED_FROM and to in _POLLED_TO
 
 
 def walk(machine: Machine, frm: str, to: str) -> list[str]:

@@ -1,5 +1,5 @@
 """Status messages: every JobEvent goes out as JSON on the status exchange (a topic exchange),
-routed with the Argo job's ``job_status_routing_key`` (seed 000 2.2.1).
+routed with the Argo job's ``job_status_routing_key`` (the HUST'17 paper, 2.2.1).
 
 Publishing happens after the state change has committed, so a message never announces a state
 the database does not hold. A failed publish leaves the event marked unpublished; ``flush``

@@ -1,5 +1,5 @@
 """Reading status messages the way a production system would: a queue bound to the status
-exchange with a job's ``job_status_routing_key`` (seed 000 2.2.1).
+exchange with a job's ``job_status_routing_key`` (the HUST'17 paper, 2.2.1).
 
 ``edgecelery watch``, ``argo show --follow``, the demo and the integration tests all listen this
 way, so they all see what a subscriber sees. Delivery is at least once, so a listener that shows

@@ -1,6 +1,6 @@
 """How many of our batch jobs a site's scheduler may hold queued, and when a site is resting.
 
-Pure policy. aCT (seed 003 3.2) keeps N_queued <= a * N_running + b per queue (a = 0.15,
+Pure policy. aCT ("ARC Control Tower", 3.2) keeps N_queued <= a * N_running + b per queue (a = 0.15,
 b = 100 there); facilities also cap queued jobs outright (Theta allowed 20). Either, both or
 neither may be set for a site. Waiting subjobs go in submission order and spend no retries.
 """

@@ -1,5 +1,5 @@
 """The Argo steps (queue ``argo``): stage the Argo job's input, hand subjobs to their sites one
-after the other (the SUBJOB_* loop of seed 000 Figure 4), stage the final output, finish.
+after the other (the SUBJOB_* loop of the HUST'17 paper's Figure 4), stage the final output, finish.
 
 The Argo job follows its current subjob's states in the same transaction as the subjob (see
 ``edgeceleryapp.state_store``); these tasks do the moves Argo itself makes.

@@ -80,7 +80,7 @@ def _task(step_name: str) -> Callable:
         )
 
     run.__name__ = step_name
-    run.__doc__ = f"Subjob step {step_name} (seed 000 2.1.1), at the subjob's site."
+    run.__doc__ = f"Subjob step {step_name} (the HUST'17 paper, 2.1.1), at the subjob's site."
     return app.task(bind=True, base=StepTask, name=f"site.{step_name}")(run)
 
 

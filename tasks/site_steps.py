@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from backends.batchscript import CONTROL_DIR, EXIT_CODE_FILE, SCRIPT_FILE
+from backends.batchscript import CONTROL_DIR, EXIT_CODE_FILE, SCRIPT_FILE, job_workdir
 from backends.runners import runner_for
 from backends.schedulers import BatchRequest, scheduler_for
 from backends.transfers import TransferContext, transfer_for
@@ -54,7 +54,7 @@ def site_of(subjob: SubjobView) -> SiteSettings:
 
 
 def workdir_of(subjob: SubjobView) -> Path:
-    return site_of(subjob).workdir / "jobs" / str(subjob.id)
+    return job_workdir(site_of(subjob).workdir, subjob.id)
 
 
 def transfer_context(subjob: SubjobView, step: str) -> TransferContext:
@@ -103,7 +103,7 @@ _APPLICATION = select(_APPLICATIONS).where(
 
 
 def application_for(subjob: SubjobView) -> Row:
-    """The whitelist (seed 000 2.6): only applications registered for this site run. Asked
+    """The whitelist (the HUST'17 paper, 2.6): only applications registered for this site run. Asked
     by four steps of every subjob, so a compiled Core query, read as a row of the
     application's columns."""
     with read_connection() as conn:
@@ -326,6 +326,7 @@ def batch_request(subjob: SubjobView) -> BatchRequest:
         name=batch_job_name(subjob),
         workdir=workdir,
         argv=list(subjob.command),
+        attempt=subjob.attempt,
         queue=subjob.queue or site.queue or None,
         project=subjob.project or site.project or None,
         wall_time_minutes=subjob.wall_time_minutes,
@@ -337,7 +338,7 @@ def batch_request(subjob: SubjobView) -> BatchRequest:
 
 
 def approved_options(site: SiteSettings, subjob: SubjobView) -> list[str]:
-    """The job's scheduler_config names one of the site's approved presets (seed 000 2.1.1)."""
+    """The job's scheduler_config names one of the site's approved presets (HUST'17 2.1.1)."""
     if not subjob.scheduler_config:
         return []
     try:

@@ -152,7 +152,7 @@ def argo_message(
     }
 
 
-# The user of seed 000 Table 3, as the fields of an Argo job message.
+# The user of the HUST'17 paper's Table 3, as the fields of an Argo job message.
 JOHNDOE = {"username": "johndoe", "email": "johndoe@doe.gov"}
 
 

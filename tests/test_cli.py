@@ -1,4 +1,4 @@
-"""The ``edgecelery`` command (seed 000 balsam_* commands and the Argo commands), driven in
+"""The ``edgecelery`` command (HUST'17 balsam_* and Argo commands), driven in
 process with click's CliRunner against the test deployment (sites alpha and beta).
 
 Exit codes: 0 success, 1 operation refused (not found, wrong state), 2 invalid input.

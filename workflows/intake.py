@@ -167,7 +167,7 @@ def store_argos(items: list[tuple[ArgoJobMessage, str | None]]) -> list[int]:
     all in one transaction: the intake consumer takes messages in batches.
 
     A subjob without URLs reads where the previous step left its data and writes to the
-    staging area; explicit URLs in the message win (seed 000: Argo sets these values).
+    staging area; explicit URLs in the message win (the HUST'17 paper: Argo sets these values).
 
     Three multi-row Core inserts (jobs, subjobs, events) whatever the batch size, and status
     messages built in the same transaction: intake is one process taking every job of a

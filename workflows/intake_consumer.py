@@ -1,4 +1,4 @@
-"""The intake queue (seed 000 2.2.1, Argo's UserJobReceiver): production systems put Argo job
+"""The intake queue (HUST'17 2.2.1, Argo's UserJobReceiver): production systems put Argo job
 messages, plain JSON, on ``settings.intake_queue``; the argo worker consumes them.
 
 A valid message becomes a running Argo job. Any other is acknowledged, set aside as a dead

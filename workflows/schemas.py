@@ -1,6 +1,6 @@
-"""The job messages of seed 000: the Balsam job (2.1.1) and the Argo job (2.2.1).
+"""The job messages of the HUST'17 paper: the Balsam job (2.1.1) and the Argo job (2.2.1).
 
-Field names are the seed's, so a message written for the original service is accepted as it
+Field names are the paper's, so a message written for the original service is accepted as it
 is. Everything a message carries is data: names are restricted to safe characters because
 they become queue names and file names, URLs must have a scheme, and no field may hold control
 characters. Unknown fields are refused, so a misspelt key is reported instead of ignored.

@@ -25,7 +25,7 @@ def _keep_strings(match: re.Match[str]) -> str:
 
 
 def parse_json(text: str | bytes) -> Any:
-    """Strict JSON; failing that, JSON with trailing commas, as seed 001's examples are
+    """Strict JSON; failing that, JSON with trailing commas, as the HUST'17 slides' examples are
     written. Not a general JSON5 reader: json5 took 36 µs a character, so a 400 KB text held
     the intake consumer's thread for seconds."""
     try:

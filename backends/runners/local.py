@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 from backends.runners.base import Command, CommandResult, Runner
@@ -34,3 +35,14 @@ class LocalRunner(Runner):
             done.stdout.decode(errors="replace"),
             done.stderr.decode(errors="replace"),
         )
+
+    def read_file(self, path: str, offset: int = 0, limit: int | None = None) -> bytes | None:
+        try:
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                fh.seek(max(0, size + offset) if offset < 0 else offset)
+                return fh.read() if limit is None else fh.read(limit)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise PermanentError(f"cannot read {path}: {exc.strerror}") from None

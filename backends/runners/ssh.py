@@ -8,6 +8,7 @@ so job text is never interpreted there either.
 
 from __future__ import annotations
 
+import errno
 import shlex
 from collections.abc import Mapping, Sequence
 
@@ -15,7 +16,7 @@ import paramiko
 
 from backends.runners.base import Command, CommandResult, Runner
 from backends.ssh_connection import Connections
-from edgeceleryapp.errors import ConfigurationError, TransientError
+from edgeceleryapp.errors import ConfigurationError, PermanentError, TransientError
 from edgeceleryapp.settings import SiteSettings
 
 connections = Connections()
@@ -60,3 +61,30 @@ class SSHRunner(Runner):
             connections.drop(self.key)
             raise TransientError(f"{argv[0]}: ssh connection lost: {exc}") from None
         return CommandResult(argv, code, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def read_file(self, path: str, offset: int = 0, limit: int | None = None) -> bytes | None:
+        """Read over SFTP on the runner's connection: binary-safe, and only the bytes asked
+        for (the end of a large log costs its size, not the whole file). A login node whose
+        sshd offers no SFTP is read with a command instead (the runner's default)."""
+        client = connections.get(self.key, self.ssh)
+        try:
+            sftp = client.open_sftp()
+        except paramiko.SSHException:
+            return super().read_file(path, offset, limit)
+        try:
+            with sftp, sftp.open(path, "rb") as fh:
+                size = fh.stat().st_size or 0
+                fh.seek(max(0, size + offset) if offset < 0 else offset)
+                return fh.read() if limit is None else fh.read(limit)
+        except FileNotFoundError:
+            return None
+        except PermissionError as exc:
+            raise PermanentError(f"cannot read {path} (ssh): {exc}") from None
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            connections.drop(self.key)
+            raise TransientError(f"cannot read {path}: ssh connection lost: {exc}") from None
+        except (paramiko.SSHException, EOFError) as exc:
+            connections.drop(self.key)
+            raise TransientError(f"cannot read {path}: ssh connection lost: {exc}") from None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from backends.batchscript import CONTROL_DIR, render_body
+from backends.batchscript import render_body, stream_file
 from backends.runners.base import CommandResult, Runner
 from edgeceleryapp.errors import PermanentError, TransientError
 from edgeceleryapp.settings import SiteSettings
@@ -55,6 +55,7 @@ class BatchRequest:
     name: str
     workdir: Path
     argv: list[str]
+    attempt: int = 1  # names the attempt's own output files (``batchscript.stream_file``)
     queue: str | None = None
     project: str | None = None
     wall_time_minutes: int | None = None
@@ -130,13 +131,12 @@ class BatchScheduler(Scheduler):
 
     def fields(self, job: BatchRequest) -> dict[str, object]:
         """What the directive template may name."""
-        control = job.workdir / CONTROL_DIR
         minutes = job.wall_time_minutes or 0
         return {
             "name": job.name,
             "workdir": job.workdir,
-            "out": control / "batch.out",
-            "err": control / "batch.err",
+            "out": stream_file(job.workdir, job.attempt, "out"),
+            "err": stream_file(job.workdir, job.attempt, "err"),
             "nodes": job.num_nodes,
             "ppn": job.processes_per_node,
             "procs": job.num_nodes * job.processes_per_node,

@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from backends.batchscript import alive, read_int, start_detached
+from backends.batchscript import alive, read_int, start_detached, stream_file
 from backends.schedulers.base import BatchRequest, BatchStatus, Scheduler, State
 
 MARK = "edgecelery-local"
@@ -39,10 +39,8 @@ class LocalScheduler(Scheduler):
         if pid_file.exists() or exit_file.exists():
             return job.name
         marker.write_text(str(time.time()))
-        control = script.parent
-        start_detached(
-            MARK, pid_file, exit_file, (script, control / "batch.out", control / "batch.err")
-        )
+        out, err = (stream_file(job.workdir, job.attempt, s) for s in ("out", "err"))
+        start_detached(MARK, pid_file, exit_file, (script, out, err))
         return job.name
 
     def find(self, name: str) -> str | None:

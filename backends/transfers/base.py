@@ -1,5 +1,5 @@
 """The transfer plug-in interface: bring a URL's data into a local directory, or send a local
-directory to a URL. Plug-ins are picked by URL scheme (seed 000 2.3).
+directory to a URL. Plug-ins are picked by URL scheme (the HUST'17 paper, 2.3).
 
 Data land once: each file is written under a temporary name beside its destination and renamed
 into place when complete and verified, so a partial file never looks complete and a re-run

@@ -1,4 +1,4 @@
-"""``gsiftp://`` and ``ftp://``: GridFTP with globus-url-copy (seed 000: GridFTP).
+"""``gsiftp://`` and ``ftp://``: GridFTP with globus-url-copy (the HUST'17 paper: GridFTP).
 
 URLs are ``gsiftp://host[:port]/absolute/path``; ``ftp://`` is anonymous. No user or password
 may appear in a URL: ``transfers.x509_proxy`` becomes ``X509_USER_PROXY`` for the commands and

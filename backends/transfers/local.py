@@ -1,4 +1,4 @@
-"""``local://`` and ``file://``: copies on file systems this host mounts (seed 000: cp)."""
+"""``local://`` and ``file://``: copies on file systems this host mounts (the HUST'17 paper: cp)."""
 
 from __future__ import annotations
 

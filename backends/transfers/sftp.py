@@ -1,4 +1,4 @@
-"""``scp://`` and ``sftp://``: files and trees over SSH with paramiko (seed 000: scp).
+"""``scp://`` and ``sftp://``: files and trees over SSH with paramiko (the HUST'17 paper: scp).
 
 Both schemes use paramiko's SFTP subsystem: scp:// URLs are served with SFTP on the same SSH
 connection (as OpenSSH's scp does since 9.0), which gives an atomic rename

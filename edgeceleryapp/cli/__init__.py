@@ -1,4 +1,4 @@
-"""The ``edgecelery`` command line: the seed's balsam_* and Argo commands, plus workers and
+"""The ``edgecelery`` command line: the HUST'17 paper's balsam_* and Argo commands, plus workers and
 the demo. Every command takes ``-h``; listing commands take ``--json``.
 
 Exit codes: 0 success, 1 operation refused (not found, wrong state), 2 invalid input.
@@ -86,6 +86,9 @@ def emit(rows: Any, as_json: bool, columns: tuple[str, ...] = ()) -> None:
     if not rows:
         click.echo("(none)")
         return
+    from edgeceleryapp.local_time import shown_fields
+
+    rows = [shown_fields(r) for r in rows]
     widths = {
         c: max(len(c), *(len(str(r.get(c) if r.get(c) is not None else "")) for r in rows))
         for c in columns

@@ -13,11 +13,25 @@ COLUMNS = ("id", "updated_at", "group_identifier", "site", "state", "output_url"
 
 
 def print_events(events: list[dict[str, Any]]) -> None:
+    """The timeline, times local; a time the poller noticed late is marked as a bound."""
+    from edgeceleryapp.local_time import event_time
+
     click.echo("timeline:")
-    for e in events:
+    times = [event_time(e) for e in events]
+    width = max(map(len, times), default=0)
+    for e, when in zip(events, times, strict=True):
         who = f"subjob {e['subjob_id']}" if e["subjob_id"] else "argo"
-        line = f"  {e['time']}  {who:10}  {e['from_state'] or '-':>24} -> {e['to_state']}"
+        line = f"  {when:{width}}  {who:10}  {e['from_state'] or '-':>24} -> {e['to_state']}"
         click.echo(line + (f"  ({e['message']})" if e["message"] else ""))
+
+
+def print_fields(data: dict[str, Any], skip: tuple[str, ...], width: int) -> None:
+    """A record's fields, one a line, times local."""
+    from edgeceleryapp.local_time import shown_fields
+
+    for key, value in shown_fields(data).items():
+        if key not in skip:
+            click.echo(f"{key:{width}} {value if value is not None else ''}")
 
 
 @click.group(context_settings=CONTEXT)
@@ -55,7 +69,7 @@ def submit(source: str, no_start: bool) -> None:
 
 
 @argo.command("ls", context_settings=CONTEXT)
-@click.option("--state", default=None)
+@click.option("--state", default=None, help="A state, or 'failed' for any failure state.")
 @click.option("--site", default=None, help="Argo jobs with a subjob at this site.")
 @click.option("--group", default=None, help="Argo jobs whose group_identifier starts so.")
 @click.option("--limit", default=100, show_default=True)
@@ -91,9 +105,7 @@ def show(argo_id: int, as_json: bool, follow: bool) -> None:
     if as_json:
         emit(data, True)
         return
-    for key, value in data.items():
-        if key not in ("subjobs", "events", "waiting"):
-            click.echo(f"{key:24} {value if value is not None else ''}")
+    print_fields(data, ("subjobs", "events", "waiting"), 24)
     if data["waiting"]:
         click.echo(f"{'waiting':24} {describe_wait(data['waiting'])}")
     click.echo("subjobs:")
@@ -106,14 +118,19 @@ def show(argo_id: int, as_json: bool, follow: bool) -> None:
         )
         if sj["waiting"]:
             click.echo(f"      waiting: {describe_wait(sj['waiting'])}")
+        if sj["state"] == "EXECUTION_FINISHED_FAILED":
+            click.echo(f"      what it wrote: edgecelery job logs {sj['id']} --stderr")
     print_events(data["events"])
 
 
 def describe_wait(wait: dict[str, Any]) -> str:
     """One line of why a record waits (``job_views.waiting``): the sentence, then the
-    details it was computed from."""
+    details it was computed from (times in the local zone)."""
+    from edgeceleryapp.local_time import shown_fields
+
+    shown = shown_fields(wait)
     details = ", ".join(
-        f"{k.replace('_', ' ')} {v}" for k, v in wait.items() if k not in ("for", "why")
+        f"{k.replace('_', ' ')} {v}" for k, v in shown.items() if k not in ("for", "why")
     )
     return wait["why"] + (f" (for {wait['for']}" + (f"; {details})" if details else ")"))
 

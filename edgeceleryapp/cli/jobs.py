@@ -1,5 +1,5 @@
 """``edgecelery job``: Balsam jobs (the HUST'17 paper's balsam_add_job, _ls_jobs, _rm_jobs,
-_alter_job, _rm_all_jobs)."""
+_alter_job, _rm_all_jobs), and the batch output of any job."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from edgeceleryapp.cli import CONTEXT, NO_START, emit, handle_errors, read_input
 
 NUMBERS = ("wall_time_minutes", "num_nodes", "processes_per_node")
 COLUMNS = ("id", "argo_job_id", "site", "application", "state", "attempt", "batch_job_id", "name")
+FOLLOW_INTERVAL = 1.0  # seconds between reads of a growing batch output with --follow
 
 
 @click.group(context_settings=CONTEXT)
@@ -30,7 +31,7 @@ def add(source: str, no_start: bool) -> None:
 
 @job.command("ls", context_settings=CONTEXT)
 @click.option("--site", default=None)
-@click.option("--state", default=None)
+@click.option("--state", default=None, help="A state, or 'failed' for any failure state.")
 @click.option("--limit", default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
@@ -48,17 +49,16 @@ def ls(site: str | None, state: str | None, limit: int, as_json: bool) -> None:
 def show(job_id: int, as_json: bool) -> None:
     """Show one job and its state timeline."""
     from edgeceleryapp import job_views
-    from edgeceleryapp.cli.argo import describe_wait, print_events
+    from edgeceleryapp.cli.argo import describe_wait, print_events, print_fields
 
     data = job_views.show_subjob(job_id)
     if as_json:
         emit(data, True)
         return
-    for key, value in data.items():
-        if key not in ("events", "waiting"):
-            click.echo(f"{key:20} {value if value is not None else ''}")
+    print_fields(data, ("events", "waiting"), 20)
     if data["waiting"]:
         click.echo(f"{'waiting':20} {describe_wait(data['waiting'])}")
+    click.echo(f"{'batch output':20} edgecelery job logs {job_id} [--stderr] [--attempt N]")
     print_events(data["events"])
 
 
@@ -136,3 +136,45 @@ def retry(job_id: int) -> None:
     from edgeceleryapp import job_control
 
     click.echo(job_control.retry_subjob(job_id))
+
+
+@job.command("logs", context_settings=CONTEXT)
+@click.argument("job_id", type=int)
+@click.option(
+    "--attempt",
+    type=int,
+    default=None,
+    help="Which attempt (1 for the first); default: the latest that wrote its output.",
+)
+@click.option("--stderr", is_flag=True, help="Standard error instead of standard output.")
+@click.option(
+    "--follow", is_flag=True, help="Keep printing what the batch job writes until it ends."
+)
+@handle_errors
+def logs(job_id: int, attempt: int | None, stderr: bool, follow: bool) -> None:
+    """Print what a job's batch job wrote (a subjob of an Argo job, or a Balsam job).
+
+    Each attempt (a resubmission, a retry) keeps its own files in the job's work directory at
+    its site; `job show` names the directory. They are read where they lie, over SSH for a
+    site reached that way.
+    """
+    import time
+
+    from edgeceleryapp import batch_logs
+    from edgeceleryapp.errors import NotFound
+
+    log = batch_logs.locate(job_id, attempt, "err" if stderr else "out")
+    offset = 0
+    while True:
+        # Where the job stands is read before the file: once it has ended, this read is the
+        # last, and nothing written before the end is missed.
+        log = batch_logs.locate(job_id, log.attempt, log.stream)
+        data = batch_logs.read(log, offset)
+        if data:
+            click.echo(data, nl=False)
+            offset += len(data)
+        if not (follow and log.still_writing):
+            break
+        time.sleep(FOLLOW_INTERVAL)
+    if data is None and offset == 0:
+        raise NotFound(batch_logs.absent(log))

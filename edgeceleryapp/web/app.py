@@ -51,6 +51,7 @@ def make_app(settings: Settings) -> tornado.web.Application:
         (r"/jobs", handlers.JobsPage),
         (r"/jobs/(\d+)", handlers.JobPage),
         (r"/jobs/(\d+)/state", handlers.StateChange),
+        (r"/jobs/(\d+)/retry", handlers.RetryJob),
         (r"/jobs/(\d+)/delete", handlers.DeleteJob),
         (r"/sites", handlers.SitesPage),
         (r"/api/sites", handlers.ApiSites),

@@ -21,9 +21,10 @@ from urllib.parse import urlencode
 import tornado.web
 from tornado.ioloop import IOLoop
 
-from edgeceleryapp import job_control, job_views, site_health, states
+from edgeceleryapp import batch_logs, job_control, job_views, site_health, states
 from edgeceleryapp.errors import InvalidState, NotFound, ValidationFailed
-from edgeceleryapp.job_views import SORTS, JobQuery, job_page
+from edgeceleryapp.job_views import ANY_FAILURE, SORTS, JobQuery, job_page
+from edgeceleryapp.local_time import event_time, shown
 from edgeceleryapp.settings import WebSettings, get_settings
 from edgeceleryapp.web import sessions
 from edgeceleryapp.web.accounts import Accounts
@@ -35,7 +36,21 @@ T = TypeVar("T")
 SESSION_COOKIE = "edgecelery_session"
 
 
+# How much of the end of each batch output stream the job page shows.
+LOG_TAIL_BYTES = 8192
+# Seconds between the job page's looks at its job (static/refresh.js) while the job moves.
+REFRESH_SECONDS = 5
+
+
 class BaseHandler(tornado.web.RequestHandler):
+    def get_template_namespace(self) -> dict[str, Any]:
+        """What every page may use: times shown locally, failures told apart."""
+        return super().get_template_namespace() | {
+            "shown": shown,
+            "event_time": event_time,
+            "is_failed": states.is_failed,
+        }
+
     @property
     def web(self) -> WebSettings:
         return self.settings["web"]
@@ -191,6 +206,7 @@ class JobsPage(BaseHandler):
             link=link,
             sorts=SORTS,
             argo_states=states.ARGO.states,
+            any_failure=ANY_FAILURE,
             sites=sorted(get_settings().sites),
             message=self.get_argument("msg", ""),
         )
@@ -205,11 +221,16 @@ class JobPage(BaseHandler):
             job = await self.blocking(job_views.show_argo, int(argo_id))
         except NotFound:
             raise tornado.web.HTTPError(404, log_message=f"no argo job {argo_id}") from None
+        logs = await self.blocking(_tails, job)
         self.render(
             "job.html",
             job=job,
+            logs=logs,
             fields=job_views.ARGO_COLUMNS,
             argo_states=states.ARGO.states,
+            moving=not states.has_stopped(states.ARGO, job["state"]),
+            refresh_seconds=REFRESH_SECONDS,
+            log_tail_kib=LOG_TAIL_BYTES // 1024,
             message=self.get_argument("msg", ""),
             error=self.get_argument("error", ""),
         )
@@ -221,6 +242,15 @@ class SitesPage(BaseHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
         self.render("sites.html", sites=await self.blocking(site_health.all_sites))
+
+
+def _tails(job: dict[str, Any]) -> dict[int, list[batch_logs.Tail]]:
+    """The end of both output streams of each subjob that got as far as a batch job."""
+    return {
+        sj["id"]: batch_logs.tails(sj["id"], LOG_TAIL_BYTES)
+        for sj in job["subjobs"]
+        if sj["batch_job_id"] or sj["attempt"] > 1 or states.is_failed(sj["state"])
+    }
 
 
 class StateChange(BaseHandler):
@@ -242,6 +272,28 @@ class StateChange(BaseHandler):
             self.redirect(f"/jobs/{argo_id}?" + urlencode({"error": str(exc)}))
             return
         self.redirect(f"/jobs/{argo_id}?" + urlencode({"msg": f"state set to {done}"}))
+
+
+class RetryJob(BaseHandler):
+    """Run a failed job again from its failed step: first a confirmation page, then the same
+    retry as ``edgecelery argo retry`` (recorded as a JobEvent naming the user, published)."""
+
+    @tornado.web.authenticated
+    async def post(self, argo_id: str) -> None:
+        self.require_editor()
+        if self.get_argument("confirm", "") != "yes":
+            job = await self.blocking(_summary, int(argo_id))
+            self.render("confirm_retry.html", job=job)
+            return
+        try:
+            restarted = await self.blocking(
+                job_control.retry_argo, int(argo_id), f"{self.current_user} (browser)"
+            )
+        except (InvalidState, NotFound) as exc:
+            self.redirect(f"/jobs/{argo_id}?" + urlencode({"error": str(exc)}))
+            return
+        message = f"retrying: the job is back at {restarted}"
+        self.redirect(f"/jobs/{argo_id}?" + urlencode({"msg": message}))
 
 
 class DeleteJob(BaseHandler):

@@ -129,7 +129,7 @@ def deployment(
 
 class StatusListener:
     """Every status message for a routing key, as a production system would bind one
-    (seed 000 2.2.1, job_status_routing_key), kept in ``bodies``."""
+    (the HUST'17 paper, 2.2.1, job_status_routing_key), kept in ``bodies``."""
 
     def __init__(self, url: str, routing_key: str):
         self.bodies: list[dict[str, Any]] = []
