@@ -43,6 +43,16 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except ConfigurationError as exc:
             click.echo(f"configuration error: {exc}", err=True)
             sys.exit(2)
+        except ConnectionError as exc:
+            # kombu's OperationalError and redis's ConnectionError both derive from it.
+            from edgeceleryapp.settings import get_settings, settings_source
+
+            click.echo(
+                f"broker error: {exc}\n  broker_url = {get_settings().broker_url}; "
+                f"{settings_source()}",
+                err=True,
+            )
+            sys.exit(1)
         except (NotFound, InvalidState, TransientError, EdgeCeleryError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
@@ -68,6 +78,25 @@ NO_START = click.option(
     is_flag=True,
     help="Store only: nothing starts it, not even the sweep that re-sends lost work.",
 )
+
+
+def check_site(site: str | None) -> None:
+    """A filter naming a site the settings do not know is a mistake, not an empty list."""
+    if site is None:
+        return
+    from edgeceleryapp.settings import get_settings, settings_source
+
+    known = get_settings().sites
+    if site not in known:
+        raise ValidationFailed(
+            [
+                (
+                    "--site",
+                    f"no site named {site!r} (known: {', '.join(sorted(known)) or 'none'}; "
+                    f"{settings_source()})",
+                )
+            ]
+        )
 
 
 def read_input(source: str) -> str:
@@ -109,7 +138,10 @@ def emit(rows: Any, as_json: bool, columns: tuple[str, ...] = ()) -> None:
 def main(config: str | None) -> None:
     """edgecelery: run chains of HPC batch jobs across sites (Argo + Balsam on Celery)."""
     if config:
-        os.environ["EDGECELERY_CONFIG"] = str(Path(config).resolve())
+        path = Path(config).resolve()
+        if not path.is_file():
+            raise click.BadParameter(f"settings file {path} does not exist", param_hint="--config")
+        os.environ["EDGECELERY_CONFIG"] = str(path)
         from edgeceleryapp.settings import reset_settings
 
         reset_settings()
@@ -120,7 +152,7 @@ from edgeceleryapp.cli import apps, argo, demo, intake, jobs, monitor, service, 
 main.add_command(apps.app)
 main.add_command(jobs.job)
 main.add_command(argo.argo)
-main.add_command(argo.retry)
+main.add_command(argo.retry_alias)
 main.add_command(intake.intake)
 main.add_command(service.worker)
 main.add_command(service.db)
