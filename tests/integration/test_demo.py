@@ -16,6 +16,8 @@ import pytest
 
 from edgeceleryapp.devstack import wait_for
 
+pytestmark = pytest.mark.integration
+
 
 def demo_env(tmp_path: Path) -> dict[str, str]:
     """No settings of the test session: the demo writes its own. TMPDIR keeps its folder
