@@ -3,7 +3,9 @@ scripts around them. A site worker runs nothing that is not registered here for 
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -30,6 +32,17 @@ def _check_paths(fields: dict[str, str | None]) -> None:
         raise ValidationFailed(errors)
 
 
+def _check_executable(path: str) -> None:
+    """A site whose commands run on this machine can be asked now whether the program is
+    there; otherwise the mistake shows only when the first job fails at submission."""
+    if not Path(path).is_file():
+        raise ValidationFailed([("executable", f"{path} does not exist or is not a file")])
+    if not os.access(path, os.X_OK):
+        raise ValidationFailed(
+            [("executable", f"{path} is not executable (chmod +x, or name its interpreter)")]
+        )
+
+
 def add_app(name: str, site: str, executable: str, **fields: str | None) -> int:
     from workflows.schemas import NAME_PATTERN  # pydantic's schemas: `app ls` starts without
 
@@ -38,11 +51,15 @@ def add_app(name: str, site: str, executable: str, **fields: str | None) -> int:
         for f, v in (("name", name), ("site", site))
         if not re.match(NAME_PATTERN, v)
     ]
-    if not errors and site not in get_settings().sites:
-        errors.append(("site", f"no site named {site!r} is configured"))
+    sites = get_settings().sites
+    if not errors and site not in sites:
+        known = ", ".join(sorted(sites)) or "none; add a [sites.NAME] table to the settings"
+        errors.append(("site", f"no site named {site!r} is configured (known: {known})"))
     if errors:
         raise ValidationFailed(errors)
     _check_paths({"executable": executable, **fields})
+    if sites[site].runner == "local":
+        _check_executable(executable)
     with session_scope() as s:
         if s.scalars(
             select(Application).where(Application.name == name, Application.site == site)
@@ -62,6 +79,18 @@ def list_apps(site: str | None = None) -> list[dict[str, Any]]:
         return [as_dict(a, APP_COLUMNS) for a in s.scalars(query)]
 
 
+def registered(sites: set[str]) -> dict[str, set[str]]:
+    """The application names registered at each of ``sites``: what a message may name there."""
+    found: dict[str, set[str]] = {site: set() for site in sites}
+    with read_scope() as s:
+        rows = s.execute(
+            select(Application.site, Application.name).where(Application.site.in_(sites))
+        )
+        for site, name in rows:
+            found[site].add(name)
+    return found
+
+
 def _app(s: Any, name: str, site: str) -> Application:
     app = s.scalars(
         select(Application).where(Application.name == name, Application.site == site)
@@ -74,6 +103,9 @@ def _app(s: Any, name: str, site: str) -> Application:
 def alter_app(name: str, site: str, **fields: str | None) -> None:
     changes = {k: v for k, v in fields.items() if v is not None}
     _check_paths(changes)
+    site_settings = get_settings().sites.get(site)
+    if changes.get("executable") and site_settings and site_settings.runner == "local":
+        _check_executable(changes["executable"])
     with session_scope() as s:
         app = _app(s, name, site)
         for key, value in changes.items():

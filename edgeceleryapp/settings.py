@@ -433,7 +433,10 @@ class Settings(_Strict):
         try:
             return self.sites[name]
         except KeyError:
-            raise ConfigurationError(f"sites.{name}: no such site in the settings") from None
+            known = ", ".join(sorted(self.sites)) or "none"
+            raise ConfigurationError(
+                f"sites.{name}: no such site (known: {known}); {settings_source()}"
+            ) from None
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -467,6 +470,18 @@ def config_path(environ: dict[str, str] | None = None) -> Path | None:
     return default if default.exists() else None
 
 
+def settings_source(environ: dict[str, str] | None = None) -> str:
+    """Which file the settings come from, in words: a command that cannot find a site or
+    reach a broker says so, since the usual cause is a different file than the one meant."""
+    path = config_path(environ)
+    if path is None:
+        return (
+            f"no settings file found (${CONFIG_ENV} unset, no ./edgecelery.toml): "
+            "built-in defaults used"
+        )
+    return f"settings read from {path.resolve()}"
+
+
 def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
     environ = dict(os.environ if environ is None else environ)
     if path is None:
@@ -476,7 +491,15 @@ def load_settings(path: Path | None = None, environ: dict[str, str] | None = Non
         try:
             data = tomllib.loads(path.read_text())
         except FileNotFoundError:
-            raise ConfigurationError(f"{CONFIG_ENV}: settings file {path} not found") from None
+            raise ConfigurationError(f"settings file {path} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigurationError(f"settings file {path} is a directory") from None
+        except OSError as exc:
+            raise ConfigurationError(
+                f"settings file {path} cannot be read: {exc.strerror}"
+            ) from None
+        except UnicodeDecodeError:
+            raise ConfigurationError(f"settings file {path} is not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{path}: {exc}") from None
     data = apply_env(data, environ)

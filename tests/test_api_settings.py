@@ -110,7 +110,7 @@ def test_plugins_are_imported_only_when_a_site_names_them():
 
 
 def test_missing_settings_file_is_named(tmp_path: Path):
-    with pytest.raises(ConfigurationError, match="not found"):
+    with pytest.raises(ConfigurationError, match=r"nope\.toml does not exist"):
         load_settings(None, {"EDGECELERY_CONFIG": str(tmp_path / "nope.toml")})
 
 

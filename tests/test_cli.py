@@ -83,13 +83,20 @@ def test_top_level_help_lists_the_command_groups(cli):
 # --- argo validate --------------------------------------------------------------------------
 
 
+def register_echo(cli, *sites: str) -> None:
+    for site in sites:
+        ok(cli("app", "add", "echo", "--site", site, "--executable", "/bin/echo"))
+
+
 def test_validate_accepts_a_valid_message(cli, tmp_path):
+    register_echo(cli, "alpha", "beta")
     result = ok(cli("argo", "validate", write(tmp_path / "m.json", argo_message())))
     assert "valid" in result.stdout
     assert "2 subjob(s)" in result.stdout
 
 
 def test_validate_reads_stdin(cli):
+    register_echo(cli, "alpha")
     result = ok(cli("argo", "validate", "-", input=json.dumps(argo_message(sites=("alpha",)))))
     assert "1 subjob(s)" in result.stdout
 
@@ -120,6 +127,7 @@ def test_validate_refuses_a_missing_file(cli, tmp_path):
 
 
 def test_validate_does_not_store(cli, tmp_path):
+    register_echo(cli, "alpha", "beta")
     ok(cli("argo", "validate", write(tmp_path / "m.json", argo_message())))
     assert json.loads(ok(cli("argo", "ls", "--json")).stdout) == []
 
@@ -136,20 +144,20 @@ def test_app_round_trip(cli):
         cli(
             "app",
             "add",
-            "--name",
             "alpGen_wjets",
             "--site",
             "alpha",
             "--executable",
-            "/path/to/alpGen/wjet",
+            "/bin/sh",
             "--description",
             "W-boson production with jets using AlpGen",
             "--config-script",
             "/path/to/alpGen/alpGen_cmdline.py",
+            "--json",
         )
     )
-    app_id = int(result.stdout.strip())
-    ok(cli("app", "add", "--name", "merge", "--site", "beta", "--executable", "/bin/merge"))
+    app_id = json.loads(result.stdout)["id"]
+    ok(cli("app", "add", "--name", "merge", "--site", "beta", "--executable", "/bin/cat"))
     listed = apps(cli)
     assert sorted((a["site"], a["name"]) for a in listed) == [
         ("alpha", "alpGen_wjets"),
@@ -157,7 +165,7 @@ def test_app_round_trip(cli):
     ]
     (wjets,) = apps(cli, "--site", "alpha")
     assert wjets["id"] == app_id
-    assert wjets["executable"] == "/path/to/alpGen/wjet"
+    assert wjets["executable"] == "/bin/sh"
     assert wjets["config_script"] == "/path/to/alpGen/alpGen_cmdline.py"
     assert wjets["preprocess"] is None
 
@@ -169,7 +177,7 @@ def test_app_round_trip(cli):
             "--site",
             "alpha",
             "--executable",
-            "/opt/alpgen/wjet",
+            "/bin/cat",
             "--preprocess",
             "/opt/alpgen/presubmit.sh",
             "--config-script",
@@ -177,7 +185,7 @@ def test_app_round_trip(cli):
         )
     )
     (wjets,) = apps(cli, "--site", "alpha")
-    assert wjets["executable"] == "/opt/alpgen/wjet"
+    assert wjets["executable"] == "/bin/cat"
     assert wjets["preprocess"] == "/opt/alpgen/presubmit.sh"
     assert wjets["config_script"] is None, '"" clears a script'
     assert wjets["description"] == "W-boson production with jets using AlpGen"

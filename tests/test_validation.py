@@ -322,7 +322,7 @@ def test_every_bad_field_is_listed_in_one_error(env):
     )
     problems = dict(info.value.errors)
     assert problems["name"] == "is required"
-    assert problems["nmae"] == "unknown field"
+    assert problems["nmae"] == "unknown field; did you mean 'name'?"
     assert counts() == (0, 0, 0)
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from backends.registry import TRANSFERS
 from edgeceleryapp.errors import ValidationFailed
-from workflows.schemas import ArgoJobMessage, BalsamJobMessage
+from workflows.schemas import URL_PATTERN, ArgoJobMessage, BalsamJobMessage
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -50,14 +52,39 @@ def field_path(loc: tuple[Any, ...]) -> str:
     return out or "message"
 
 
-def _problem(error: dict[str, Any]) -> str:
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names the model allows where ``loc`` points (a subjob's inside ``subjobs``)."""
+    if model is ArgoJobMessage and len(loc) > 2 and loc[0] == "subjobs":
+        model = BalsamJobMessage
+    return list(model.model_fields)
+
+
+def _unknown_field(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """Named with the nearest known field, since a misspelt key is the usual cause."""
+    close = difflib.get_close_matches(str(loc[-1]), _fields_at(model, loc), n=1, cutoff=0.6)
+    if not close:
+        return "unknown field"
+    return f"unknown field; did you mean {close[0]!r}?"
+
+
+def _pattern_problem(error: dict[str, Any]) -> str:
+    if error["ctx"].get("pattern") == URL_PATTERN:
+        return (
+            f"{error['input']!r} is not a URL: it needs a scheme, one of "
+            f"{', '.join(s + '://' for s in TRANSFERS)} (or one a site's settings add), "
+            "and no spaces or control characters"
+        )
+    return f"has characters or a form that is not allowed ({error['input']!r})"
+
+
+def _problem(model: type[BaseModel], error: dict[str, Any]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return "unknown field"
+        return _unknown_field(model, tuple(error["loc"]))
     if kind == "missing":
         return "is required"
     if kind == "string_pattern_mismatch":
-        return f"has characters or a form that is not allowed ({error['input']!r})"
+        return _pattern_problem(error)
     message = str(error["msg"])
     return message.removeprefix("Value error, ")
 
@@ -69,7 +96,7 @@ def validate(model: type[M], data: Any) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ValidationFailed(
-            [(field_path(tuple(e["loc"])), _problem(e)) for e in exc.errors()]
+            [(field_path(tuple(e["loc"])), _problem(model, e)) for e in exc.errors()]
         ) from None
 
 

@@ -45,8 +45,13 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(2)
         except (NotFound, InvalidState, TransientError, EdgeCeleryError) as exc:
             click.echo(f"error: {exc}", err=True)
+            if exc.__cause__ is not None and _is_broker_error(exc.__cause__):
+                click.echo(f"  broker error: {_broker_source()}", err=True)
             sys.exit(1)
         except Exception as exc:
+            if _is_broker_error(exc):
+                click.echo(f"broker error: {exc}\n  {_broker_source()}", err=True)
+                sys.exit(1)
             # Looked up, not imported: SQLAlchemy is not loaded for `--help`, and an error
             # cannot come from it unless it is.
             db_errors = sys.modules.get("sqlalchemy.exc")
@@ -68,6 +73,46 @@ NO_START = click.option(
     is_flag=True,
     help="Store only: nothing starts it, not even the sweep that re-sends lost work.",
 )
+
+
+def _is_broker_error(exc: BaseException) -> bool:
+    """kombu's and redis's connection errors (looked up, not imported: `--help` loads
+    neither), and the operating system's."""
+    kinds: list[type[BaseException]] = [ConnectionError]
+    for module, name in (
+        ("kombu.exceptions", "OperationalError"),
+        ("redis.exceptions", "ConnectionError"),
+    ):
+        found = getattr(sys.modules.get(module), name, None)
+        if found is not None:
+            kinds.append(found)
+    return isinstance(exc, tuple(kinds))
+
+
+def _broker_source() -> str:
+    """Which broker was tried and where that came from: the usual fault is the file."""
+    from edgeceleryapp.settings import get_settings, settings_source
+
+    return f"broker_url = {get_settings().broker_url} ({settings_source()})"
+
+
+def check_site(site: str | None) -> None:
+    """A filter naming a site the settings do not know is a mistake, not an empty list."""
+    if site is None:
+        return
+    from edgeceleryapp.settings import get_settings, settings_source
+
+    known = get_settings().sites
+    if site not in known:
+        raise ValidationFailed(
+            [
+                (
+                    "--site",
+                    f"no site named {site!r} (known: {', '.join(sorted(known)) or 'none'}; "
+                    f"{settings_source()})",
+                )
+            ]
+        )
 
 
 def read_input(source: str) -> str:
@@ -105,14 +150,16 @@ def emit(rows: Any, as_json: bool, columns: tuple[str, ...] = ()) -> None:
 @click.group(context_settings=CONTEXT)
 @click.option(
     "--config",
-    type=click.Path(dir_okay=False),
-    envvar="EDGECELERY_CONFIG",
+    metavar="FILE",
     help="Settings file (TOML). Default: $EDGECELERY_CONFIG or ./edgecelery.toml.",
 )
 def main(config: str | None) -> None:
     """edgecelery: run chains of HPC batch jobs across sites (Argo + Balsam on Celery)."""
     if config:
-        os.environ["EDGECELERY_CONFIG"] = str(Path(config).resolve())
+        path = Path(config).resolve()
+        if not path.exists():
+            raise click.BadParameter(f"settings file {path} does not exist", param_hint="--config")
+        os.environ["EDGECELERY_CONFIG"] = str(path)
         from edgeceleryapp.settings import reset_settings
 
         reset_settings()
@@ -123,7 +170,7 @@ from edgeceleryapp.cli import apps, argo, demo, intake, jobs, monitor, service, 
 main.add_command(apps.app)
 main.add_command(jobs.job)
 main.add_command(argo.argo)
-main.add_command(argo.retry)
+main.add_command(argo.retry_alias)
 main.add_command(intake.intake)
 main.add_command(sites.site)
 main.add_command(service.worker)

@@ -30,19 +30,41 @@ def app() -> None:
 
 
 @app.command("add", context_settings=CONTEXT)
-@click.option("--name", required=True)
+@click.argument("name", required=False)
+# The name was an option before it became an argument, as in `app rm NAME`; still accepted.
+@click.option("--name", "name_option", default=None, hidden=True)
 @click.option("--site", required=True, help="The site this application is registered for.")
-@click.option("--executable", required=True, help="Absolute path of the program.")
+@click.option(
+    "--executable",
+    required=True,
+    help="Absolute path of the program (checked now when the site runs commands locally).",
+)
 @with_paths
+@click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def add(name: str, site: str, executable: str, **fields: str | None) -> None:
-    """Add an application to a site's whitelist."""
+def add(
+    name: str | None,
+    name_option: str | None,
+    site: str,
+    executable: str,
+    as_json: bool,
+    **fields: str | None,
+) -> None:
+    """Add application NAME to a site's whitelist."""
     from edgeceleryapp import applications
+    from edgeceleryapp.errors import ValidationFailed
 
+    if bool(name) == bool(name_option):
+        raise ValidationFailed([("NAME", "give the application's name once, as an argument")])
+    name = name or name_option
+    assert name is not None
     app_id = applications.add_app(
         name, site, executable, **{k: v for k, v in fields.items() if v is not None}
     )
-    click.echo(app_id)
+    if as_json:
+        emit({"id": app_id, "name": name, "site": site, "executable": executable}, True)
+    else:
+        click.echo(f"application {name!r} registered at site {site!r} (id {app_id})")
 
 
 @app.command("ls", context_settings=CONTEXT)
@@ -52,6 +74,9 @@ def add(name: str, site: str, executable: str, **fields: str | None) -> None:
 def ls(site: str | None, as_json: bool) -> None:
     """List registered applications."""
     from edgeceleryapp import applications
+    from edgeceleryapp.cli import check_site
+
+    check_site(site)
 
     emit(applications.list_apps(site), as_json, ("id", "site", "name", "executable"))
 
@@ -65,6 +90,7 @@ def rm(name: str, site: str) -> None:
     from edgeceleryapp import applications
 
     applications.remove_app(name, site)
+    click.echo(f"application {name!r} removed from site {site!r}")
 
 
 @app.command("alter", context_settings=CONTEXT)
@@ -78,3 +104,4 @@ def alter(name: str, site: str, **fields: str | None) -> None:
     from edgeceleryapp import applications
 
     applications.alter_app(name, site, **fields)
+    click.echo(f"application {name!r} at site {site!r} changed")

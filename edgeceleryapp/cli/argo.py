@@ -1,4 +1,5 @@
-"""``edgecelery argo``: Argo jobs (section 2.2 of the HUST'17 paper), and ``edgecelery retry``."""
+"""``edgecelery argo``: Argo jobs (section 2.2 of the HUST'17 paper), and ``edgecelery retry``
+(kept as a short form of ``argo retry`` and ``job retry``)."""
 
 from __future__ import annotations
 
@@ -41,20 +42,56 @@ def argo() -> None:
 
 @argo.command("validate", context_settings=CONTEXT)
 @click.argument("source", metavar="FILE|-")
-@click.option("--schema-only", is_flag=True, help="Do not check that the sites are configured.")
+@click.option(
+    "--schema-only",
+    is_flag=True,
+    help="Check the fields only, not the sites' settings or the registered applications.",
+)
 @handle_errors
 def validate(source: str, schema_only: bool) -> None:
     """Check an Argo job message; exit 0 if valid, 2 with every field error if not.
 
-    By default it also checks that every subjob's site is configured here, so exit 0 means
-    `argo submit` would accept the message.
+    By default it also checks that every subjob's site is configured here and, when the
+    database can be reached, that its application is registered at that site, so exit 0
+    means the job can run.
     """
     from workflows.intake import checked_argo
     from workflows.validation import parse_json, validate_argo
 
     data = parse_json(read_input(source))
     message = validate_argo(data) if schema_only else checked_argo(data)
+    if not schema_only:
+        check_registered(message.subjobs)
     click.echo(f"valid: argo job {message.name!r} with {len(message.subjobs)} subjob(s)")
+
+
+def check_registered(subjobs: list[Any]) -> None:
+    """Each subjob's application registered at its site, when the database can be asked;
+    else a note that it was not checked (validating on a machine without the database)."""
+    import sqlalchemy.exc
+
+    from edgeceleryapp.applications import registered
+    from edgeceleryapp.errors import ValidationFailed
+
+    try:
+        known = registered({sj.site for sj in subjobs})
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = getattr(exc, "orig", None) or exc
+        click.echo(
+            f"note: the database cannot be asked ({reason}); applications not checked", err=True
+        )
+        return
+    errors = [
+        (
+            f"subjobs[{i}].application",
+            f"{sj.application!r} is not registered at site {sj.site!r} (registered there: "
+            f"{', '.join(sorted(known[sj.site])) or 'none'}; see `edgecelery app add`)",
+        )
+        for i, sj in enumerate(subjobs)
+        if sj.application not in known[sj.site]
+    ]
+    if errors:
+        raise ValidationFailed(errors)
 
 
 @argo.command("submit", context_settings=CONTEXT)
@@ -78,6 +115,9 @@ def submit(source: str, no_start: bool) -> None:
 def ls(state: str | None, site: str | None, group: str | None, limit: int, as_json: bool) -> None:
     """List Argo jobs, newest first."""
     from edgeceleryapp import job_views
+    from edgeceleryapp.cli import check_site
+
+    check_site(site)
 
     emit(job_views.list_argo(state, site, group, limit), as_json, COLUMNS)
 
@@ -155,14 +195,37 @@ def rm(argo_id: int, force: bool) -> None:
     from edgeceleryapp import job_control
 
     job_control.remove_argo(argo_id, force)
+    click.echo(f"argo job {argo_id} removed")
+
+
+@argo.command("retry", context_settings=CONTEXT)
+@click.argument("argo_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def retry(argo_id: int, as_json: bool) -> None:
+    """Run a failed Argo job again from its failed step."""
+    from edgeceleryapp import job_control
+
+    report_retry("argo job", argo_id, job_control.retry_argo(argo_id), as_json)
+
+
+def report_retry(kind: str, job_id: int, state: str, as_json: bool) -> None:
+    if as_json:
+        emit({"id": job_id, "state": state}, True)
+    else:
+        click.echo(f"{kind} {job_id} restarted; it is now {state}")
 
 
 @click.command("retry", context_settings=CONTEXT)
 @click.argument("job_id", type=int)
 @click.option("--subjob", is_flag=True, help="JOB_ID is a Balsam-only job, not an Argo job.")
+@click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def retry(job_id: int, subjob: bool) -> None:
-    """Run a failed job again from its failed step; prints the state it restarts from."""
+def retry_alias(job_id: int, subjob: bool, as_json: bool) -> None:
+    """Run a failed job again from its failed step (`argo retry ID`, `job retry ID`)."""
     from edgeceleryapp import job_control
 
-    click.echo(job_control.retry_subjob(job_id) if subjob else job_control.retry_argo(job_id))
+    if subjob:
+        report_retry("job", job_id, job_control.retry_subjob(job_id), as_json)
+    else:
+        report_retry("argo job", job_id, job_control.retry_argo(job_id), as_json)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -130,15 +131,23 @@ def _run_job(stack: DevStack, password: str, serve: bool, timeout: float, starte
     )
     output = stack.data / "output"
     click.echo(f"demo directory: {stack.root}")
+    click.echo(f"settings file:  {stack.config}")
     click.echo(f"private Redis:  {stack.broker_url}")
     stack.start_workers(("argo", *SITES))
     click.echo(f"workers up:     argo, {', '.join(SITES)}")
-    logs = stack.root / "logs"
-    web_port, flower_port = free_port(), free_port()
-    web = stack.start_service(["web", "--port", str(web_port)], logs / "web.log")
-    stack.start_service(["flower", "--port", str(flower_port)], logs / "flower.log")
-    click.echo(f"job browser:    http://127.0.0.1:{web_port}/  (user demo, password {password})")
-    click.echo(f"Flower:         http://127.0.0.1:{flower_port}/  (same; /metrics for Prometheus)")
+    web = None
+    if serve:
+        # Only when they stay up: addresses and a password of servers about to stop mislead.
+        logs = stack.root / "logs"
+        web_port, flower_port = free_port(), free_port()
+        web = stack.start_service(["web", "--port", str(web_port)], logs / "web.log")
+        stack.start_service(["flower", "--port", str(flower_port)], logs / "flower.log")
+        click.echo(
+            f"job browser:    http://127.0.0.1:{web_port}/  (user demo, password {password})"
+        )
+        click.echo(
+            f"Flower:         http://127.0.0.1:{flower_port}/  (same; /metrics for Prometheus)"
+        )
     done: dict[str, str] = {}
 
     def on_body(body: dict[str, Any]) -> None:
@@ -161,8 +170,8 @@ def _run_job(stack: DevStack, password: str, serve: bool, timeout: float, starte
         for path in sorted(output.rglob("*")):
             if path.is_file():
                 click.echo(f"  {path.relative_to(output)}  {path.stat().st_size} bytes")
-    if serve:
-        click.echo("job browser and Flower stay up; Ctrl-C stops everything")
+    if web is not None:
+        click.echo("job browser and Flower stay up; Ctrl-C (or SIGTERM, SIGHUP) stops everything")
         with contextlib.suppress(KeyboardInterrupt):
             web.wait()
     return state
@@ -183,6 +192,9 @@ def demo(keep: bool, serve: bool, timeout: float) -> None:
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="edgecelery-demo-"))
     password = secrets.token_urlsafe(12)
+    # SIGHUP (a closed terminal) stops the demo as Ctrl-C does; DevStack.running turns
+    # SIGTERM into the same unwinding.
+    previous_hup = signal.signal(signal.SIGHUP, _interrupt)
     try:
         # The user's own EDGECELERY_* settings apply to the demo too, as to any command.
         with DevStack.running(
@@ -198,7 +210,16 @@ def demo(keep: bool, serve: bool, timeout: float) -> None:
             keep = True
             sys.exit(1)
     finally:
+        signal.signal(signal.SIGHUP, previous_hup)
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
+            click.echo(f"removed {root} (its output and logs); run with --keep to keep it")
         else:
-            click.echo(f"kept {root}")
+            output, logs = root / "data" / "output", root / "logs"
+            click.echo(f"kept {root} (output in {output}, logs in {logs})")
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    """Once: a second signal must not cut the stopping short."""
+    signal.signal(signum, signal.SIG_IGN)
+    raise KeyboardInterrupt

@@ -38,6 +38,9 @@ def add(source: str, no_start: bool) -> None:
 def ls(site: str | None, state: str | None, limit: int, as_json: bool) -> None:
     """List jobs (subjobs of Argo jobs included), newest first."""
     from edgeceleryapp import job_views
+    from edgeceleryapp.cli import check_site
+
+    check_site(site)
 
     emit(job_views.list_subjobs(site, state, limit), as_json, COLUMNS)
 
@@ -115,6 +118,7 @@ def alter(job_id: int, pairs: tuple[str, ...]) -> None:
         else:
             changes[key] = value or None
     job_control.alter_subjob(job_id, changes)
+    click.echo(f"job {job_id} changed: {', '.join(sorted(changes))}")
 
 
 @job.command("kill", context_settings=CONTEXT)
@@ -130,12 +134,14 @@ def kill(job_id: int) -> None:
 
 @job.command("retry", context_settings=CONTEXT)
 @click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def retry(job_id: int) -> None:
+def retry(job_id: int, as_json: bool) -> None:
     """Run a failed Balsam-only job again from its failed step."""
     from edgeceleryapp import job_control
+    from edgeceleryapp.cli.argo import report_retry
 
-    click.echo(job_control.retry_subjob(job_id))
+    report_retry("job", job_id, job_control.retry_subjob(job_id), as_json)
 
 
 @job.command("logs", context_settings=CONTEXT)

@@ -34,6 +34,10 @@ def worker(
 
     if bool(site) == is_argo:
         raise ValidationFailed([("--site/--argo", "give exactly one")])
+    from edgeceleryapp.settings import settings_source
+
+    # First, so that a worker started with the wrong file (or none) says so in its log.
+    click.echo(f"edgecelery worker: {settings_source()}", err=True)
     settings = get_settings()
     if site:
         settings.site(site)
@@ -78,4 +82,6 @@ def init() -> None:
     from edgeceleryapp.settings import get_settings
 
     init_db()
-    click.echo(f"database ready: {get_settings().database_url}")
+    from edgeceleryapp.settings import settings_source
+
+    click.echo(f"database ready: {get_settings().database_url} ({settings_source()})")

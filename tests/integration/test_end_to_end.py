@@ -193,7 +193,8 @@ def test_failing_application_fails_then_retry_runs_it_to_history(apps):
         assert "exited with code 7" in said[0]["message"]
 
         flag.write_text("")
-        assert dep.cli("retry", str(argo_id)).strip() == "SUBJOB_IN_PREPROCESSED"
+        restarted = json.loads(dep.cli("argo", "retry", str(argo_id), "--json"))
+        assert restarted["state"] == "SUBJOB_IN_PREPROCESSED"
         final = dep.wait_state(argo_id, {"HISTORY", "SUBJOB_RUN_FINISHED_FAILED"})
     assert final["state"] == "HISTORY"
     second = final["subjobs"][1]

@@ -1,0 +1,91 @@
+"""Every job message under examples/jobs/ is accepted, unchanged, by the installed command
+against edgecelery.example.toml (its site theta), with the applications it names registered:
+the examples a user copies cannot drift from the schema or the example settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+JOBS = sorted((ROOT / "examples" / "jobs").glob("*.json"))
+EDGECELERY = str(Path(sys.executable).parent / "edgecelery")
+
+
+@pytest.fixture(scope="module")
+def example_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The example settings with a database of the test's own, every application the
+    examples name registered at theta."""
+    root = tmp_path_factory.mktemp("examples")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECELERY_")}
+    env["EDGECELERY_CONFIG"] = str(ROOT / "edgecelery.example.toml")
+    env["EDGECELERY_DATABASE_URL"] = f"sqlite:///{root / 'edgecelery.db'}"
+    env["EDGECELERY_BROKER_URL"] = "memory://"
+    subprocess.run([EDGECELERY, "db", "init"], env=env, check=True, capture_output=True)
+    names = set()
+    for path in JOBS:
+        data = json.loads(path.read_text())
+        names |= {sj["application"] for sj in data.get("subjobs", [data])}
+    for name in sorted(names):
+        subprocess.run(
+            [EDGECELERY, "app", "add", name, "--site", "theta", "--executable", "/bin/hostname"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+    return env
+
+
+def test_there_are_the_three_examples():
+    assert {p.name for p in JOBS} >= {
+        "argo-linear.json",
+        "balsam-only.json",
+        "argo-every-field.json",
+    }
+
+
+def test_the_every_field_example_uses_every_field():
+    from workflows.schemas import ArgoJobMessage, BalsamJobMessage
+
+    data = json.loads((ROOT / "examples" / "jobs" / "argo-every-field.json").read_text())
+    assert set(data) == set(ArgoJobMessage.model_fields)
+    used = set().union(*(set(sj) for sj in data["subjobs"]))
+    # argo_job_id is the service's to set inside an Argo job (it names the Argo job).
+    assert used == set(BalsamJobMessage.model_fields) - {"argo_job_id"}
+
+
+ARGO_JOBS = [p for p in JOBS if p.name.startswith("argo-")]
+
+
+@pytest.mark.parametrize("path", ARGO_JOBS, ids=[p.name for p in ARGO_JOBS])
+def test_argo_examples_validate_against_the_example_settings(example_env, path):
+    done = subprocess.run(
+        [EDGECELERY, "argo", "validate", str(path)],
+        env=example_env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("valid: argo job")
+    assert "not checked" not in done.stderr, "the applications were checked"
+
+
+def test_the_balsam_example_is_accepted(example_env):
+    done = subprocess.run(
+        [
+            EDGECELERY,
+            "job",
+            "add",
+            "--no-start",
+            str(ROOT / "examples" / "jobs" / "balsam-only.json"),
+        ],
+        env=example_env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
