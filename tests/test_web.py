@@ -15,12 +15,11 @@ import pytest
 from sqlalchemy import select, text
 
 from edgeceleryapp.db import engine, init_db, reset_engine, session_scope
-from edgeceleryapp.devstack import write_config
 from edgeceleryapp.job_views import JobQuery, _filtered
 from edgeceleryapp.models import ArgoJob, JobEvent
 from edgeceleryapp.settings import reset_settings
 from edgeceleryapp.state_store import move_argo
-from tests.webserver import Client, running_web, web_toml
+from tests.webserver import Client, running_web, web_config
 from workflows.intake import submit_argo
 
 
@@ -65,10 +64,7 @@ def seed_jobs() -> dict[str, list[int]]:
 
 @pytest.fixture
 def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
-    roots = {"transfer_roots": [str(tmp_path / "data"), "/out"]}  # the jobs' output_url
-    config = write_config(
-        tmp_path, "memory://", ("alpha", "beta"), extra=web_toml(), argo_settings=roots
-    )
+    config = web_config(tmp_path)
     monkeypatch.setenv("EDGECELERY_CONFIG", str(config))
     reset_settings()
     reset_engine()

@@ -22,7 +22,6 @@ from sqlalchemy import func, select
 
 from edgeceleryapp.cli import main
 from edgeceleryapp.db import init_db, reset_engine, session_scope
-from edgeceleryapp.devstack import write_config
 from edgeceleryapp.errors import ConfigurationError
 from edgeceleryapp.models import WebSession
 from edgeceleryapp.settings import reset_settings
@@ -32,7 +31,7 @@ from edgeceleryapp.web.auth import hash_password
 from edgeceleryapp.web.login_throttle import LoginThrottle, address_key
 from edgeceleryapp.web.redirects import local_target
 from tests.test_web import Browser, seed_jobs
-from tests.webserver import PASSWORDS, Client, Response, running_web, web_toml
+from tests.webserver import PASSWORDS, Client, Response, running_web, web_config
 
 # Targets that would send a user elsewhere after logging in, as the handler receives them
 # (already decoded once from the query or the form).
@@ -60,7 +59,7 @@ def serving(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **web: int | float
 ) -> Iterator[Browser]:
     """``edgecelery web`` with the test users, seeded jobs and ``web`` added to [web]."""
-    config = write_config(tmp_path, "memory://", ("alpha", "beta"), extra=web_toml(**web))
+    config = web_config(tmp_path, **web)
     monkeypatch.setenv("EDGECELERY_CONFIG", str(config))
     reset_settings()
     reset_engine()

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeceleryapp.devstack import free_port, wait_for
+from edgeceleryapp.devstack import free_port, wait_for, write_config
 from edgeceleryapp.web.auth import hash_password
 
 PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret"}
@@ -45,6 +45,16 @@ def web_toml(**extra: int | float) -> str:
     return (
         f'[web]\ncookie_secret = "{COOKIE_SECRET}"\neditors = {EDITORS!r}\n'
         f"page_size = {settings['page_size']}\n{more}[web.users]\n{users}\n".replace("'", '"')
+    )
+
+
+def web_config(tmp_path: Path, **web: int | float) -> Path:
+    """A settings file for the job browser's tests: sites alpha and beta, the test users and
+    ``web`` added to [web], and transfer roots the seeded jobs' URLs lie in (their
+    ``output_url`` is under /out)."""
+    roots = {"transfer_roots": [str(tmp_path / "data"), "/out"]}
+    return write_config(
+        tmp_path, "memory://", ("alpha", "beta"), extra=web_toml(**web), argo_settings=roots
     )
 
 
