@@ -31,6 +31,7 @@ def half(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         poll_interval=0.3,
         status_interval=1.0,
         extra=quick + "\nbackoff_max = 2.0",
+        argo_settings={"transfers": {"hosts": ["127.0.0.1"]}},  # the refused input's server
     ) as dep:
         echo_app(dep.root, "alpha")
         echo_app(dep.root, "beta")
