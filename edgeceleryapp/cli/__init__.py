@@ -115,13 +115,24 @@ def main(config: str | None) -> None:
         reset_settings()
 
 
-from edgeceleryapp.cli import apps, argo, demo, intake, jobs, monitor, service, watch  # noqa: E402
+from edgeceleryapp.cli import (  # noqa: E402
+    apps,
+    argo,
+    broker,
+    demo,
+    intake,
+    jobs,
+    monitor,
+    service,
+    watch,
+)
 
 main.add_command(apps.app)
 main.add_command(jobs.job)
 main.add_command(argo.argo)
 main.add_command(argo.retry)
 main.add_command(intake.intake)
+main.add_command(broker.broker)
 main.add_command(service.worker)
 main.add_command(service.db)
 main.add_command(demo.demo)
