@@ -10,8 +10,9 @@ from click import Option
 import tasks.argo
 import tasks.mail
 import tasks.site
+from edgeceleryapp.broker_permissions import SiteLeavesSharedUndeclared
 from edgeceleryapp.celery_app import app
-from edgeceleryapp.status_outbox import write_pending_marks
+from edgeceleryapp.status_outbox import CentralDeclaresStatusExchange, write_pending_marks
 from tasks.site_clock import SiteClockStep
 from workflows.intake_consumer import IntakeConsumer
 from workflows.mail_consumer import MailConsumer
@@ -37,5 +38,7 @@ app.user_options["worker"].add(
 app.steps["consumer"].add(IntakeConsumer)
 app.steps["consumer"].add(MailConsumer)
 app.steps["worker"].add(SiteClockStep)
+app.steps["worker"].add(SiteLeavesSharedUndeclared)
+app.steps["consumer"].add(CentralDeclaresStatusExchange)
 
 __all__ = ["TASK_MODULES", "app"]

@@ -389,11 +389,19 @@ class DevStack:
     def data(self) -> Path:
         return self.root / "data"
 
-    def start_worker(self, name: str, *, wait: bool = True, **options: Any) -> Worker:
-        """A worker named ``name`` (``argo`` or a site), with ``Worker``'s options; by default
-        returns once it answers a ping."""
+    def start_worker(
+        self,
+        name: str,
+        *,
+        wait: bool = True,
+        env_extra: dict[str, str] | None = None,
+        **options: Any,
+    ) -> Worker:
+        """A worker named ``name`` (``argo`` or a site), with ``Worker``'s options and
+        ``env_extra`` on top of the stack's environment (a site's own broker certificate:
+        ``EDGECELERY_BROKER__CERT_FILE``); by default returns once it answers a ping."""
         log = self.root / "logs" / f"{name}.log"
-        worker = Worker(name, self.env, log, **options).start()
+        worker = Worker(name, {**self.env, **(env_extra or {})}, log, **options).start()
         self.workers[name] = worker
         if wait:
             self.wait_for_workers([name])

@@ -23,11 +23,14 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+from celery import bootsteps
 from kombu import Exchange
+from kombu.common import maybe_declare
 from sqlalchemy import Connection as DBConnection
 from sqlalchemy import bindparam, false, select, update
 from sqlalchemy.orm import Session
 
+from edgeceleryapp import broker_permissions
 from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.db import engine, read_scope
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob, utcnow
@@ -37,7 +40,26 @@ log = logging.getLogger(__name__)
 
 
 def status_exchange() -> Exchange:
-    return Exchange(get_settings().status_exchange, type="topic", durable=True)
+    """The topic exchange; a site worker on RabbitMQ publishes to it without declaring it
+    (edgeceleryapp/broker_permissions.py)."""
+    return Exchange(
+        get_settings().status_exchange,
+        type="topic",
+        durable=True,
+        no_declare=not broker_permissions.declares_shared(),
+    )
+
+
+class CentralDeclaresStatusExchange(bootsteps.StartStopStep):
+    """In the worker that consumes ``argo``: declare the status exchange when the consumer
+    connects, so that site workers, which publish to it without declaring it, find it."""
+
+    label = "CentralDeclaresStatusExchange"
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c: Any) -> None:
+        if broker_permissions.ARGO_QUEUE in c.app.amqp.queues.consume_from:
+            maybe_declare(status_exchange(), c.connection.default_channel, retry=True)
 
 
 def body(event: JobEvent, name: str, site: str | None) -> dict[str, Any]:

@@ -564,3 +564,21 @@ def test_a_database_without_tables_is_a_clear_error_not_a_traceback(cli, env, mo
     assert "database error: no such table: argo_jobs" in result.output
     assert "database_url" in result.output and "edgecelery db init" in result.output
     assert "Traceback" not in result.output
+
+
+# --- broker ---------------------------------------------------------------------------------
+
+
+def test_broker_site_user_prints_a_certificate_login_confined_to_the_site(cli):
+    out = ok(cli("broker", "site-user", "alpha", "--user", "alpha-login", "--vhost", "prod"))
+    add, clear, grant = out.stdout.splitlines()
+    assert add.startswith("rabbitmqctl add_user alpha-login ")
+    assert clear == "rabbitmqctl clear_password alpha-login"
+    assert grant.startswith("rabbitmqctl set_permissions -p prod alpha-login '^(site\\.alpha|")
+    assert "argo.jobs" not in grant and "site\\.beta" not in grant
+
+
+def test_broker_site_user_refuses_an_unknown_site(cli):
+    result = cli("broker", "site-user", "nosuch")
+    assert result.exit_code == 2
+    assert "sites.nosuch: no such site" in result.output

@@ -1,5 +1,6 @@
 """The Celery chains that carry a job: what ``edgeceleryapp.next_step`` says is owed, as
-signatures routed per site (``site.<name>``) or to ``argo``.
+signatures routed per site (``site.<name>``) or to ``argo`` (on RabbitMQ through each queue's
+own exchange: ``broker_permissions.route``).
 
 The runs a chain carries (``next_step.RUNS``):
 
@@ -21,6 +22,7 @@ from celery.canvas import Signature, _chain
 from kombu import Producer
 
 from edgeceleryapp import next_step
+from edgeceleryapp.broker_permissions import route
 from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.celery_app import app
 from edgeceleryapp.next_step import Owed
@@ -68,7 +70,7 @@ def _site_step(step: str, subjob: SubjobRef) -> Signature:
     return app.signature(
         step,
         args=(subjob.id,),
-        queue=site_queue(subjob.site),
+        **route(site_queue(subjob.site)),
         # What Flower shows: which subjob, which site, which Argo job.
         argsrepr=f"(subjob={subjob.id}, site={subjob.site}, argo={subjob.argo_job_id})",
         immutable=True,
@@ -77,7 +79,7 @@ def _site_step(step: str, subjob: SubjobRef) -> Signature:
 
 def _argo_step(step: str, argo_id: int) -> Signature:
     return app.signature(
-        step, args=(argo_id,), queue="argo", argsrepr=f"(argo={argo_id})", immutable=True
+        step, args=(argo_id,), **route("argo"), argsrepr=f"(argo={argo_id})", immutable=True
     )
 
 

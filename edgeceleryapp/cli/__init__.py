@@ -165,7 +165,18 @@ def main(config: str | None) -> None:
         reset_settings()
 
 
-from edgeceleryapp.cli import apps, argo, demo, intake, jobs, monitor, service, sites, watch  # noqa: E402
+from edgeceleryapp.cli import (  # noqa: E402
+    apps,
+    argo,
+    broker,
+    demo,
+    intake,
+    jobs,
+    monitor,
+    service,
+    sites,
+    watch,
+)
 
 main.add_command(apps.app)
 main.add_command(jobs.job)
@@ -173,6 +184,7 @@ main.add_command(argo.argo)
 main.add_command(argo.retry_alias)
 main.add_command(intake.intake)
 main.add_command(sites.site)
+main.add_command(broker.broker)
 main.add_command(service.worker)
 main.add_command(service.db)
 main.add_command(demo.demo)
