@@ -44,13 +44,13 @@ SINGLE = {"name": "single", "queue": "prod", "num_nodes": 2}
 
 
 def submit(cli, tmp_path: Path, message: dict) -> int:
-    result = ok(cli("argo", "submit", write(tmp_path / "argo.json", message), "--no-start"))
+    result = ok(cli("argo", "submit", write(tmp_path / "argo.json", message), "--no-start", "-q"))
     return int(result.stdout.strip())
 
 
 def add_job(cli, tmp_path: Path, **fields: Any) -> int:
     path = write(tmp_path / "job.json", balsam_message(**{**SINGLE, **fields}))
-    return int(ok(cli("job", "add", path, "--no-start")).stdout.strip())
+    return int(ok(cli("job", "add", path, "--no-start", "-q")).stdout.strip())
 
 
 # --- help -----------------------------------------------------------------------------------
@@ -270,14 +270,20 @@ def three_jobs(cli, tmp_path) -> tuple[int, int, int]:
     return a, b, c
 
 
-def test_argo_submit_prints_an_integer_id(cli, tmp_path):
-    result = ok(cli("argo", "submit", write(tmp_path / "m.json", argo_message()), "--no-start"))
-    assert result.stdout.strip().isdigit()
-    assert result.stdout.count("\n") == 1
+def test_argo_submit_says_the_id_in_a_sentence_alone_with_q_and_in_json(cli, tmp_path):
+    path = write(tmp_path / "m.json", argo_message())
+    said = ok(cli("argo", "submit", path, "--no-start")).stdout
+    quiet = ok(cli("argo", "submit", path, "--no-start", "-q")).stdout
+    as_json = json.loads(ok(cli("argo", "submit", path, "--no-start", "--json")).stdout)
+    first, second, third = ids(cli("argo", "ls", "--json"))[::-1]
+    assert said == f"argo job {first} submitted; stored only (--no-start): nothing will start it\n"
+    assert quiet == f"{second}\n"
+    assert as_json == {"id": third, "state": "CREATED", "started": False}
 
 
 def test_argo_submit_reads_stdin(cli):
-    result = ok(cli("argo", "submit", "-", "--no-start", input=json.dumps(argo_message())))
+    message = json.dumps(argo_message())
+    result = ok(cli("argo", "submit", "-", "--no-start", "-q", input=message))
     (argo_id,) = ids(cli("argo", "ls", "--json"))
     assert int(result.stdout) == argo_id
 
@@ -398,8 +404,9 @@ def test_job_add_and_ls(cli, tmp_path):
 
 
 def test_job_add_reads_stdin(cli):
-    result = ok(cli("job", "add", "-", "--no-start", input=json.dumps(balsam_message(**SINGLE))))
-    assert show_job(cli, int(result.stdout))["name"] == "single"
+    message = json.dumps(balsam_message(**SINGLE))
+    result = ok(cli("job", "add", "-", "--no-start", "--json", input=message))
+    assert show_job(cli, json.loads(result.stdout)["id"])["name"] == "single"
 
 
 def test_job_add_invalid_exits_2(cli, tmp_path):

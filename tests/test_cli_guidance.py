@@ -183,7 +183,9 @@ def test_an_unknown_site_in_a_filter_is_an_error(env, group):
 
 def test_argo_retry_and_job_retry_print_a_sentence(env, tmp_path):
     argo_id = int(
-        ok(run("argo", "submit", "--no-start", write(tmp_path / "a.json", argo_message()))).stdout
+        ok(
+            run("argo", "submit", "-q", "--no-start", write(tmp_path / "a.json", argo_message()))
+        ).stdout
     )
     assert move_argo(argo_id, "CREATED", "STAGED_IN_FAILED", "test: input missing")
     done = ok(run("argo", "retry", str(argo_id)))

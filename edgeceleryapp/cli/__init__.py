@@ -75,6 +75,40 @@ NO_START = click.option(
 )
 
 
+CREATED_OUTPUT = [
+    click.option("--json", "as_json", is_flag=True, help="Print {id, state} as JSON."),
+    click.option(
+        "--quiet", "-q", is_flag=True, help="Print only the new id (for scripts: ID=$(...))."
+    ),
+]
+
+
+def created_output(command: Callable) -> Callable:
+    """The output options of the commands that store a new job."""
+    for option in reversed(CREATED_OUTPUT):
+        command = option(command)
+    return command
+
+
+def report_created(kind: str, job_id: int, started: bool, as_json: bool, quiet: bool) -> None:
+    """Say what a submission made: a sentence with the next command to run, the id alone
+    (``--quiet``), or JSON."""
+    state = "CREATED"
+    if as_json:
+        emit({"id": job_id, "state": state, "started": started}, True)
+    elif quiet:
+        click.echo(job_id)
+    else:
+        group = "argo" if kind == "argo job" else "job"
+        how = (
+            f"follow it: edgecelery {group} show {job_id}"
+            + (" --follow" if group == "argo" else "")
+            if started
+            else "stored only (--no-start): nothing will start it"
+        )
+        click.echo(f"{kind} {job_id} submitted; {how}")
+
+
 def _is_broker_error(exc: BaseException) -> bool:
     """kombu's and redis's connection errors (looked up, not imported: `--help` loads
     neither), and the operating system's."""

@@ -8,7 +8,15 @@ from typing import Any
 
 import click
 
-from edgeceleryapp.cli import CONTEXT, NO_START, emit, handle_errors, read_input
+from edgeceleryapp.cli import (
+    CONTEXT,
+    NO_START,
+    created_output,
+    emit,
+    handle_errors,
+    read_input,
+    report_created,
+)
 
 COLUMNS = ("id", "updated_at", "group_identifier", "site", "state", "output_url", "name")
 
@@ -97,12 +105,14 @@ def check_registered(subjobs: list[Any]) -> None:
 @argo.command("submit", context_settings=CONTEXT)
 @click.argument("source", metavar="FILE|-")
 @NO_START
+@created_output
 @handle_errors
-def submit(source: str, no_start: bool) -> None:
-    """Validate, store and start an Argo job; prints its id."""
+def submit(source: str, no_start: bool, as_json: bool, quiet: bool) -> None:
+    """Validate, store and start an Argo job; says its id (``-q``: the id alone)."""
     from workflows.intake import submit_argo
 
-    click.echo(submit_argo(read_input(source), start=not no_start))
+    argo_id = submit_argo(read_input(source), start=not no_start)
+    report_created("argo job", argo_id, not no_start, as_json, quiet)
 
 
 @argo.command("ls", context_settings=CONTEXT)

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import click
 
-from edgeceleryapp.cli import CONTEXT, NO_START, emit, handle_errors, read_input
+from edgeceleryapp.cli import (
+    CONTEXT,
+    NO_START,
+    created_output,
+    emit,
+    handle_errors,
+    read_input,
+    report_created,
+)
 
 NUMBERS = ("wall_time_minutes", "num_nodes", "processes_per_node")
 COLUMNS = ("id", "argo_job_id", "site", "application", "state", "attempt", "batch_job_id", "name")
@@ -20,13 +28,15 @@ def job() -> None:
 @job.command("add", context_settings=CONTEXT)
 @click.argument("source", metavar="FILE|-")
 @NO_START
+@created_output
 @handle_errors
-def add(source: str, no_start: bool) -> None:
-    """Add a Balsam job from a JSON message (the HUST'17 paper, 2.1.1) and start it; prints
-    its id."""
+def add(source: str, no_start: bool, as_json: bool, quiet: bool) -> None:
+    """Add a Balsam job from a JSON message (the HUST'17 paper, 2.1.1) and start it; says its
+    id (``-q``: the id alone)."""
     from workflows.intake import submit_balsam
 
-    click.echo(submit_balsam(read_input(source), start=not no_start))
+    job_id = submit_balsam(read_input(source), start=not no_start)
+    report_created("job", job_id, not no_start, as_json, quiet)
 
 
 @job.command("ls", context_settings=CONTEXT)

@@ -46,7 +46,7 @@ class Deployment(DevStack):
         return done.stdout
 
     def submit(self, message: dict[str, Any]) -> int:
-        return int(self.cli("argo", "submit", "-", stdin=json.dumps(message)).strip())
+        return int(self.cli("argo", "submit", "-q", "-", stdin=json.dumps(message)).strip())
 
     def show(self, argo_id: int) -> dict[str, Any]:
         return json.loads(self.cli("argo", "show", str(argo_id), "--json"))

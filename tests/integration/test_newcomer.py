@@ -130,7 +130,7 @@ def test_from_a_clean_directory_to_a_job_in_history_and_its_logs(newcomer, tmp_p
         assert "valid: argo job 'hello-chain' with 2 subjob(s)" in newcomer.ok(
             "argo", "validate", example
         )
-        argo_id = int(newcomer.ok("argo", "submit", example).strip())
+        argo_id = int(newcomer.ok("argo", "submit", "-q", example).strip())
         followed = newcomer.run("argo", "show", str(argo_id), "--follow", timeout=180)
         assert followed.returncode == 0, followed.stdout + followed.stderr
         assert f"argo job {argo_id} stopped in HISTORY" in followed.stdout

@@ -23,7 +23,7 @@ def test_a_site_worker_polls_its_jobs_to_the_end_without_the_argo_worker(tmp_pat
     ) as dep:
         echo_app(dep.root, "alpha")
         dep.start_worker("alpha", app="edgeceleryapp")
-        job_id = int(dep.cli("job", "add", "-", stdin=json.dumps(balsam_message())).strip())
+        job_id = int(dep.cli("job", "add", "-q", "-", stdin=json.dumps(balsam_message())).strip())
 
         def ended() -> bool:
             state = subjob(job_id).state
