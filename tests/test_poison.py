@@ -295,7 +295,8 @@ def test_a_schema_refusal_is_a_dead_letter_that_can_be_resubmitted(env, memory_b
     again = runner.invoke(main, ["intake", "dead-letters", "resubmit", str(letter.id)])
     assert again.exit_code == 0, again.output
     with read_scope() as s:
-        argo = s.get(ArgoJob, int(again.output))
+        argo_id = int(again.output.split("argo job ")[1].split(";")[0])
+        argo = s.get(ArgoJob, argo_id)
         assert argo is not None and (argo.name, argo.intake_key) == ("later", "g1")
     assert letters() == []
 

@@ -75,7 +75,7 @@ def rm(letter_ids: tuple[int, ...]) -> None:
     from edgeceleryapp import dead_letters as letters
 
     letters.remove(list(letter_ids))
-    click.echo(f"removed {len(letter_ids)}")
+    click.echo(f"removed {len(letter_ids)} dead letter(s)")
 
 
 @dead_letters.command("resubmit", context_settings=CONTEXT)
@@ -84,8 +84,9 @@ def rm(letter_ids: tuple[int, ...]) -> None:
 @handle_errors
 def resubmit(letter_id: int, message_id: str | None) -> None:
     """Run an intake dead letter through intake again (after fixing what refused it: a site
-    added, message_max_bytes raised); prints the new Argo job's id and removes the letter.
+    added, message_max_bytes raised); says the new Argo job's id and removes the letter.
     Refused again, it stays, and the problems are listed (exit code 2)."""
     from workflows.intake_consumer import resubmit as run_again
 
-    click.echo(run_again(letter_id, message_id))
+    argo_id = run_again(letter_id, message_id)
+    click.echo(f"dead letter {letter_id} submitted as argo job {argo_id}; the letter is removed")
