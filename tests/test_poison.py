@@ -161,6 +161,39 @@ def test_a_poison_intake_message_is_set_aside_and_the_next_job_is_stored(
     assert memory_broker.default_channel.queue_declare(intake_queue().name).message_count == 0
 
 
+@pytest.mark.parametrize("codec", ["zlib", "bzip2", "lzma"])
+def test_a_compressed_bomb_is_set_aside_without_being_expanded(memory_broker, codec):
+    """kombu decompresses a message with a ``compression`` header when it builds it, before
+    any consumer sees it: 100 MB of zeros arrive as a few kilobytes. The codecs stop at
+    message_max_bytes; a small compressed job still goes through."""
+    from kombu.compression import compress
+
+    bomb = b'{"name": "' + b"0" * 100_000_000 + b'"}'
+    small, ct = compress(job("compressed"), codec)
+    packed, _ = compress(bomb, codec)
+    assert len(packed) < 1_000_000
+    queue = intake_queue()
+    with memory_broker.Producer() as producer:
+        for body, message_id in ((packed, "bomb-1"), (small, "small-1")):
+            producer.publish(
+                body,
+                exchange=queue.exchange,
+                routing_key=queue.routing_key,
+                declare=[queue],
+                content_type=JSON,
+                content_encoding="binary",
+                headers={"compression": ct},
+                message_id=message_id,
+            )
+    consume(memory_broker, intake_step())
+    with read_scope() as s:
+        assert list(s.scalars(select(ArgoJob.name))) == ["compressed"]
+    (letter,) = letters()
+    assert letter.message_id == "bomb-1"
+    assert letter.body_size == len(packed), "kept as it came: never expanded"
+    assert "message_max_bytes" in json.dumps(letter.errors), letter.errors
+
+
 def test_every_problem_of_a_message_is_named_at_once(memory_broker):
     publish(memory_broker, intake_queue(), b"x" * 300_000, "text/plain", ["id"])
     consume(memory_broker, intake_step())

@@ -10,10 +10,15 @@ raise on a content type it does not accept, on invalid JSON and on deep nesting.
 
 from __future__ import annotations
 
+import bz2
 import logging
+import lzma
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kombu import compression
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError as DatabaseAway
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -99,6 +104,40 @@ def nesting_depth(value: Any, limit: int) -> int:
         children = node.values() if isinstance(node, dict) else node
         stack.extend((child, depth + 1) for child in children)
     return deepest
+
+
+# kombu's compression codecs we can read a bounded amount of; any other is refused.
+_STREAMING_DECOMPRESSORS: dict[str, Callable[[], Any]] = {
+    "application/x-gzip": zlib.decompressobj,
+    "application/x-bz2": bz2.BZ2Decompressor,
+    "application/x-lzma": lzma.LZMADecompressor,
+}
+
+
+def _capped_decoder(factory: Callable[[], Any] | None, limit: int) -> Callable[[bytes], bytes]:
+    def decompress(body: bytes) -> bytes:
+        if factory is None:
+            raise ValueError("compression not accepted here")
+        out = factory().decompress(body, max_length=limit + 1)
+        if len(out) > limit:
+            raise ValueError(f"decompresses to more than message_max_bytes ({limit})")
+        return out
+
+    return decompress
+
+
+def bound_decompression(limit: int) -> None:
+    """Make every compression codec kombu knows stop at ``limit`` bytes, in this process.
+
+    kombu decompresses a message that carries a ``compression`` header when it builds it,
+    before a consumer sees it: a few kilobytes could expand to gigabytes in the worker. The
+    consumers call this at start; a message that would expand further fails to decode and
+    is set aside as a dead letter like any other undecodable one. Our own task messages are
+    never compressed."""
+    for content_type in compression.encoders():
+        encoder, _ = compression.get_encoder(content_type)
+        decoder = _capped_decoder(_STREAMING_DECOMPRESSORS.get(content_type), limit)
+        compression.register(encoder, decoder, content_type)
 
 
 def _decode(body: bytes) -> Any:

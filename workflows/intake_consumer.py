@@ -27,6 +27,7 @@ from edgeceleryapp.settings import get_settings
 from workflows.inbound import (
     Received,
     Screened,
+    bound_decompression,
     describe,
     is_transient,
     screen,
@@ -140,6 +141,7 @@ class IntakeConsumer(bootsteps.ConsumerStep):
         super().start(c)
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
+        bound_decompression(get_settings().message_max_bytes)
         return [
             Consumer(
                 channel,

@@ -19,7 +19,15 @@ from edgeceleryapp import dead_letters
 from edgeceleryapp.errors import ValidationFailed
 from edgeceleryapp.settings import get_settings
 from tasks.mail import mail_job, mail_queue, note_event
-from workflows.inbound import Received, describe, is_transient, screen, set_aside, usable_id
+from workflows.inbound import (
+    Received,
+    bound_decompression,
+    describe,
+    is_transient,
+    screen,
+    set_aside,
+    usable_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,7 @@ class MailConsumer(bootsteps.ConsumerStep):
         super().__init__(parent, **kwargs)
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
+        bound_decompression(get_settings().message_max_bytes)
         return [
             Consumer(
                 channel,
