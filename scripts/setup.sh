@@ -6,9 +6,12 @@
 # sshd), then a virtualenv in .venv with the project. As another user it stops only when the
 # demo's own needs (redis-server, setsid) are missing, and names what the tests would need
 # besides.
+# `--demo` (scripts/demo.sh): the demo's needs only, even as root.
 # Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+demo_only=0
+[ "${1:-}" = "--demo" ] && demo_only=1
 
 # The demo and the service need only these two; the rest serve the tests.
 need_apt=()
@@ -22,6 +25,9 @@ for_tests=()
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || for_tests+=(postgresql)
 command -v chromium >/dev/null 2>&1 || for_tests+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || for_tests+=(chromium-driver)
+if [ "$demo_only" = 1 ]; then
+  for_tests=()
+fi
 if [ "$(id -u)" = 0 ]; then
   missing=("${need_apt[@]}" "${for_tests[@]}")
   if [ ${#missing[@]} -gt 0 ]; then
