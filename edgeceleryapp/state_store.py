@@ -313,12 +313,16 @@ class StateWriter:
         )
         if stamped.rowcount != 1:
             return False
+        self._kept_state_event(table, ident, state, message)
+        return True
+
+    def _kept_state_event(self, table: Table, ident: int, state: str, message: str) -> None:
+        """A JobEvent that keeps the record's state (a re-drive, a reason to wait)."""
         if table is _SUB:
             argo_id, _, name, site, _, key = self._subjob_labels(ident)
             self._event(argo_id, ident, state, state, message, (key, name, site))
         else:
             self._event(ident, None, state, state, message, self._argo_labels(ident))
-        return True
 
     def noted(
         self, table: Table, ident: int, state: str, message: str, due_at: datetime | None
@@ -340,11 +344,7 @@ class StateWriter:
         self.conn.execute(update(table).where(c.id == ident).values(**values))
         if current.state_message == message:
             return True
-        if table is _SUB:
-            argo_id, _, name, site, _, key = self._subjob_labels(ident)
-            self._event(argo_id, ident, state, state, message, (key, name, site))
-        else:
-            self._event(ident, None, state, state, message, self._argo_labels(ident))
+        self._kept_state_event(table, ident, state, message)
         return True
 
     def created(

@@ -8,6 +8,7 @@ import textwrap
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -323,3 +324,18 @@ def poll_until_ended(subjob_id: int, timeout: float = 30) -> SubJob:
         return current if current.state not in ("SUBMITTED", "QUEUED", "RUNNING") else None
 
     return wait_for(ended, timeout, f"batch job of subjob {subjob_id} to end", interval=0.1)
+
+
+def publish_raw(conn: Any, queue: Any, body: bytes, content_type: str, message_id: Any) -> None:
+    """A message exactly as a careless or hostile producer might send it: the body as bytes,
+    the content type and message id it chose."""
+    with conn.Producer() as producer:
+        producer.publish(
+            body,
+            exchange=queue.exchange,
+            routing_key=queue.routing_key,
+            declare=[queue],
+            content_type=content_type,
+            content_encoding="binary",
+            message_id=message_id,
+        )

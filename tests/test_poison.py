@@ -36,7 +36,7 @@ from edgeceleryapp.status_outbox import status_exchange
 from tasks.argo import resend_status
 from tasks.mail import mail_queue
 from tests.conftest import Env, _env
-from tests.helpers import ROOT, argo_message, count
+from tests.helpers import ROOT, argo_message, count, publish_raw
 from tests.pg import empty_database
 from workflows import inbound
 from workflows.intake import submit_argo
@@ -79,19 +79,6 @@ def memory_broker(env) -> Iterator[Connection]:
         yield conn
         for queue in queues:
             queue(conn.default_channel).purge()
-
-
-def publish(conn: Connection, queue: Queue, body: bytes, content_type: str, message_id: Any):
-    with conn.Producer() as producer:
-        producer.publish(
-            body,
-            exchange=queue.exchange,
-            routing_key=queue.routing_key,
-            declare=[queue],
-            content_type=content_type,
-            content_encoding="binary",
-            message_id=message_id,
-        )
 
 
 def consume(conn: Connection, step: Any) -> None:
@@ -140,8 +127,8 @@ def letters() -> list[DeadLetter]:
 def test_a_poison_intake_message_is_set_aside_and_the_next_job_is_stored(
     memory_broker, what, body, content_type, message_id, field
 ):
-    publish(memory_broker, intake_queue(), body, content_type, message_id)
-    publish(memory_broker, intake_queue(), job("after"), JSON, "after-1")
+    publish_raw(memory_broker, intake_queue(), body, content_type, message_id)
+    publish_raw(memory_broker, intake_queue(), job("after"), JSON, "after-1")
     started = time.monotonic()
     consume(memory_broker, intake_step())
     assert time.monotonic() - started < 2, f"{what}: the consumer's thread was held"
@@ -195,7 +182,7 @@ def test_a_compressed_bomb_is_set_aside_without_being_expanded(memory_broker, co
 
 
 def test_every_problem_of_a_message_is_named_at_once(memory_broker):
-    publish(memory_broker, intake_queue(), b"x" * 300_000, "text/plain", ["id"])
+    publish_raw(memory_broker, intake_queue(), b"x" * 300_000, "text/plain", ["id"])
     consume(memory_broker, intake_step())
     (letter,) = letters()
     assert {e["field"] for e in letter.errors} == {"message_id", "content_type", "message"}
@@ -210,10 +197,10 @@ def test_a_400_kb_text_body_under_a_raised_cap_is_refused_quickly(memory_broker,
     reset_settings()
     text = json.dumps("{" + '"name": "x", ' * 30_000)
     assert len(text) > 400_000
-    publish(memory_broker, intake_queue(), text.encode(), JSON, "big")
+    publish_raw(memory_broker, intake_queue(), text.encode(), JSON, "big")
     trailing = json.loads(job("trailing"))
     with_commas = json.dumps(trailing)[:-1] + ",}"  # a trailing comma, as seed 001 writes
-    publish(memory_broker, intake_queue(), json.dumps(with_commas).encode(), JSON, "t1")
+    publish_raw(memory_broker, intake_queue(), json.dumps(with_commas).encode(), JSON, "t1")
     started = time.monotonic()
     consume(memory_broker, intake_step())
     assert time.monotonic() - started < 1.5
@@ -228,10 +215,10 @@ def test_a_batch_with_a_bad_id_stores_its_neighbours(any_db_env, monkeypatch):
     forever."""
     with Connection("memory://") as conn:
         intake_queue()(conn.default_channel).purge()
-        publish(conn, intake_queue(), job("one"), JSON, "n1")
-        publish(conn, intake_queue(), job("long"), JSON, "m" * 300)
-        publish(conn, intake_queue(), job("list"), JSON, [1, 2])
-        publish(conn, intake_queue(), job("two"), JSON, "n2")
+        publish_raw(conn, intake_queue(), job("one"), JSON, "n1")
+        publish_raw(conn, intake_queue(), job("long"), JSON, "m" * 300)
+        publish_raw(conn, intake_queue(), job("list"), JSON, [1, 2])
+        publish_raw(conn, intake_queue(), job("two"), JSON, "n2")
         monkeypatch.setenv("EDGECELERY_INTAKE_BATCH", "4")
         reset_settings()
         consume(conn, intake_step())
@@ -258,7 +245,7 @@ def test_a_batch_that_fails_to_store_is_split_down_to_the_bad_message(pg_env, mo
         intake_queue()(conn.default_channel).purge()
         for i in range(7):
             key = "k" * 300 if i == 4 else f"s{i}"
-            publish(conn, intake_queue(), job(f"j{i}"), JSON, key)
+            publish_raw(conn, intake_queue(), job(f"j{i}"), JSON, key)
         monkeypatch.setenv("EDGECELERY_INTAKE_BATCH", "7")
         reset_settings()
         consume(conn, intake_step())
@@ -278,7 +265,7 @@ def test_a_rejected_answer_whose_publish_fails_is_sent_by_the_sweep(memory_broke
     monkeypatch.setenv("EDGECELERY_BROKER_URL", f"redis://127.0.0.1:{free_port()}/0")
     monkeypatch.setenv("EDGECELERY_STATUS_RESEND_AFTER", "0.01")
     reset_settings()
-    publish(memory_broker, intake_queue(), b"not json", JSON, "lost-1")
+    publish_raw(memory_broker, intake_queue(), b"not json", JSON, "lost-1")
     consume(memory_broker, intake_step())
     (letter,) = letters()
     assert not letter.answer_sent
@@ -302,7 +289,7 @@ def test_a_schema_refusal_is_a_dead_letter_that_can_be_resubmitted(env, memory_b
     body = json.dumps(
         {"name": "later", "subjobs": [{"name": "a", "site": "gamma", "application": "echo"}]}
     ).encode()
-    publish(memory_broker, intake_queue(), body, JSON, "g1")
+    publish_raw(memory_broker, intake_queue(), body, JSON, "g1")
     consume(memory_broker, intake_step())
     (letter,) = letters()
     assert letter.errors[0]["field"] == "subjobs[0].site"
@@ -336,7 +323,7 @@ def test_a_schema_refusal_is_a_dead_letter_that_can_be_resubmitted(env, memory_b
 
 def test_dead_letters_are_removed_all_or_none(memory_broker):
     for i in range(2):
-        publish(memory_broker, intake_queue(), b"{", JSON, f"r{i}")
+        publish_raw(memory_broker, intake_queue(), b"{", JSON, f"r{i}")
     consume(memory_broker, intake_step())
     first, second = (letter.id for letter in letters())
     runner = CliRunner()
@@ -374,8 +361,8 @@ def mail_step() -> MailConsumer:
 def test_a_poison_status_message_does_not_stop_the_mail_consumer(memory_broker, body, content_type):
     argo_id = submit_argo(argo_message("mailed", email="ops@example.org"), start=False)
     status = {"kind": "argo", "argo_job_id": argo_id, "event_id": 7, "to_state": "HISTORY"}
-    publish(memory_broker, mail_queue(), body, content_type, None)
-    publish(memory_broker, mail_queue(), json.dumps(status).encode(), JSON, None)
+    publish_raw(memory_broker, mail_queue(), body, content_type, None)
+    publish_raw(memory_broker, mail_queue(), json.dumps(status).encode(), JSON, None)
     consume(memory_broker, mail_step())
     with read_scope() as s:
         assert list(s.scalars(select(MailRecord.event_id))) == [7], "the next one was recorded"
@@ -387,7 +374,7 @@ def test_a_poison_status_message_does_not_stop_the_mail_consumer(memory_broker, 
 
 
 def test_a_mail_letter_cannot_be_resubmitted(memory_broker):
-    publish(memory_broker, mail_queue(), b"hello", "text/plain", None)
+    publish_raw(memory_broker, mail_queue(), b"hello", "text/plain", None)
     consume(memory_broker, mail_step())
     (letter,) = letters()
     result = CliRunner().invoke(main, ["intake", "dead-letters", "resubmit", str(letter.id)])

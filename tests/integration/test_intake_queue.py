@@ -12,7 +12,7 @@ from edgeceleryapp.broker_connection import connect, for_url
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.models import ArgoJob
-from tests.helpers import echo_app
+from tests.helpers import echo_app, publish_raw
 from tests.integration.conftest import StatusListener
 from workflows.intake_consumer import intake_queue
 
@@ -81,21 +81,6 @@ def test_an_invalid_message_is_answered_with_every_bad_field_and_not_stored(depl
     assert jobs_with_user_id("prodsys.bad") == []
 
 
-def publish_raw(url: str, body: bytes, content_type: str, message_id: object) -> None:
-    """A message exactly as a careless or hostile producer might send it."""
-    queue = intake_queue()
-    with connect(for_url(url)) as conn, conn.Producer() as producer:
-        producer.publish(
-            body,
-            exchange=queue.exchange,
-            routing_key=queue.routing_key,
-            declare=[queue],
-            content_type=content_type,
-            content_encoding="binary",
-            message_id=message_id,
-        )
-
-
 def test_poison_messages_are_set_aside_and_the_job_after_them_runs(deployment):
     """Each of these used to stop the argo worker (exit code 0, the message back at the head
     of the queue, every restart dying again), or to fail its whole batch in the database."""
@@ -119,7 +104,8 @@ def test_poison_messages_are_set_aside_and_the_job_after_them_runs(deployment):
     listener = StatusListener(url, "job_status")  # undecodable: the default routing key
     try:
         for body, content_type, message_id in poison:
-            publish_raw(url, body, content_type, message_id)
+            with connect(for_url(url)) as conn:
+                publish_raw(conn, intake_queue(), body, content_type, message_id)
         produce(
             url,
             {
