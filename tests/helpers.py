@@ -326,9 +326,16 @@ def poll_until_ended(subjob_id: int, timeout: float = 30) -> SubJob:
     return wait_for(ended, timeout, f"batch job of subjob {subjob_id} to end", interval=0.1)
 
 
-def publish_raw(conn: Any, queue: Any, body: bytes, content_type: str, message_id: Any) -> None:
+def publish_raw(
+    conn: Any,
+    queue: Any,
+    body: bytes,
+    content_type: str,
+    message_id: Any,
+    headers: dict[str, Any] | None = None,
+) -> None:
     """A message exactly as a careless or hostile producer might send it: the body as bytes,
-    the content type and message id it chose."""
+    the content type, message id and headers it chose."""
     with conn.Producer() as producer:
         producer.publish(
             body,
@@ -337,5 +344,6 @@ def publish_raw(conn: Any, queue: Any, body: bytes, content_type: str, message_i
             declare=[queue],
             content_type=content_type,
             content_encoding="binary",
+            headers=headers,
             message_id=message_id,
         )

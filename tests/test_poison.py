@@ -159,19 +159,10 @@ def test_a_compressed_bomb_is_set_aside_without_being_expanded(memory_broker, co
     small, ct = compress(job("compressed"), codec)
     packed, _ = compress(bomb, codec)
     assert len(packed) < 1_000_000
-    queue = intake_queue()
-    with memory_broker.Producer() as producer:
-        for body, message_id in ((packed, "bomb-1"), (small, "small-1")):
-            producer.publish(
-                body,
-                exchange=queue.exchange,
-                routing_key=queue.routing_key,
-                declare=[queue],
-                content_type=JSON,
-                content_encoding="binary",
-                headers={"compression": ct},
-                message_id=message_id,
-            )
+    for body, message_id in ((packed, "bomb-1"), (small, "small-1")):
+        publish_raw(
+            memory_broker, intake_queue(), body, JSON, message_id, headers={"compression": ct}
+        )
     consume(memory_broker, intake_step())
     with read_scope() as s:
         assert list(s.scalars(select(ArgoJob.name))) == ["compressed"]
