@@ -1,6 +1,7 @@
 """The Celery app as a worker runs it (``celery -A edgeceleryapp`` and ``edgecelery worker``
 load this module): ``edgeceleryapp.celery_app``'s app, with every task module imported, the
-intake and mail consumers installed, and the site clock that polls a site worker's sites."""
+intake and mail consumers installed, the site clock that polls a site worker's sites, and
+the job sources the argo worker polls."""
 
 from typing import Any
 
@@ -16,6 +17,7 @@ from edgeceleryapp.status_outbox import CentralDeclaresStatusExchange, write_pen
 from tasks.site_clock import SiteClockStep
 from workflows.intake_consumer import IntakeConsumer
 from workflows.mail_consumer import MailConsumer
+from workflows.sources.runner import SourceRunnerStep
 
 TASK_MODULES = (tasks.argo, tasks.mail, tasks.site)
 
@@ -38,6 +40,7 @@ app.user_options["worker"].add(
 app.steps["consumer"].add(IntakeConsumer)
 app.steps["consumer"].add(MailConsumer)
 app.steps["worker"].add(SiteClockStep)
+app.steps["worker"].add(SourceRunnerStep)
 app.steps["worker"].add(SiteLeavesSharedUndeclared)
 app.steps["consumer"].add(CentralDeclaresStatusExchange)
 

@@ -283,6 +283,18 @@ class DeadLetter(Base):
     answer_sent: Mapped[bool] = mapped_column(default=False, info=INTERNAL)
 
 
+class SourceCursor(Base):
+    """How far a job source has read (workflows/sources/sql.py): the key of the last row
+    taken. Only a shortcut: a row read again finds the job its first reading made (the job's
+    intake key names the source and the row), so the cursor may lag after a crash."""
+
+    __tablename__ = "source_cursors"
+
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    last_key: Mapped[int | str] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class WebSession(Base):
     """A login to the job browser. The cookie carries a random token; only its SHA-256 is kept
     here, so reading this table gives no one a session. Deleting the row ends the session

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,6 +32,7 @@ from pydantic import (
 
 from backends import registry
 from edgeceleryapp.errors import ConfigurationError
+from workflows.sources import template as source_template
 
 ENV_PREFIX = "EDGECELERY_"
 CONFIG_ENV = "EDGECELERY_CONFIG"
@@ -273,6 +276,93 @@ class MailSettings(_Strict):
     timeout: float = Field(30.0, gt=0)
 
 
+def _parsed_template(text: str) -> str:
+    source_template.parse(text)  # a TemplateError is a ValueError: pydantic names the key
+    return text
+
+
+class SourceSettings(_Strict):
+    """A job source besides the intake queue (``[[sources]]``; workflows/sources/), polled by
+    the argo worker. Its jobs take the intake's path; what it refuses is kept as a dead letter
+    under its name (``edgecelery intake dead-letters ls --source NAME``)."""
+
+    # Names the source in logs, dead letters and the ids of its jobs.
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,15}$")
+    # Seconds between looks when the last one found nothing: half of it is added, on
+    # average, to every job's start. A look that finds a full batch looks again at once.
+    poll_interval: float = Field(0.2, gt=0, le=3600)
+    # The most items one look takes (one transaction, one broker round trip).
+    batch: int = Field(100, ge=1, le=1000)
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_consumer(cls, value: str) -> str:
+        if value in ("intake", "mail"):
+            raise ValueError(f"{value!r} names a queue consumer's dead letters; choose another")
+        return value
+
+
+class SQLSourceSettings(SourceSettings):
+    """Rows of a database (an experiment's shot table, HUST'17 section 3): each new row makes
+    one Argo job, once, across restarts."""
+
+    kind: Literal["sql"]
+    # A SQLAlchemy URL (sqlite:////data/shots.db, postgresql+psycopg://reader@db/exp).
+    url: str
+    # Selects the rows after the last one taken, in key order: it must use the bound
+    # parameters :after (the last key taken) and :limit, e.g.
+    # "SELECT shot, machine FROM shots WHERE shot > :after ORDER BY shot LIMIT :limit".
+    query: str
+    # The column that orders rows and names each one (an integer or text, unique).
+    key: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Rows with a key above this are new when the source first starts.
+    start_after: int | str = 0
+    # The Argo job message as JSON; "{column}" is replaced by the row's value
+    # (workflows/sources/template.py).
+    template: Annotated[str, AfterValidator(_parsed_template)]
+
+    @field_validator("url")
+    @classmethod
+    def _sqlalchemy_url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a SQLAlchemy URL: {exc}") from None
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _bound_parameters(cls, value: str) -> str:
+        for name in (":after", ":limit"):
+            if not re.search(rf"{name}\b", value):
+                raise ValueError(f"must use the bound parameter {name}")
+        return value
+
+
+class DirectorySourceSettings(SourceSettings):
+    """A folder where ``*.json`` files dropped in become Argo jobs (``taken/`` afterwards,
+    ``refused/`` with a ``.why`` when refused). Write a file under another name (one that
+    does not end in .json, or starts with a dot) and rename it: a rename is atomic."""
+
+    kind: Literal["directory"]
+    path: Path
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
+
+
+JobSourceSettings = Annotated[
+    SQLSourceSettings | DirectorySourceSettings, Field(discriminator="kind")
+]
+
+
 BROKER_SCHEMES = {"redis": False, "rediss": True, "amqp": False, "amqps": True, "memory": False}
 LOOPBACK_HOSTS = ("localhost", "::1")
 
@@ -349,6 +439,8 @@ class Settings(_Strict):
     web: WebSettings = Field(default_factory=WebSettings)
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
+    # Job sources besides the intake queue, run by the argo worker.
+    sources: list[JobSourceSettings] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _broker_is_safe(self) -> Settings:
@@ -427,6 +519,14 @@ class Settings(_Strict):
                         f"sites.{name}.transfers.hosts must list {host!r}, the host of "
                         "argo.staging_url"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _source_names_unique(self) -> Settings:
+        names = [source.name for source in self.sources]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"sources[{i}].name: {name!r} names two sources")
         return self
 
     def site(self, name: str) -> SiteSettings:

@@ -35,6 +35,9 @@ CONTENT_TYPE = "application/json"
 MAX_DEPTH = 32
 # The ids of jobs are kept in a 256-character column (models.ArgoJob.intake_key).
 MESSAGE_ID_MAX = 255
+# The ids of jobs that job sources made (``workflows.sources.base.source_key``): reserved, so
+# that no message on the intake queue can stand in for a source's row or file.
+SOURCE_KEY_PREFIX = "source:"
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ def message_id_problem(message_id: Any) -> str | None:
         return f"must be 1 to {MESSAGE_ID_MAX} characters long, not {len(message_id)}"
     if not message_id.isprintable():
         return "must hold printable characters only"
+    if message_id.startswith(SOURCE_KEY_PREFIX):
+        return f"must not begin with {SOURCE_KEY_PREFIX!r} (reserved for job sources)"
     return None
 
 

@@ -19,13 +19,18 @@ def intake() -> None:
 
 @intake.group("dead-letters", context_settings=CONTEXT)
 def dead_letters() -> None:
-    """Messages the intake and mail consumers refused: undecodable, too large or too deep,
-    a bad message_id, an invalid job. Each was acknowledged (it blocks nothing) and kept here;
-    an intake message was answered with a REJECTED status message naming the problems."""
+    """Messages the intake and mail consumers and the job sources refused: undecodable, too
+    large or too deep, a bad message_id, an invalid job. Each was acknowledged (it blocks
+    nothing) and kept here; an intake message or a source's item was answered with a
+    REJECTED status message naming the problems."""
 
 
 @dead_letters.command("ls", context_settings=CONTEXT)
-@click.option("--source", type=click.Choice(["intake", "mail"]), default=None)
+@click.option(
+    "--source",
+    default=None,
+    help="Only those refused by this consumer (intake, mail) or job source ([[sources]] name).",
+)
 @click.option("--limit", default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
