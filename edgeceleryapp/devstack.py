@@ -279,6 +279,15 @@ def _toml_table(name: str, values: dict[str, Any]) -> list[str]:
     return lines
 
 
+def sources_toml(sources: list[dict[str, Any]]) -> str:
+    """``[[sources]]`` tables of scalars (settings' job sources), for ``write_config``'s
+    ``extra``."""
+    lines = []
+    for source in sources:
+        lines += ["[[sources]]", *(f"{k} = {json.dumps(v)}" for k, v in source.items())]
+    return "\n".join(lines)
+
+
 def write_config(
     root: Path,
     broker_url: str,

@@ -80,11 +80,13 @@ def running_deployment(
     shipped_defaults: bool = False,
     tls: bool = False,
     rabbitmq: RabbitMQServer | None = None,
+    extra: str = "",
 ) -> Iterator[Deployment]:
     """Redis, the Argo worker and one worker per site, with short retries, leases, re-drives
     and intervals so that tests are quick (``shipped_defaults``: only the intervals short;
     ``tls``: Redis over verified TLS with client certificates; ``rabbitmq``: a virtual host on
-    that node instead of Redis); stopped again afterwards."""
+    that node instead of Redis; ``extra``: more TOML, after the quick settings); stopped again
+    afterwards."""
     quick = (
         f"visibility_timeout = 4\nlease_seconds = {lease_seconds}\nredrive_after = 10\n"
         "[retry]\nmax_retries = 3\nbackoff_base = 0.2\nbackoff_max = 1.0"
@@ -96,7 +98,7 @@ def running_deployment(
         env_extra=env_extra,
         poll_interval=poll_interval,
         status_interval=status_interval,
-        extra="" if shipped_defaults else quick,
+        extra="\n".join(filter(None, ["" if shipped_defaults else quick, extra])),
         site_settings=site_settings,
         argo_settings=argo_settings,
         tls=tls,
