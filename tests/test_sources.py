@@ -466,3 +466,11 @@ def test_a_batch_that_cannot_be_stored_now_leaves_files_claimed(env, monkeypatch
     assert len(names(source.folder / ".claimed")) == 1
     monkeypatch.undo()
     assert source.poll() == 1 and len(jobs()) == 1
+
+
+def test_the_example_settings_document_both_kinds() -> None:
+    example = Path(__file__).resolve().parents[1] / "edgecelery.example.toml"
+    sources = load_settings(example, {}).sources
+    assert [s.kind for s in sources] == ["sql", "directory"]
+    rendered = template.render(template.parse(sources[0].template), {"shot": 7, "machine": "d3d"})
+    assert rendered["name"] == "efit-7"
