@@ -474,3 +474,29 @@ def test_the_example_settings_document_both_kinds() -> None:
     assert [s.kind for s in sources] == ["sql", "directory"]
     rendered = template.render(template.parse(sources[0].template), {"shot": 7, "machine": "d3d"})
     assert rendered["name"] == "efit-7"
+
+
+def test_the_runner_goes_on_after_a_failed_look_and_stops_when_told(tmp_path: Path) -> None:
+    import threading
+
+    from workflows.sources.runner import SourceRunner
+
+    looks: list[str] = []
+    done = threading.Event()
+
+    class Flaky(DirectorySource):
+        def poll(self) -> int:
+            looks.append("look")
+            if len(looks) == 1:
+                raise OSError("the folder's file system is away")
+            if len(looks) == 3:
+                done.set()
+            return 0
+
+    source = Flaky(DirectorySourceSettings(name="f", kind="directory", path=tmp_path / "f"))
+    runner = SourceRunner([source], lambda _s, _found, _failures: 0.01)
+    runner.start()
+    assert done.wait(10), "the runner stopped looking after a failure"
+    runner.stop()
+    assert not runner.threads[0].is_alive()
+    assert (tmp_path / "f" / "taken").is_dir()  # started once, on its thread

@@ -130,6 +130,8 @@ def test_a_bad_file_is_refused_with_its_reason_and_the_worker_stays_up(
     assert "subjobs[0].site: no site named 'nowhere'" in why.read_text()
     (letter,) = [x for x in dead_letters.listing("drop") if x["message_id"].endswith("bad.json")]
     assert "subjobs[0].site" in letter["reason"]
+    listed = json.loads(stack.cli("intake", "dead-letters", "ls", "--source", "drop", "--json"))
+    assert [x["id"] for x in listed] == [letter["id"]]
     assert stack.workers["argo"].process.poll() is None
     drop(folder, "after.json", json.dumps({**bad, "name": "after", "subjobs": [
         {"name": "a", "site": "alpha", "application": "srcapp"}]}))  # fmt: skip
