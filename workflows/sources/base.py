@@ -96,13 +96,13 @@ class JobSource:
         taken = []
         for offer in offers:
             outcome = outcomes.get(offer.key)
-            if offer.errors is None and isinstance(outcome, int):
-                taken.append(Taken(offer.key, outcome))
-                log.info("source %s: %s is argo job %d", self.name, offer.key, outcome)
+            if isinstance(outcome, ValidationFailed):
+                offer.errors = outcome.errors
+            if offer.errors is not None or outcome is None:
+                taken.append(Taken(offer.key, None, offer.errors))
                 continue
-            errors = offer.errors if offer.errors is not None else outcome.errors  # type: ignore[union-attr]
-            offer.errors = errors
-            taken.append(Taken(offer.key, None, errors))
+            taken.append(Taken(offer.key, outcome))
+            log.info("source %s: %s is argo job %d", self.name, offer.key, outcome)
         self._set_aside([o for o in offers if o.errors is not None])
         return taken
 
