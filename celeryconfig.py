@@ -40,9 +40,12 @@ worker_concurrency = _settings.worker_concurrency
 task_default_queue = "argo"
 task_routes = {"argo.*": {"queue": "argo"}}
 
-# Flower and `celery events` see tasks and workers.
-worker_send_task_events = True
-task_send_sent_event = True
+# Task events cost every task a broker publish per event (a fifth of a site worker's CPU in
+# bench/deep_queue.py's drain), so they are off, as in Celery itself; Flower (and
+# `celery control enable_events`) switches them on in the running workers while it watches.
+# Worker events (heartbeats, online/offline) are always sent.
+worker_send_task_events = False
+task_send_sent_event = False
 
 # Beat (in the argo worker) sweeps Argo jobs and re-sends status messages that did not go
 # out. It sends no poll ticks: each site worker polls (and sweeps its own subjobs) on its own

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import weakref
 from datetime import datetime, timedelta
 
@@ -91,10 +92,20 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+# Seconds between one process's heartbeats: "last seen" is read in minutes, while a write per
+# tick took the write lock ten times a second at a short poll_interval.
+HEARTBEAT_EVERY = 2.0
+_last_beat: weakref.WeakKeyDictionary[Engine, dict[str, float]] = weakref.WeakKeyDictionary()
+
+
 def heartbeat(site: str) -> None:
     """A worker of the site is alive and consuming its queue: every worker's clock writes this
-    each tick, lease or not, so ``site show`` can tell a site without a worker from a quiet
-    one without asking the broker."""
+    (at most every ``HEARTBEAT_EVERY`` seconds), lease or not, so ``site show`` can tell a site
+    without a worker from a quiet one without asking the broker."""
+    beats, now = _last_beat.setdefault(engine(), {}), time.monotonic()
+    if now - beats.get(site, -HEARTBEAT_EVERY) < HEARTBEAT_EVERY:
+        return
+    beats[site] = now
     ensure_monitor(site)
     with session_scope() as s:
         s.execute(

@@ -84,6 +84,7 @@ class PollReport:
     in_flight: int = 0
     status_queries: int = 0
     moved: dict[int, str] = field(default_factory=dict)
+    finished: list[Row] = field(default_factory=list)
     admitted: list[int] = field(default_factory=list)
     redriven: list[int] = field(default_factory=list)
 
@@ -117,7 +118,13 @@ def poll_site(site_name: str) -> PollReport:
     if not take_lease(site_name, "tick_until", site.poll_interval * 0.8):
         return report
     _poll_batch_jobs(site_name, site, report)
-    report.admitted = admit(site_name, site)
+    # The slots those ends freed go first: the admitted subjobs' submit messages are queued
+    # ahead of the resume chains, so the site's queue refills while the ended jobs' remaining
+    # steps (which hold no slot) wait their turn.
+    try:
+        report.admitted = admit(site_name, site)
+    finally:
+        send_resume_chains(report.finished)
     if take_lease(site_name, "sweep_until", sweep_period()):
         report.redriven = reconcile_site(site_name)
     return report
@@ -170,18 +177,22 @@ def _poll_batch_jobs(site_name: str, site: SiteSettings, report: PollReport) -> 
                 f"{site.max_attempts}, no attempts left",
             )
         verdicts.append((job, verdict))
-    # The states commit first; then the resume chains go, in one broker round trip, for the
-    # jobs this tick moved. Sent before the commit, a postprocess could arrive ahead of its
-    # state and spend a retry waiting for it. A crash between the two leaves a finished job
-    # without its chain: the reconciler (tasks/reconcile.py) sends the owed step again once
-    # the record has made no progress for redrive_after.
-    finished: list[Row] = []
+    # The states commit here; the resume chains go later in the tick (``send_resume_chains``).
+    # Sent before the commit, a postprocess could arrive ahead of its state and spend a retry
+    # waiting for it. A crash in between leaves a finished job without its chain: the
+    # reconciler (tasks/reconcile.py) sends the owed step again once the record has made no
+    # progress for redrive_after.
     for job, verdict in verdicts:
         path = states.batch_end_path(job.state, verdict.target, verdict.failed)
         if move_subjob(job.id, job.state, path, verdict.reason, exit_code=verdict.exit_code):
             report.moved[job.id] = path[-1]
             if path[-1] == FINISHED:
-                finished.append(job)
+                report.finished.append(job)
+
+
+def send_resume_chains(finished: list[Row]) -> None:
+    """The resume chains (postprocess, stage out, ...) of the jobs this tick saw end, in one
+    broker round trip."""
     if finished:
         with batch_producer(get_settings().broker_url) as producer:
             for job in finished:
