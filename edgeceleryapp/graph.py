@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import bindparam, func, insert, literal, select, update
 
+from edgeceleryapp import states
 from edgeceleryapp.errors import InvalidState, ValidationFailed
 from edgeceleryapp.models import MESSAGE_FIELDS, ArgoJob, SubJob, SubjobParent, utcnow
 from edgeceleryapp.settings import get_settings
@@ -207,6 +208,17 @@ UNCLAIM = (
     .where(_SUB.c.id.in_(bindparam("ids", expanding=True)), _SUB.c.state == "CREATED")
     .values(dispatched_at=None)
 )
+
+
+def failed_names(argo_id: int, limit: int = 10) -> Any:
+    """The names of (at most ``limit`` of) the job's failed subjobs, for the reason a failed
+    graph job gives: asked once, when it ends."""
+    return (
+        select(_SUB.c.name)
+        .where(_SUB.c.argo_job_id == argo_id, _SUB.c.state.like("%" + states.FAILED_SUFFIX))
+        .order_by(_SUB.c.position)
+        .limit(limit)
+    )
 
 
 def descendants_query(subjob_id: int) -> Any:

@@ -291,11 +291,12 @@ class StateWriter:
             target, note = "SUBJOBS_COMPLETED", ""
         elif left == stuck_now:
             target = states.failed("SUBJOBS_COMPLETED")
-            note = (
-                f"subjob {name} failed: {message}; nothing more can run"
-                if message
-                else (f"subjob {name} failed; nothing more can run")
-            )
+            if to == "JOB_FINISHED":  # the last branch ended: name the failed ones
+                failed = self.conn.execute(graph.failed_names(argo_id)).scalars().all()
+                note = f"failed: {', '.join(failed)}; nothing more can run"
+            else:
+                note = f"{name} failed" + (f": {message}" if message else "")
+                note += "; nothing more can run"
         else:
             return
         if self._set(_ARGO, argo_id, argo_state, {"state": target, "state_message": note}):
