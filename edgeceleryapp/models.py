@@ -108,7 +108,7 @@ class SubJob(Base):
         Index("ix_subjobs_site_argo", "site", "argo_job_id"),
         # A graph job's ready subjobs (CREATED, no parent left to finish): argo.advance's
         # one query per decision, whatever the job's size (edgeceleryapp/graph.py).
-        Index("ix_subjobs_ready", "argo_job_id", "state", "parents_left"),
+        Index("ix_subjobs_ready", "argo_job_id", "state", "parents_left", "dispatched_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
