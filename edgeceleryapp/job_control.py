@@ -16,7 +16,7 @@ from edgeceleryapp import next_step, state_store, states
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import InvalidState, NotFound, ValidationFailed
 from edgeceleryapp.job_views import found, state_named
-from edgeceleryapp.models import ArgoJob, JobEvent, SubJob
+from edgeceleryapp.models import ArgoJob, JobEvent, SubJob, SubjobParent
 from edgeceleryapp.state_store import StateWriter
 
 
@@ -24,7 +24,7 @@ def _alterable() -> tuple[str, ...]:
     """A job's own settings: the fields of its message, less where it runs and what."""
     from workflows.schemas import BalsamJobMessage  # pydantic: loaded only when altering
 
-    fixed = ("site", "application", "argo_job_id")
+    fixed = ("site", "application", "argo_job_id", "parents")
     return tuple(f for f in BalsamJobMessage.model_fields if f not in fixed)
 
 
@@ -83,6 +83,7 @@ def remove_argo(argo_id: int, force: bool = False) -> None:
         if not force and _with_batch_job(list(job.subjobs)):
             raise InvalidState(f"argo job {argo_id} has a batch job in flight")
         s.execute(delete(JobEvent).where(JobEvent.argo_job_id == argo_id))
+        s.execute(delete(SubjobParent).where(SubjobParent.argo_job_id == argo_id))
         s.delete(job)
 
 
@@ -140,21 +141,58 @@ def retry_argo(argo_id: int, who: str = "") -> str:
         if not states.is_failed(argo.state):
             raise InvalidState(f"argo job {argo_id} is {argo.state}, not in a failure state")
         subjobs = list(argo.subjobs)
-        subjob = subjobs[min(argo.current_subjob, len(subjobs) - 1)]
-        if states.failed_target(argo.state) in states.ARGO_LOOP and states.is_failed(subjob.state):
-            subjob_state = _retry_subjob_record(tx, subjob, who)
-            argo_to = states.argo_state_for_subjob(subjob_state)
+        if argo.graph and argo.state == states.failed("SUBJOBS_COMPLETED"):
+            owed_runs = _retry_graph(tx, argo, subjobs, who)
+            argo_to = states.GRAPH_RUNNING
+            _force_argo(tx, argo, argo_to, _retry_note(argo.state, who), "retrying")
         else:
-            argo_to = _last_failure_origin(s, argo_id, argo.state) or states.argo_retry_state(
-                argo.state
-            )
-        _force_argo(tx, argo, argo_to, _retry_note(argo.state, who), "retrying")
-        s.expire_all()
-        owed = next_step.for_argo(
-            argo, subjobs[argo.current_subjob] if argo.current_subjob < len(subjobs) else None
-        )
-    _send_owed(owed)
+            argo_to = _retry_linear(tx, argo, subjobs, who)
+            s.expire_all()
+            current = argo.current_subjob
+            owed_runs = [
+                next_step.for_argo(argo, subjobs[current] if current < len(subjobs) else None)
+            ]
+    for owed in owed_runs:
+        _send_owed(owed)
     return argo_to
+
+
+def _retry_linear(tx: StateWriter, argo: ArgoJob, subjobs: list[SubJob], who: str) -> str:
+    """The current subjob back where its failed step starts (a failure in the SUBJOB_* loop),
+    or the Argo job back where its own failed step starts; the Argo state it goes to."""
+    subjob = subjobs[min(argo.current_subjob, len(subjobs) - 1)]
+    if states.failed_target(argo.state) in states.ARGO_LOOP and states.is_failed(subjob.state):
+        argo_to = states.argo_state_for_subjob(_retry_subjob_record(tx, subjob, who))
+    else:
+        argo_to = _last_failure_origin(tx.session, argo.id, argo.state) or states.argo_retry_state(
+            argo.state, bool(argo.graph)
+        )
+    _force_argo(tx, argo, argo_to, _retry_note(argo.state, who), "retrying")
+    return argo_to
+
+
+def _retry_graph(
+    tx: StateWriter, argo: ArgoJob, subjobs: list[SubJob], who: str
+) -> list[next_step.Owed]:
+    """A failed graph job: each failed subjob goes back where its failed step starts, each
+    BLOCKED one back to CREATED (it waits for its parents again); finished ones keep their
+    records. What is owed after: the runs of those past CREATED, and an argo.advance that
+    sends every ready one."""
+    owed: list[next_step.Owed] = []
+    retried = 0
+    for sj in subjobs:
+        if states.is_failed(sj.state):
+            to = _retry_subjob_record(tx, sj, who)
+            if to != "CREATED":
+                record = next_step.Record(sj.id, to, sj.site, argo.id)
+                owed.append(next_step.for_graph_subjob(states.GRAPH_RUNNING, record, 0))
+            retried += 1
+        elif sj.state == states.BLOCKED:
+            _force_subjob(tx, sj, "CREATED", _retry_note(sj.state, who), "retrying")
+            retried += 1
+    tx.stuck_released(argo.id, retried)
+    owed.append(next_step.Owed(next_step.STEP, (next_step.ADVANCE,), argo_id=argo.id))
+    return owed
 
 
 def retry_subjob(subjob_id: int) -> str:

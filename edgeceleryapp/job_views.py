@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Select, exists, func, select
 
-from edgeceleryapp import batch_logs, leases, next_step, site_health, states
+from edgeceleryapp import batch_logs, graph, leases, next_step, site_health, states
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.errors import NotFound, ValidationFailed
 from edgeceleryapp.models import ArgoJob, JobEvent, SiteMonitor, SubJob, public_columns, utcnow
@@ -278,6 +278,10 @@ def show_argo(argo_id: int) -> dict[str, Any]:
                     "for": "its turn in the Argo job",
                     "why": "the subjobs before it in the Argo job run first",
                 }
+        if job.graph:
+            out["waiting"] = _graph_waits(s, job, subjobs, out["subjobs"])
+            out["events"] = _events(s, JobEvent.argo_job_id == argo_id)
+            return out
         current = subjobs[job.current_subjob] if job.current_subjob < len(subjobs) else None
         owed = next_step.for_argo(job, current)
         out["waiting"] = wait = waiting(job, owed, now)
@@ -290,6 +294,35 @@ def show_argo(argo_id: int) -> dict[str, Any]:
                 wait["why"] = _why(s, job, owed, wait, now)
         out["events"] = _events(s, JobEvent.argo_job_id == argo_id)
         return out
+
+
+def _graph_waits(
+    s: Any, job: ArgoJob, subjobs: list[SubJob], shown: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """A graph job's subjobs each with their ``parents`` (names) and, for one that waits for
+    them, which are left; what the Argo job itself waits for."""
+    edges = graph.parents_of(s.connection(), job.id)
+    by_id = {sj.id: sj for sj in subjobs}
+    for sj, out in zip(subjobs, shown, strict=True):
+        out["parents"] = [by_id[p].name for p in edges.get(sj.id, [])]
+        left = [by_id[p].name for p in edges.get(sj.id, []) if by_id[p].state != "JOB_FINISHED"]
+        if sj.state == "CREATED" and left and out["waiting"]:
+            out["waiting"] = {
+                "for": "its parents",
+                "why": f"waiting for its parents to finish: {', '.join(left)}",
+            }
+    if job.state != states.GRAPH_RUNNING:
+        if states.has_stopped(states.ARGO, job.state):
+            return None
+        owed = next_step.for_argo(job, None)
+        wait = waiting(job, owed, utcnow())
+        if wait is not None:
+            wait["why"] = _why(s, job, owed, wait, utcnow())
+        return wait
+    running = [sj.name for sj in subjobs if sj.state not in ("CREATED", "JOB_FINISHED")]
+    if not running:
+        running = [sj.name for sj in subjobs if sj.state == "CREATED" and not sj.parents_left]
+    return {"for": "its subjobs", "why": f"subjobs under way: {', '.join(running) or 'none'}"}
 
 
 def _with_waiting(s: Any, sj: SubJob, now: datetime) -> dict[str, Any]:

@@ -73,6 +73,13 @@ class ArgoJob(Base):
         String(256), nullable=True, unique=True, info=INTERNAL
     )
     num_subjobs: Mapped[int] = mapped_column(Integer, default=0)
+    # A graph job (its subjobs name their ``parents``; edgeceleryapp/graph.py): NULL for the
+    # linear SUBJOB_* loop. ``open_subjobs`` counts its subjobs not yet finished and
+    # ``stuck_subjobs`` those failed or BLOCKED, kept in the moves' own transactions: the job
+    # is complete at 0 open, and failed when every open one is stuck, without reading them.
+    graph: Mapped[bool | None] = mapped_column(nullable=True)
+    open_subjobs: Mapped[int | None] = mapped_column(Integer, nullable=True, info=INTERNAL)
+    stuck_subjobs: Mapped[int | None] = mapped_column(Integer, nullable=True, info=INTERNAL)
     # Which execution of a step works on the record now, and until when (renewed while it
     # works): a second delivery finds the lease and ends quietly (edgeceleryapp/leases.py).
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True, info=INTERNAL)
@@ -99,6 +106,9 @@ class SubJob(Base):
         Index("ix_subjobs_site_state_waiting", "site", "state", "waiting_since"),
         # The job browser's "jobs with a subjob at this site".
         Index("ix_subjobs_site_argo", "site", "argo_job_id"),
+        # A graph job's ready subjobs (CREATED, no parent left to finish): argo.advance's
+        # one query per decision, whatever the job's size (edgeceleryapp/graph.py).
+        Index("ix_subjobs_ready", "argo_job_id", "state", "parents_left", "dispatched_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -122,6 +132,9 @@ class SubJob(Base):
     # A Balsam job message may carry the id of an Argo job run elsewhere (HUST'17 slides); kept as
     # given and reported back in status messages, never mistaken for one of ours.
     origin_argo_job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # In a graph job, how many of its parents have not finished yet (0: ready); NULL in a
+    # linear job. Lowered in the transaction that finishes each parent.
+    parents_left: Mapped[int | None] = mapped_column(Integer, nullable=True, info=INTERNAL)
 
     state: Mapped[str] = mapped_column(String(40), default="CREATED")
     state_message: Mapped[str] = mapped_column(Text, default="")
@@ -150,6 +163,38 @@ class SubJob(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     argo_job: Mapped[ArgoJob | None] = relationship(back_populates="subjobs")
+
+
+# The subjob columns copied as they are from a job message's fields of the same name.
+MESSAGE_FIELDS = (
+    "name",
+    "description",
+    "site",
+    "queue",
+    "project",
+    "wall_time_minutes",
+    "num_nodes",
+    "processes_per_node",
+    "scheduler_config",
+    "application",
+    "config_file",
+)
+
+
+class SubjobParent(Base):
+    """One edge of a graph job: ``child_id`` waits for ``parent_id`` to finish. Found from
+    either end through an index: a finishing parent's children, a subjob's parents."""
+
+    __tablename__ = "subjob_parents"
+    __table_args__ = (Index("ix_subjob_parents_parent", "parent_id", "child_id"),)
+
+    child_id: Mapped[int] = mapped_column(
+        ForeignKey("subjobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    parent_id: Mapped[int] = mapped_column(
+        ForeignKey("subjobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    argo_job_id: Mapped[int] = mapped_column(Integer, index=True)
 
 
 class Application(Base):

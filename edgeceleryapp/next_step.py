@@ -146,7 +146,7 @@ def run_from(step: str, in_argo: bool) -> tuple[str, ...]:
 
 
 def _ended(machine: states.Machine, state: str) -> Owed | None:
-    if states.is_failed(state) or state == states.KILLED:
+    if states.is_failed(state) or state in (states.KILLED, states.BLOCKED):
         return Owed(STOPPED, reason=f"{machine.name} is {state}")
     if state == machine.path[-1]:
         return Owed(DONE)
@@ -189,12 +189,41 @@ def for_argo(argo: ArgoLike, current: SubjobLike | None, state: str | None = Non
         return Owed(STEP, (ADVANCE,), argo_id=argo.id)
     if state in _ARGO_BY_START:
         return Owed(STEP, run_from(_ARGO_BY_START[state], True), argo_id=argo.id)
+    if state == states.GRAPH_RUNNING:  # each ready subjob is owed its first run
+        return Owed(PARKED, argo_id=argo.id, reason="its subjobs run as their parents finish")
     if current is None:
         return Owed(STOPPED, argo_id=argo.id, reason=f"no subjob {argo.current_subjob}")
     owed = for_subjob(current)
     if owed.verdict == DONE:  # its last step ran; the Argo job's move is next
         return Owed(STEP, (ADVANCE,), argo_id=argo.id)
     return owed
+
+
+def for_graph_subjob(argo_state: str, subjob: SubjobLike, parents_left: int) -> Owed:
+    """What a subjob of a graph job is owed: a CREATED one its first run once the Argo job
+    runs its subjobs and no parent is left to finish (a join waits for all of them); after
+    that, as any subjob."""
+    if subjob.state == "CREATED" and states.has_stopped(states.ARGO, argo_state):
+        return Owed(STOPPED, subjob_id=subjob.id, site=subjob.site, reason=f"argo is {argo_state}")
+    if subjob.state == "CREATED" and argo_state != states.GRAPH_RUNNING:
+        return Owed(
+            PARKED, subjob_id=subjob.id, site=subjob.site, reason=f"its Argo job is {argo_state}"
+        )
+    if subjob.state == "CREATED" and parents_left > 0:
+        return Owed(
+            PARKED,
+            subjob_id=subjob.id,
+            site=subjob.site,
+            reason=f"waiting for {parents_left} parent{'s' if parents_left > 1 else ''}",
+        )
+    return for_subjob(subjob)
+
+
+def graph_advance_moves(state: str) -> list[str] | None:
+    """The move argo.advance makes on a graph job: from STAGED_IN its subjobs start running;
+    None when there is none (SUBJOBS_RUNNING: it sends the ready subjobs' runs; later moves
+    are its subjobs' bookkeeping, ``state_store``)."""
+    return [states.GRAPH_RUNNING] if state == "STAGED_IN" else None
 
 
 def advance_moves(state: str, current: int, subjobs: int) -> tuple[list[str], int] | None:

@@ -197,6 +197,8 @@ class ArgoSettings(_Strict):
     # Local directories the Argo job's own input_url and output_url may name.
     transfer_roots: list[Path] = Field(default_factory=list)
     transfers: TransferSettings = Field(default_factory=TransferSettings)
+    # The most subjobs one Argo job may have (children added at run time included).
+    max_subjobs: int = Field(1000, ge=1, le=100_000)
 
     def staging_url_for(self, *parts: str) -> str:
         base = self.staging_url or f"local://{self.staging_dir}"

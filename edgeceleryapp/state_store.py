@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Row, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from edgeceleryapp import states
+from edgeceleryapp import graph, states
 from edgeceleryapp.db import engine, read_connection
 from edgeceleryapp.models import ArgoJob, JobEvent, SubJob, utcnow
 from edgeceleryapp.status_outbox import body, pending_marks, routing_key, send
@@ -81,6 +81,7 @@ _SUBJOB_LABELS = (
         _SUB.c.site,
         _ARGO.c.name,
         _ARGO.c.job_status_routing_key,
+        _ARGO.c.graph,
     )
     .select_from(_SUB.outerjoin(_ARGO, _ARGO.c.id == _SUB.c.argo_job_id))
     .where(_SUB.c.id == bindparam("subjob_id"))
@@ -190,7 +191,9 @@ class StateWriter:
                 follow(frm, to, fields["state_message"])
             frm = to
 
-    def _subjob_labels(self, subjob_id: int) -> tuple[int | None, int, str, str, str, str]:
+    def _subjob_labels(
+        self, subjob_id: int
+    ) -> tuple[int | None, int, str, str, str, str, bool | None]:
         row = self.conn.execute(_SUBJOB_LABELS, {"subjob_id": subjob_id}).first()
         if row is None:
             raise _LostRace
@@ -208,7 +211,7 @@ class StateWriter:
     ) -> None:
         """An automatic move along the subjob machine; the Argo job follows. ``values`` go
         with the last state, the message too."""
-        argo_id, position, name, site, argo_name, key = self._subjob_labels(subjob_id)
+        argo_id, position, name, site, argo_name, key, in_graph = self._subjob_labels(subjob_id)
         last = len(path) - 1
 
         def fields(i: int, to: str) -> dict:
@@ -216,7 +219,11 @@ class StateWriter:
             return {"state": to, "state_message": note, **(values if i == last else {})}
 
         def follow(frm: str, to: str, note: str) -> None:
-            if argo_id is not None:
+            if argo_id is None:
+                return
+            if in_graph:
+                self._follow_graph(argo_id, subjob_id, name, to, note, (key, argo_name))
+            else:
                 self._follow(argo_id, position, subjob_id, site, frm, to, note, (key, argo_name))
 
         self._change(_SUB, subjob_id, expected, path, fields, (argo_id, (key, name, site)), follow)
@@ -254,6 +261,76 @@ class StateWriter:
         key, name = argo_label
         self._event(argo_id, None, expected, target, note, (key, name or "", None))
 
+    def _follow_graph(
+        self,
+        argo_id: int,
+        subjob_id: int,
+        name: str,
+        to: str,
+        message: str,
+        argo_label: tuple[str | None, str],
+    ) -> None:
+        """A graph job's bookkeeping when one of its subjobs finishes or fails, in the same
+        transaction (``edgeceleryapp.graph``): a finished subjob lowers its children's count
+        of parents left; a failed one blocks its descendants. The Argo job moves on when the
+        last subjob finished (SUBJOBS_COMPLETED) or when every open one is stuck (failed)."""
+        now = utcnow()
+        if to == "JOB_FINISHED":
+            self.conn.execute(graph.LOWER_CHILDREN, {"parent": subjob_id, "now": now})
+            counts = self.conn.execute(graph.COUNT_FINISHED, {"argo": argo_id}).one()
+        elif states.is_failed(to):
+            stuck = 1 + self._block_descendants(subjob_id, name, message)
+            counts = self.conn.execute(graph.COUNT_STUCK, {"argo": argo_id, "stuck": stuck}).one()
+        else:
+            return
+        left, stuck_now, argo_state = counts
+        if argo_state != states.GRAPH_RUNNING:
+            return
+        key, argo_name = argo_label
+        if left == 0:
+            target, note = "SUBJOBS_COMPLETED", ""
+        elif left == stuck_now:
+            target = states.failed("SUBJOBS_COMPLETED")
+            if to == "JOB_FINISHED":  # the last branch ended: name the failed ones
+                failed = self.conn.execute(graph.failed_names(argo_id)).scalars().all()
+                note = f"failed: {', '.join(failed)}; nothing more can run"
+            else:
+                note = f"{name} failed" + (f": {message}" if message else "")
+                note += "; nothing more can run"
+        else:
+            return
+        if self._set(_ARGO, argo_id, argo_state, {"state": target, "state_message": note}):
+            self._event(argo_id, None, argo_state, target, note, (key, argo_name or "", None))
+
+    def _block_descendants(self, subjob_id: int, name: str, message: str) -> int:
+        """Every CREATED descendant of the failed subjob ``name`` ends BLOCKED, saying why
+        ("parent gen failed: ..."); how many."""
+        reason = f"{name} failed" + (f": {message}" if message else "")
+        blocked = 0
+        for child, depth in self.conn.execute(graph.descendants_query(subjob_id)).all():
+            why = f"{'parent' if depth == 1 else 'ancestor'} {reason}"
+            try:
+                self._change(
+                    _SUB,
+                    child,
+                    "CREATED",
+                    [states.BLOCKED],
+                    lambda _i, _to, why=why: {"state": states.BLOCKED, "state_message": why},
+                    self._labels_of(child),
+                )
+            except _LostRace:  # not CREATED: blocked by another failed ancestor already
+                continue
+            blocked += 1
+        return blocked
+
+    def _labels_of(self, subjob_id: int) -> tuple[int | None, tuple[str | None, str, str]]:
+        argo_id, _, name, site, _, key, _ = self._subjob_labels(subjob_id)
+        return argo_id, (key, name, site)
+
+    def stuck_released(self, argo_id: int, count: int) -> None:
+        """A retry took ``count`` failed or blocked subjobs of the graph job back."""
+        self.conn.execute(graph.COUNT_STUCK, {"argo": argo_id, "stuck": -count}).one()
+
     def argo(
         self, argo_id: int, expected: str, path: list[str], message: str, values: dict
     ) -> None:
@@ -287,7 +364,7 @@ class StateWriter:
         fields = {"state": to, "state_message": _storable(message), **values}
         try:
             if table is _SUB:
-                argo_id, _, name, site, _, key = self._subjob_labels(ident)
+                argo_id, _, name, site, _, key, _ = self._subjob_labels(ident)
                 labels = (argo_id, (key, name, site))
             else:
                 labels = (ident, self._argo_labels(ident))
@@ -319,7 +396,7 @@ class StateWriter:
     def _kept_state_event(self, table: Table, ident: int, state: str, message: str) -> None:
         """A JobEvent that keeps the record's state (a re-drive, a reason to wait)."""
         if table is _SUB:
-            argo_id, _, name, site, _, key = self._subjob_labels(ident)
+            argo_id, _, name, site, _, key, _ = self._subjob_labels(ident)
             self._event(argo_id, ident, state, state, message, (key, name, site))
         else:
             self._event(ident, None, state, state, message, self._argo_labels(ident))
@@ -419,9 +496,14 @@ def move_subjob(
 
 
 def move_argo(
-    argo_id: int, expected: str, to: str | list[str], message: str = "", **values: Any
+    argo_id: int,
+    expected: str,
+    to: str | list[str],
+    message: str = "",
+    machine: states.Machine = states.ARGO,
+    **values: Any,
 ) -> bool:
-    """Compare-and-set an Argo job along its state machine.
+    """Compare-and-set an Argo job along its state machine (``states.GRAPH`` for a graph job).
 
     ``to`` may be a path of states, walked in one transaction (``values`` and ``message`` go
     with the last): one commit instead of one per state.
@@ -429,7 +511,7 @@ def move_argo(
     path = [to] if isinstance(to, str) else to
     message = _storable(message)
     return _move(
-        states.ARGO,
+        machine,
         f"argo job {argo_id}",
         expected,
         path,

@@ -50,6 +50,23 @@ ARGO_PATH: tuple[str, ...] = (
     "HISTORY",
 )
 
+# An Argo job whose subjobs name their ``parents`` (a graph) has no current subjob to mirror:
+# its subjobs run as their parents finish, in parallel at their sites, while the Argo job rests
+# at SUBJOBS_RUNNING; the last subjob to finish moves it to SUBJOBS_COMPLETED. When a subjob
+# fails and nothing more can run, it fails to SUBJOBS_COMPLETED_FAILED.
+GRAPH_RUNNING = "SUBJOBS_RUNNING"
+GRAPH_PATH: tuple[str, ...] = (
+    "CREATED",
+    "STAGED_IN",
+    GRAPH_RUNNING,
+    "SUBJOBS_COMPLETED",
+    "STAGED_OUT",
+    "HISTORY",
+)
+# A subjob of a graph whose parent (or an earlier ancestor) failed: it never ran and will not
+# unless the Argo job is retried. Not a failure of its own, so not named ``X_FAILED``.
+BLOCKED = "BLOCKED"
+
 ALIASES = {"POSTPROCESSING": "POSTPROCESSED"}
 
 # A batch job is in flight (the record is parked: only the site's poller moves it).
@@ -91,10 +108,12 @@ class Machine:
     name: str
     path: tuple[str, ...]
     loops: tuple[tuple[str, str], ...] = ()
+    # States off the path that only an operator's or a graph's bookkeeping sets (BLOCKED).
+    extra: tuple[str, ...] = ()
 
     @property
     def states(self) -> tuple[str, ...]:
-        return (*self.path, *(failed(s) for s in self.path), KILLED)
+        return (*self.path, *(failed(s) for s in self.path), *self.extra, KILLED)
 
     @property
     def terminal(self) -> frozenset[str]:
@@ -110,7 +129,8 @@ class Machine:
         name = ALIASES.get(state.strip().upper(), state.strip().upper())
         if name not in self.states:
             raise ValueError(
-                f"unknown {self.name} state {state!r}; the states are {', '.join(self.path)} "
+                f"unknown {self.name} state {state!r}; the states are "
+                f"{', '.join((*self.path, *self.extra))} "
                 f"and {KILLED}, and each X of them has its failure state X{FAILED_SUFFIX}"
             )
         return name
@@ -140,13 +160,23 @@ class Machine:
 # again as a new attempt (aCT 3.2): the one edge that returns along the path, and only from the
 # batch states, with the attempt number raised.
 RESUBMIT_EDGES = tuple((state, "PREPROCESSED") for state in IN_FLIGHT)
-BALSAM = Machine("subjob", BALSAM_PATH, loops=RESUBMIT_EDGES)
+BALSAM = Machine("subjob", BALSAM_PATH, loops=RESUBMIT_EDGES, extra=(BLOCKED,))
 # SUBJOB_INCREMENTED goes back to SUBJOB_SUBMITTED while subjobs remain (Figure 4's loop).
+# A graph's states (GRAPH_PATH) are ones an Argo job may take too: a user typing a state
+# names either kind of job.
 ARGO = Machine(
     "argo",
     ARGO_PATH,
     loops=(("SUBJOB_INCREMENTED", "SUBJOB_SUBMITTED"),),
+    extra=(GRAPH_RUNNING, failed(GRAPH_RUNNING), failed("SUBJOBS_COMPLETED")),
 )
+# The Argo machine of a graph job: the moves its own steps and its subjobs' bookkeeping make.
+GRAPH = Machine("argo", GRAPH_PATH)
+
+
+def argo_machine(graph: bool) -> Machine:
+    """The machine an Argo job moves on: the linear SUBJOB_* loop, or a graph's."""
+    return GRAPH if graph else ARGO
 
 
 # The moves only the site's poller makes, for a subjob and for the Argo job that follows it.
@@ -222,10 +252,11 @@ def argo_failure_for(argo_state: str) -> str:
     return failed(ARGO.path[ARGO.path.index(argo_state) + 1])
 
 
-def argo_retry_state(failed_state: str) -> str:
+def argo_retry_state(failed_state: str, graph: bool = False) -> str:
     """Where an Argo job restarts after an Argo-level failure (its own stage in or out)."""
+    path = GRAPH_PATH if graph else ARGO_PATH
     target = failed_target(failed_state)
-    return ARGO_PATH[max(ARGO_PATH.index(target) - 1, 0)]
+    return path[max(path.index(target) - 1, 0)]
 
 
 class Readiness:
@@ -243,8 +274,10 @@ def readiness(machine: Machine, start: str, reaches: str, state: str) -> str:
     """
     if state == start:
         return Readiness.READY
-    if is_failed(state) or state == KILLED:
+    if is_failed(state) or state in (KILLED, BLOCKED):
         return Readiness.STOPPED
+    if state not in machine.path and state in GRAPH.path:  # an Argo step on a graph job
+        machine = GRAPH
     if machine.rank(state) >= machine.rank(reaches):
         return Readiness.DONE
     return Readiness.WAITING
@@ -253,4 +286,4 @@ def readiness(machine: Machine, start: str, reaches: str, state: str) -> str:
 def has_stopped(machine: Machine, state: str) -> bool:
     """Nothing moves the record any more by itself: it ended, or it failed and waits for a
     retry. Watchers stop following and mail is sent at such a state."""
-    return state in machine.terminal or is_failed(state)
+    return state in machine.terminal or is_failed(state) or state == BLOCKED

@@ -15,9 +15,10 @@ from sqlalchemy import Row, bindparam, select
 
 from backends.transfers import TransferContext, transfer_for
 from backends.transfers import scope as transfer_scope
-from edgeceleryapp import dead_letters, leases, next_step, state_store, states
+from edgeceleryapp import dead_letters, graph, leases, next_step, state_store, states
+from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.celery_app import app
-from edgeceleryapp.db import read_connection
+from edgeceleryapp.db import engine, read_connection
 from edgeceleryapp.models import ArgoJob, SubJob, utcnow
 from edgeceleryapp.settings import get_settings
 from edgeceleryapp.site_monitor import take_lease
@@ -50,7 +51,12 @@ def transfer_context(argo_id: int, step: str) -> TransferContext:
 _ARGO = ArgoJob.__table__
 _SUB = SubJob.__table__
 _LOAD_ARGO = select(
-    _ARGO.c.id, _ARGO.c.state, _ARGO.c.current_subjob, _ARGO.c.input_url, _ARGO.c.output_url
+    _ARGO.c.id,
+    _ARGO.c.state,
+    _ARGO.c.current_subjob,
+    _ARGO.c.input_url,
+    _ARGO.c.output_url,
+    _ARGO.c.graph,
 ).where(_ARGO.c.id == bindparam("argo_id"))
 _LOAD_SUBJOBS = (
     select(
@@ -60,6 +66,7 @@ _LOAD_SUBJOBS = (
         _SUB.c.state,
         _SUB.c.output_url,
         _SUB.c.waiting_since,
+        _SUB.c.name,
     )
     .where(_SUB.c.argo_job_id == bindparam("argo_id"))
     .order_by(_SUB.c.position)
@@ -105,16 +112,33 @@ def _stage_in(argo: Row, _subjobs: list[Row]) -> None:
         transfer_for(argo.input_url, context, "input_url").download(argo.input_url, dest)
 
 
+def _gather(argo: Row, subjobs: list[Row], local: Path) -> None:
+    """Bring the job's final output into ``local``: a linear job's last subjob's output; a
+    graph's sink (a subjob no other names as parent), or each sink's in a sub-folder named
+    after it when there are several."""
+    if argo.graph:
+        with read_connection() as conn:
+            parents = graph.parents_of(conn, argo.id)
+        has_children = {p for ps in parents.values() for p in ps}
+        sinks = [(i, sj) for i, sj in enumerate(subjobs) if sj.id not in has_children]
+    else:
+        sinks = [(len(subjobs) - 1, subjobs[-1])]
+    for i, sj in sinks:
+        url = sj.output_url
+        if not url or url == get_settings().argo.staging_url_for(str(argo.id), "output"):
+            continue
+        dest = local / sj.name if len(sinks) > 1 else local
+        dest.mkdir(parents=True, exist_ok=True)
+        context = transfer_context(argo.id, "fetch")
+        transfer_for(url, context, f"subjobs[{i}].output_url").download(url, dest)
+
+
 def _stage_out(argo: Row, subjobs: list[Row]) -> None:
-    """Deliver the last subjob's output to the Argo job's output_url (Figure 1, step 14)."""
+    """Deliver the final output to the Argo job's output_url (Figure 1, step 14)."""
     if not argo.output_url:
         return
-    last = subjobs[-1].output_url
     local = staging_dir(argo.id) / "output"
-    if last and last != get_settings().argo.staging_url_for(str(argo.id), "output"):
-        local.mkdir(parents=True, exist_ok=True)
-        context = transfer_context(argo.id, "fetch")
-        transfer_for(last, context, f"subjobs[{len(subjobs) - 1}].output_url").download(last, local)
+    _gather(argo, subjobs, local)
     local.mkdir(parents=True, exist_ok=True)
     context = transfer_context(argo.id, "stage_out")
     transfer_for(argo.output_url, context, "output_url").upload(local, argo.output_url)
@@ -131,6 +155,9 @@ def advance(argo_id: int) -> None:
     are idempotent).
     """
     argo, subjobs = load(argo_id)
+    if argo.graph:
+        advance_graph(argo)
+        return
     state, current = argo.state, argo.current_subjob
     for _ in range(4):
         at = next_step.Record(argo_id, state, current_subjob=current)
@@ -150,13 +177,56 @@ def advance(argo_id: int) -> None:
         chains.send(chains.chain_for(owed))
 
 
+def advance_graph(argo: Row) -> None:
+    """A graph job's advance: from STAGED_IN its subjobs start running; then every ready
+    subjob (CREATED, no parent left, not sent yet: ``graph.CLAIM_READY``, one indexed
+    statement) is sent its first run, all in one broker batch; after the last subjob, the
+    Argo job's final run. Two of these at once send each subjob once; one whose message is
+    lost is the reconciler's (``tasks.reconcile``)."""
+    state = argo.state
+    moves = next_step.graph_advance_moves(state)
+    if moves is not None:
+        if move_argo(argo.id, state, moves, machine=states.GRAPH):
+            state = moves[-1]
+        else:
+            state = _state_of(argo.id) or state
+    owed = next_step.for_argo(next_step.Record(argo.id, state), None)
+    if owed.verdict == next_step.STEP and owed.step in next_step.ADVANCE_HANDS_OFF:
+        chains.send(chains.chain_for(owed))
+        return
+    if state != states.GRAPH_RUNNING:
+        return
+    with engine().begin() as conn:
+        ready = conn.execute(graph.CLAIM_READY, {"argo": argo.id, "now": utcnow()}).all()
+    if not ready:
+        return
+    runs = [
+        next_step.for_graph_subjob(state, next_step.Record(r.id, "CREATED", r.site, argo.id), 0)
+        for r in ready
+    ]
+    try:
+        with batch_producer(get_settings().broker_url) as producer:
+            for run in runs:
+                chains.send(chains.chain_for(run), producer)
+    except Exception:
+        with engine().begin() as conn:  # not sent: the retry of this step sends them
+            conn.execute(graph.UNCLAIM, {"ids": [r.id for r in ready]})
+        raise
+
+
 def _fail_argo(argo_id: int, step: str, reason: str) -> None:
-    """The Argo job fails where ``step`` was to move it from (argo.advance: wherever it is)."""
-    state = _state_of(argo_id)
-    if state is None or states.is_failed(state) or state in states.ARGO.terminal:
+    """The Argo job fails where ``step`` was to move it from (argo.advance: wherever it is).
+    A graph job running its subjobs does not: their own failures end it."""
+    with read_connection() as conn:
+        row = conn.execute(_LOAD_ARGO, {"argo_id": argo_id}).first()
+    if row is None or states.is_failed(row.state) or row.state in states.ARGO.terminal:
+        return
+    state, machine = row.state, states.argo_machine(bool(row.graph))
+    if state == states.GRAPH_RUNNING:
         return
     if step == next_step.ADVANCE or state == next_step.ARGO_STEPS[step].start:
-        move_argo(argo_id, state, states.argo_failure_for(state), reason)
+        failure = states.failed(machine.successors(state)[0])
+        move_argo(argo_id, state, failure, reason, machine=machine)
 
 
 def _retrying(argo_id: int, seconds: float, note: str) -> None:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Row, Table, and_, bindparam, or_, select
 
-from edgeceleryapp import next_step, state_store
+from edgeceleryapp import next_step, state_store, states
 from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.db import read_connection
 from edgeceleryapp.models import ArgoJob, SubJob, utcnow
@@ -53,6 +53,7 @@ _SITE_CANDIDATES = (
         _SUB.c.waiting_since,
         _SUB.c.updated_at,
         _SUB.c.dispatched_at,
+        _SUB.c.parents_left,
         _ARGO.c.state.label("argo_state"),
         _ARGO.c.current_subjob,
     )
@@ -62,11 +63,13 @@ _SITE_CANDIDATES = (
         _SUB.c.state.in_(next_step.SITE_STEP_STARTS),
         _SUB.c.waiting_since.is_(None),
         *_stale(_SUB),
-        # A subjob of an Argo job starts only when the Argo job hands it over.
+        # A subjob of an Argo job starts only when the Argo job hands it over; in a graph
+        # job, when its parents have all finished.
         or_(
             _SUB.c.argo_job_id.is_(None),
             _SUB.c.state != "CREATED",
             and_(_ARGO.c.state == "SUBJOB_SUBMITTED", _ARGO.c.current_subjob == _SUB.c.position),
+            and_(_ARGO.c.state == states.GRAPH_RUNNING, _SUB.c.parents_left == 0),
         ),
     )
     .order_by(_SUB.c.id)
@@ -126,6 +129,8 @@ def reconcile_site(site_name: str) -> list[int]:
         )
         if row.argo_job_id is None:
             owed = next_step.for_subjob(subjob)
+        elif row.parents_left is not None:
+            owed = next_step.for_graph_subjob(row.argo_state, subjob, row.parents_left)
         else:
             argo = next_step.Record(
                 row.argo_job_id, row.argo_state, current_subjob=row.current_subjob

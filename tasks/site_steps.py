@@ -20,7 +20,7 @@ from backends.runners import runner_for
 from backends.schedulers import BatchRequest, scheduler_for
 from backends.transfers import TransferContext, transfer_for
 from backends.transfers import scope as transfer_scope
-from edgeceleryapp import state_store, states
+from edgeceleryapp import graph, state_store, states
 from edgeceleryapp.batch_names import batch_job_name
 from edgeceleryapp.db import read_connection, session_scope
 from edgeceleryapp.errors import (
@@ -135,6 +135,14 @@ def stage_in(subjob: SubjobView) -> dict:
     if subjob.input_url:
         context = transfer_context(subjob, "stage_in")
         transfer_for(subjob.input_url, context, "input_url").download(subjob.input_url, workdir)
+    elif subjob.parents_left is not None:  # a join in a graph: each parent's output
+        with read_connection() as conn:
+            outputs = [(name, url) for name, url in graph.parent_outputs(conn, subjob.id) if url]
+        context = transfer_context(subjob, "stage_in")
+        for name, url in outputs:
+            dest = workdir / name if len(outputs) > 1 else workdir
+            dest.mkdir(parents=True, exist_ok=True)
+            transfer_for(url, context, f"parents.{name}").download(url, dest)
     return {}
 
 

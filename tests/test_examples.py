@@ -55,11 +55,17 @@ def test_the_every_field_example_uses_every_field():
     data = json.loads((ROOT / "examples" / "jobs" / "argo-every-field.json").read_text())
     assert set(data) == set(ArgoJobMessage.model_fields)
     used = set().union(*(set(sj) for sj in data["subjobs"]))
-    # argo_job_id is the service's to set inside an Argo job (it names the Argo job).
-    assert used == set(BalsamJobMessage.model_fields) - {"argo_job_id"}
+    # argo_job_id is the service's to set inside an Argo job (it names the Argo job); parents
+    # make a graph job, shown by graph.json.
+    assert used == set(BalsamJobMessage.model_fields) - {"argo_job_id", "parents"}
 
 
-ARGO_JOBS = [p for p in JOBS if p.name.startswith("argo-")]
+def test_the_graph_example_is_a_diamond():
+    data = json.loads((ROOT / "examples" / "jobs" / "graph.json").read_text())
+    assert [sj["parents"] for sj in data["subjobs"]] == [[], ["gen"], ["gen"], ["left", "right"]]
+
+
+ARGO_JOBS = [p for p in JOBS if p.name.startswith("argo-") or p.name == "graph.json"]
 
 
 @pytest.mark.parametrize("path", ARGO_JOBS, ids=[p.name for p in ARGO_JOBS])

@@ -14,11 +14,11 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from backends.transfers import scope as transfer_scope
-from edgeceleryapp import leases, next_step, state_store
+from edgeceleryapp import graph, leases, next_step, state_store
 from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.db import read_connection, read_scope
 from edgeceleryapp.errors import TransientError, ValidationFailed
-from edgeceleryapp.models import ArgoJob, SubJob
+from edgeceleryapp.models import MESSAGE_FIELDS, ArgoJob, SubJob
 from edgeceleryapp.settings import get_settings
 from edgeceleryapp.state_store import move_argo, move_subjob
 from workflows import chains
@@ -40,20 +40,6 @@ _BY_INTAKE_KEY = select(ArgoJob.__table__.c.id, ArgoJob.__table__.c.state).where
 _BY_INTAKE_KEYS = select(
     ArgoJob.__table__.c.intake_key, ArgoJob.__table__.c.id, ArgoJob.__table__.c.state
 ).where(ArgoJob.__table__.c.intake_key.in_(bindparam("intake_keys", expanding=True)))
-
-SUBJOB_FIELDS = (
-    "name",
-    "description",
-    "site",
-    "queue",
-    "project",
-    "wall_time_minutes",
-    "num_nodes",
-    "processes_per_node",
-    "scheduler_config",
-    "application",
-    "config_file",
-)
 
 
 def _as_data(message: Any) -> Any:
@@ -109,6 +95,10 @@ def _checked(
         message = validate(data)
     except ValidationFailed as exc:
         errors = list(exc.errors)
+    if isinstance(message, ArgoJobMessage):
+        errors += graph.problems(message.subjobs, graph.max_subjobs())
+    elif isinstance(message, BalsamJobMessage) and message.parents is not None:
+        errors.append(("parents", "only a subjob of an Argo job may name parents"))
     flagged = {field for field, _ in errors}
     errors += [e for e in site_errors(sites) if e[0] not in flagged]
     flagged = {field for field, _ in errors}
@@ -152,7 +142,7 @@ def checked_balsam(data: Any) -> BalsamJobMessage:
 
 
 def _subjob(message: BalsamJobMessage, **extra: Any) -> SubJob:
-    return SubJob(**{f: getattr(message, f) for f in SUBJOB_FIELDS}, **extra)
+    return SubJob(**{f: getattr(message, f) for f in MESSAGE_FIELDS}, **extra)
 
 
 def store_argo(message: ArgoJobMessage, intake_key: str | None = None) -> int:
@@ -195,6 +185,7 @@ def store_argos(items: list[tuple[ArgoJobMessage, str | None]]) -> list[int]:
                         "job_status_routing_key": message.job_status_routing_key or "",
                         "num_subjobs": len(message.subjobs),
                         "intake_key": intake_key,
+                        **_graph_counts(message),
                     }
                     for message, intake_key in items
                 ],
@@ -202,32 +193,66 @@ def store_argos(items: list[tuple[ArgoJobMessage, str | None]]) -> list[int]:
         )
         subjob_rows = []
         for (message, _), argo_id in zip(items, argo_ids, strict=True):
-            previous = staging(str(argo_id), "input") if message.input_url else None
-            last = len(message.subjobs) - 1
-            for i, sj in enumerate(message.subjobs):
-                output = sj.output_url or staging(
-                    str(argo_id), "output" if i == last else f"sub{i}"
-                )
-                subjob_rows.append(
-                    {
-                        **{f: getattr(sj, f) for f in SUBJOB_FIELDS},
-                        "argo_job_id": argo_id,
-                        "position": i,
-                        "input_url": sj.input_url or previous,
-                        "output_url": output,
-                    }
-                )
-                previous = output
-        subjob_ids = iter(conn.execute(_INSERT_SUBJOBS, subjob_rows).scalars().all())
+            subjob_rows += _subjob_rows(message, argo_id, staging)
+        subjob_ids = conn.execute(_INSERT_SUBJOBS, subjob_rows).scalars().all()
         created: list[tuple[int, int | None, tuple[str | None, str, str | None]]] = []
+        edges: list[dict] = []
+        taken = iter(subjob_ids)
         for (message, _), argo_id in zip(items, argo_ids, strict=True):
             key = message.job_status_routing_key
+            ids = [next(taken) for _ in message.subjobs]
             created.append((argo_id, None, (key, message.name, None)))
             created += [
-                (argo_id, next(subjob_ids), (key, sj.name, sj.site)) for sj in message.subjobs
+                (argo_id, ident, (key, sj.name, sj.site))
+                for sj, ident in zip(message.subjobs, ids, strict=True)
             ]
+            if graph.is_graph(message.subjobs):
+                by_name = {sj.name: ident for sj, ident in zip(message.subjobs, ids, strict=True)}
+                edges += graph.edge_rows(argo_id, by_name, message.subjobs)
+        if edges:
+            conn.execute(insert(graph.EDGES), edges)
         tx.created(created)
     return argo_ids
+
+
+def _graph_counts(message: ArgoJobMessage) -> dict[str, Any]:
+    """A graph job's columns: every subjob open, none stuck (NULL for a linear job)."""
+    if not graph.is_graph(message.subjobs):
+        return {"graph": None, "open_subjobs": None, "stuck_subjobs": None}
+    return {"graph": True, "open_subjobs": len(message.subjobs), "stuck_subjobs": 0}
+
+
+def _subjob_rows(message: ArgoJobMessage, argo_id: int, staging: Any) -> list[dict]:
+    """The rows of an Argo job's subjobs, each wired to its data: a linear job's subjob reads
+    the previous one's output and the last writes the job's output; a graph's subjobs read
+    their parents' (``graph.default_urls``)."""
+    staged_input = staging(str(argo_id), "input") if message.input_url else None
+    if graph.is_graph(message.subjobs):
+        urls = graph.default_urls(
+            message.subjobs, staged_input, lambda i: staging(str(argo_id), f"sub{i}"), {}
+        )
+        lefts: list[int | None] = [len(set(sj.parents or [])) for sj in message.subjobs]
+    else:
+        urls, previous = [], staged_input
+        last = len(message.subjobs) - 1
+        for i, sj in enumerate(message.subjobs):
+            output = sj.output_url or staging(str(argo_id), "output" if i == last else f"sub{i}")
+            urls.append((sj.input_url or previous, output))
+            previous = output
+        lefts = [None] * len(message.subjobs)
+    return [
+        {
+            **{f: getattr(sj, f) for f in MESSAGE_FIELDS},
+            "argo_job_id": argo_id,
+            "position": i,
+            "input_url": given,
+            "output_url": output,
+            "parents_left": left,
+        }
+        for i, (sj, (given, output), left) in enumerate(
+            zip(message.subjobs, urls, lefts, strict=True)
+        )
+    ]
 
 
 def store_balsam(message: BalsamJobMessage) -> int:

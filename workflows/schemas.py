@@ -51,6 +51,9 @@ class BalsamJobMessage(_Message):
     config_file: Line | None = None
     input_url: Url | None = None
     output_url: Url | None = None
+    # The names of the subjobs of the same Argo job this one waits for (a graph job:
+    # edgeceleryapp/graph.py checks them); none for the linear SUBJOB_* loop.
+    parents: list[Label] | None = Field(None, max_length=100_000)
 
     @field_validator("config_file", "scheduler_config")
     @classmethod
@@ -81,7 +84,9 @@ class ArgoJobMessage(_Message):
     job_status_routing_key: (
         Annotated[str, StringConstraints(pattern=ROUTING_KEY_PATTERN)] | None
     ) = None
-    subjobs: list[BalsamJobMessage] = Field(min_length=1, max_length=1000)
+    # At most argo.max_subjobs (checked with the graph: workflows/intake.py); this bound only
+    # keeps a huge message from being parsed whole.
+    subjobs: list[BalsamJobMessage] = Field(min_length=1, max_length=100_000)
 
     @field_validator("email")
     @classmethod

@@ -161,9 +161,12 @@ def show(argo_id: int, as_json: bool, follow: bool) -> None:
     click.echo("subjobs:")
     for sj in data["subjobs"]:
         click.echo(
-            f"  [{sj['position']}] id={sj['id']} site={sj['site']} "
+            f"  [{sj['position']}] "
+            + (f"{sj['name']} " if "parents" in sj else "")
+            + f"id={sj['id']} site={sj['site']} "
             f"application={sj['application']} state={sj['state']} "
             f"batch_job={sj['batch_job_id'] or '-'}"
+            + (f" parents={','.join(sj['parents']) or '-'}" if "parents" in sj else "")
             + (f" ({sj['state_message']})" if sj["state_message"] else "")
         )
         if sj["waiting"]:
