@@ -1,6 +1,9 @@
-"""Chaos: N Argo jobs x 2 subjobs at two sites through the real service while its worker process
-groups and its Redis are SIGKILLed at random moments; then whether every job still ended, and
-ended once.
+"""Chaos: N Argo jobs at two sites through the real service while its worker process groups and
+its Redis are SIGKILLed at random moments; then whether every job still ended, and ended once.
+
+Most jobs are linear, 2 subjobs (one per site); every ``--graph-every``-th is a graph job, a
+diamond of 4 subjobs (``gen`` at one site, ``left`` and ``right`` at both, ``join`` after both),
+whose branches run in parallel and whose join waits for both.
 
 Faults, at seeded random moments of a window that starts once the jobs are submitted: K
 SIGKILLs of a random worker's process group (the Celery parent and its pool), each worker
@@ -24,7 +27,7 @@ Exit status 1 if a job was lost, submitted twice, ran twice or moved backwards.
 
     .venv/bin/python bench/chaos.py [--jobs 300] [--kills 40] [--aof-restarts 2]
         [--empty-restarts 1] [--seed S] [--deadline 180] [--window S] [--downtime 0.5]
-        [--poll-interval 1] [--status-interval 30] [--quick]
+        [--graph-every 3] [--poll-interval 1] [--status-interval 30] [--quick]
 """
 
 from __future__ import annotations
@@ -117,11 +120,12 @@ def regressions(records: Iterable[list[tuple[str, str]]], kind: str) -> int:
     state at or before one it had reached. The Argo loop (``SUBJOB_INCREMENTED`` ->
     ``SUBJOB_SUBMITTED``, the next subjob) is the normal path, and a move out of a failure
     state is a retry; a subjob's resubmission edge is not excused: it follows a batch failure,
-    and this bench injects none (the application always exits 0, batch jobs outlive workers)."""
+    and this bench injects none (the application always exits 0, batch jobs outlive workers).
+    ``kind`` is "argo", "graph" (a graph job's Argo record) or "subjob"."""
     from edgeceleryapp import states
 
-    machine = states.ARGO if kind == "argo" else states.BALSAM
-    allowed = set(states.ARGO.loops) if kind == "argo" else set()
+    machine = {"argo": states.ARGO, "graph": states.GRAPH}.get(kind, states.BALSAM)
+    allowed = set(machine.loops) if kind != "subjob" else set()
     found = 0
     for moves in records:
         state, reached = None, -1
@@ -140,11 +144,12 @@ def regressions(records: Iterable[list[tuple[str, str]]], kind: str) -> int:
 
 
 def job_events() -> dict[str, list[list[tuple[str, str]]]]:
-    """Every record's moves in the order they were committed: Argo jobs', subjobs'."""
+    """Every record's moves in the order they were committed: linear Argo jobs', graph jobs',
+    subjobs'."""
     from sqlalchemy import select
 
     from edgeceleryapp.db import read_scope
-    from edgeceleryapp.models import JobEvent
+    from edgeceleryapp.models import ArgoJob, JobEvent
 
     moves: dict[tuple[str, int], list[tuple[str, str]]] = {}
     with read_scope() as s:
@@ -153,10 +158,14 @@ def job_events() -> dict[str, list[list[tuple[str, str]]]]:
                 JobEvent.argo_job_id, JobEvent.subjob_id, JobEvent.from_state, JobEvent.to_state
             ).order_by(JobEvent.id)
         ).all()
+        graphs = set(s.scalars(select(ArgoJob.id).where(ArgoJob.graph.is_(True))))
     for argo_id, subjob_id, frm, to in rows:
-        key = ("subjob", subjob_id) if subjob_id is not None else ("argo", argo_id)
+        if subjob_id is not None:
+            key = ("subjob", subjob_id)
+        else:
+            key = ("graph" if argo_id in graphs else "argo", argo_id)
         moves.setdefault(key, []).append((frm, to))
-    out: dict[str, list[list[tuple[str, str]]]] = {"argo": [], "subjob": []}
+    out: dict[str, list[list[tuple[str, str]]]] = {"argo": [], "graph": [], "subjob": []}
     for (kind, _), record_moves in moves.items():
         out[kind].append(record_moves)
     return out
@@ -205,6 +214,25 @@ def settled(by_state: Counter[str]) -> bool:
     return all(states.has_stopped(states.ARGO, state) for state in by_state)
 
 
+def linear() -> list[dict]:
+    return [
+        {"name": f"s{k}", "site": SITES[k % len(SITES)], "application": "chaos"}
+        for k in range(SUBJOBS)
+    ]
+
+
+def diamond() -> list[dict]:
+    """A graph job: ``gen``, then ``left`` and ``right`` in parallel at the two sites, then
+    ``join`` after both."""
+    a, b = SITES
+    return [
+        {"name": "gen", "site": a, "application": "chaos", "parents": []},
+        {"name": "left", "site": a, "application": "chaos", "parents": ["gen"]},
+        {"name": "right", "site": b, "application": "chaos", "parents": ["gen"]},
+        {"name": "join", "site": b, "application": "chaos", "parents": ["left", "right"]},
+    ]
+
+
 def run(args: argparse.Namespace, root: Path) -> dict:
     """Submit, inject the faults, wait for the jobs; what was counted."""
     from backends.schedulers.local import MARK
@@ -241,15 +269,8 @@ def run(args: argparse.Namespace, root: Path) -> dict:
             for site in SITES:
                 applications.add_app("chaos", site, str(app))
             for i in range(args.jobs):
-                submit_argo(
-                    {
-                        "name": f"chaos{i}",
-                        "subjobs": [
-                            {"name": f"s{k}", "site": SITES[k % len(SITES)], "application": "chaos"}
-                            for k in range(SUBJOBS)
-                        ],
-                    }
-                )
+                graph = args.graph_every and i % args.graph_every == args.graph_every - 1
+                submit_argo({"name": f"chaos{i}", "subjobs": diamond() if graph else linear()})
             # With no faults the clocks start once the jobs are submitted.
             opened = last_fault_clock = time.monotonic()
             last_fault = utcnow()
@@ -282,8 +303,7 @@ def run(args: argparse.Namespace, root: Path) -> dict:
         "submissions": counts(submissions),
         "runs": counts(runs),
         "broker": broker,
-        "regressions": regressions(events["argo"], "argo")
-        + regressions(events["subjob"], "subjob"),
+        "regressions": sum(regressions(records, kind) for kind, records in events.items()),
     }
 
 
@@ -309,6 +329,12 @@ def main() -> int:
     )
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument(
+        "--graph-every",
+        type=int,
+        default=3,
+        help="every Nth job is a graph job (a diamond of 4 subjobs); 0: none",
+    )
+    parser.add_argument(
         "--poll-interval", type=float, default=1.0, help="the site's poll_interval (shipped: 5)"
     )
     parser.add_argument(
@@ -329,8 +355,10 @@ def main() -> int:
         args.seed = random.SystemRandom().randrange(2**31)
     if args.window is None:
         args.window = max(10.0, 0.2 * args.jobs)
+    graphs = args.jobs // args.graph_every if args.graph_every else 0
     shape = (
-        f"{args.jobs} Argo jobs x {SUBJOBS} subjobs at {len(SITES)} sites; {args.kills} worker "
+        f"{args.jobs} Argo jobs ({args.jobs - graphs} x {SUBJOBS} subjobs, {graphs} diamonds of "
+        f"4) at {len(SITES)} sites; {args.kills} worker "
         f"kills, {args.aof_restarts} Redis restarts with AOF, {args.empty_restarts} empty; "
         f"seed {args.seed}"
     )

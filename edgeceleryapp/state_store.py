@@ -495,6 +495,43 @@ def move_subjob(
     )
 
 
+class Move(NamedTuple):
+    """One subjob's move for ``move_subjobs``: ``move_subjob``'s arguments."""
+
+    subjob_id: int
+    expected: str
+    path: list[str]
+    message: str = ""
+    values: dict[str, Any] = {}
+
+
+def move_subjobs(moves: list[Move]) -> list[bool]:
+    """``move_subjob`` for many subjobs in ONE transaction (the poller's tick moves every job
+    it saw end at once): each move in a savepoint of its own, so a subjob another worker moved
+    is left out alone. Which moves were made, in order."""
+    for move in moves:
+        for frm, to in zip([move.expected, *move.path], move.path, strict=False):
+            if not states.BALSAM.can_move(frm, to):
+                raise ValueError(f"subjob {move.subjob_id}: {frm} -> {to} is not allowed")
+    made: list[bool] = []
+    with transaction() as tx:
+        for move in moves:
+            owed = len(tx.messages)
+            savepoint = tx.conn.begin_nested()
+            try:
+                tx.subjob(
+                    move.subjob_id, move.expected, move.path, _storable(move.message), move.values
+                )
+            except _LostRace:
+                savepoint.rollback()
+                del tx.messages[owed:]
+                made.append(False)
+            else:
+                savepoint.commit()
+                made.append(True)
+    return made
+
+
 def move_argo(
     argo_id: int,
     expected: str,

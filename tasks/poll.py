@@ -24,7 +24,7 @@ from edgeceleryapp.errors import EdgeCeleryError
 from edgeceleryapp.models import SubJob, utcnow
 from edgeceleryapp.settings import SiteSettings, get_settings
 from edgeceleryapp.site_monitor import heartbeat, status_queried, take_lease
-from edgeceleryapp.state_store import move_subjob
+from edgeceleryapp.state_store import Move, move_subjob, move_subjobs
 from tasks.admission import admit
 from tasks.reconcile import reconcile_site, sweep_period
 from tasks.site_steps import workdir_of
@@ -182,11 +182,21 @@ def _poll_batch_jobs(site_name: str, site: SiteSettings, report: PollReport) -> 
     # waiting for it. A crash in between leaves a finished job without its chain: the
     # reconciler (tasks/reconcile.py) sends the owed step again once the record has made no
     # progress for redrive_after.
-    for job, verdict in verdicts:
-        path = states.batch_end_path(job.state, verdict.target, verdict.failed)
-        if move_subjob(job.id, job.state, path, verdict.reason, exit_code=verdict.exit_code):
-            report.moved[job.id] = path[-1]
-            if path[-1] == FINISHED:
+    moves = [
+        Move(
+            job.id,
+            job.state,
+            states.batch_end_path(job.state, verdict.target, verdict.failed),
+            verdict.reason,
+            {"exit_code": verdict.exit_code},
+        )
+        for job, verdict in verdicts
+    ]
+    made = move_subjobs(moves) if moves else []
+    for (job, _), move, moved in zip(verdicts, moves, made, strict=True):
+        if moved:
+            report.moved[job.id] = move.path[-1]
+            if move.path[-1] == FINISHED:
                 report.finished.append(job)
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from edgeceleryapp import status_outbox
 from edgeceleryapp.db import engine, read_scope
 from edgeceleryapp.models import JobEvent
-from edgeceleryapp.state_store import move_subjob
+from edgeceleryapp.state_store import Move, move_subjob, move_subjobs
 from tasks.argo import resend_status
 from tests.helpers import balsam_message
 from workflows.intake import submit_balsam
@@ -101,3 +101,46 @@ def test_the_sweep_reads_only_unpublished_events_through_their_index(env):
     with engine().connect() as conn:
         plan = " ".join(str(row) for row in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
     assert "ix_job_events_unpublished" in plan
+
+
+def test_many_moves_in_one_transaction_leave_out_the_one_that_lost_its_race(watched, no_timer):
+    first, moved_away, last = (submit_balsam(balsam_message(), start=False) for _ in range(3))
+    assert move_subjob(moved_away, "CREATED", ["STAGED_IN"]), "another worker moved it"
+    watched.drain()
+    del watched.drain()[:]
+    made = move_subjobs(
+        [
+            Move(first, "CREATED", ["STAGED_IN", "PREPROCESSED"], "ready", {"attempt": 4}),
+            Move(moved_away, "CREATED", ["STAGED_IN"]),
+            Move(last, "CREATED", ["STAGED_IN"]),
+        ]
+    )
+    assert made == [True, False, True]
+    sent = [(m["to_state"], m.get("state_message", "")) for m in watched.drain()]
+    assert [state for state, _ in sent] == ["STAGED_IN", "PREPROCESSED", "STAGED_IN"]
+    with read_scope() as s:
+        events = s.execute(
+            select(JobEvent.subjob_id, JobEvent.to_state).where(
+                JobEvent.subjob_id.in_([first, moved_away, last])
+            )
+        ).all()
+    assert sorted(events) == sorted(
+        [
+            (first, "CREATED"),
+            (first, "STAGED_IN"),
+            (first, "PREPROCESSED"),
+            (moved_away, "CREATED"),
+            (moved_away, "STAGED_IN"),
+            (last, "CREATED"),
+            (last, "STAGED_IN"),
+        ]
+    ), "the lost move wrote no event"
+    with read_scope() as s:
+        row = s.execute(text("SELECT state, attempt FROM subjobs WHERE id = :i"), {"i": first})
+        assert tuple(row.one()) == ("PREPROCESSED", 4)
+
+
+def test_many_moves_refuse_a_move_the_machine_does_not_allow(env):
+    job = submit_balsam(balsam_message(), start=False)
+    with pytest.raises(ValueError, match=f"subjob {job}: CREATED -> JOB_FINISHED"):
+        move_subjobs([Move(job, "CREATED", ["JOB_FINISHED"])])

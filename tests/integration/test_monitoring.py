@@ -228,6 +228,18 @@ def test_flower_behind_its_authentication_lists_the_workers(watched, tmp_path: P
         assert status == 200 and "var autorefresh" in page
         metrics = _get(base + "/metrics")
         assert metrics[0] == 200 and "flower_events_total" in metrics[1]
+
+        # Task events are off in the workers until Flower switches them on (at once and then
+        # every few seconds): a job run while Flower watches is in its task list, step by step.
+        # Until Flower's first switch reaches the workers, a job's tasks go unseen: then the
+        # next job is run.
+        def steps_seen() -> set[str] | None:
+            dep.wait_state(dep.submit(message("flowerwatched")), {"HISTORY"})
+            status, text = _get(base + "/api/tasks", FLOWER_AUTH)
+            seen = {t["name"] for t in json.loads(text).values()} if status == 200 else set()
+            return seen if {"site.stage_in", "site.stage_out", "argo.finish"} <= seen else None
+
+        wait_for(steps_seen, 90, "Flower to list a job's tasks", interval=0.1)
     finally:
         proc.terminate()
         proc.wait(20)
