@@ -411,7 +411,12 @@ def postprocess(subjob: SubjobView) -> dict:
     app = application_for(subjob)
     if app.postprocess:
         workdir = workdir_of(subjob)
-        env = job_env(subjob, workdir, EDGECELERY_EXIT_CODE=str(subjob.exit_code or 0))
+        env = job_env(
+            subjob,
+            workdir,
+            EDGECELERY_EXIT_CODE=str(subjob.exit_code or 0),
+            EDGECELERY_SUBJOB_NAME=subjob.name,
+        )
         _run_script(site_of(subjob), "postprocess", [app.postprocess], workdir, env)
     return {}
 
