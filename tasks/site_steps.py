@@ -42,6 +42,7 @@ from edgeceleryapp.site_monitor import (
 from edgeceleryapp.state_store import load_subjob
 from edgeceleryapp.throttle import Breaker, QueuePolicy
 from tasks.retry_policy import Stop
+from workflows import children
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ def stage_in(subjob: SubjobView) -> dict:
             dest = workdir / name if len(outputs) > 1 else workdir
             dest.mkdir(parents=True, exist_ok=True)
             transfer_for(url, context, f"parents.{name}").download(url, dest)
+    children.set_aside_inherited(workdir)
     return {}
 
 

@@ -17,8 +17,17 @@ from edgeceleryapp.state_store import move_subjob
 from tasks import argo as argo_tasks
 from tasks import site as site_tasks
 from tasks.site_steps import workdir_of
-from tests.helpers import SUBJOB_PATH, argo, echo_app, script, subjob
-from workflows.intake import submit_argo
+from tests.helpers import (
+    SUBJOB_PATH,
+    argo,
+    balsam_message,
+    echo_app,
+    input_dir,
+    run_to_end,
+    script,
+    subjob,
+)
+from workflows.intake import submit_argo, submit_balsam
 
 # --- the API a postprocess calls ---------------------------------------------------------
 
@@ -315,3 +324,20 @@ def test_linear_job_with_shared_names_cannot_take_children(env):
 def by_name_all(argo_id: int) -> list[int]:
     with read_connection() as conn:
         return list(conn.execute(select(SubJob.id).where(SubJob.argo_job_id == argo_id)).scalars())
+
+
+def test_children_json_arriving_with_the_input_is_set_aside(env):
+    """A child's input is its parent's output, children.json and all: that file is the
+    parent's, so this subjob's postprocess must not spawn its children again."""
+    echo_app(env.root, "alpha")
+    inherited = '[{"name": "x", "site": "alpha", "application": "echo"}]'
+    sid = submit_balsam(
+        balsam_message(input_url=input_dir(env, {"children.json": inherited, "a.txt": "a"})),
+        start=False,
+    )
+    finished = run_to_end(sid)
+    assert finished.state == "JOB_FINISHED"
+    workdir = workdir_of(finished)
+    assert not (workdir / "children.json").exists()
+    assert (workdir / ".edgecelery" / "children.inherited.json").read_text() == inherited
+    assert (workdir / "a.txt").read_text() == "a"

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, insert, select, tuple_, update
 
+from backends.batchscript import CONTROL_DIR
 from edgeceleryapp import graph, states
 from edgeceleryapp.dag import CHILDREN_FILE
 from edgeceleryapp.db import read_connection
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from edgeceleryapp.state_store import StateWriter
 
 FIELD = CHILDREN_FILE  # how problems name the file: children.json[1].parents
+INHERITED_FILE = "children.inherited.json"
 
 _SUB = SubJob.__table__
 _ARGO = ArgoJob.__table__
@@ -79,6 +81,16 @@ def read(workdir: Path) -> Any | None:
     if nesting_depth(data, MAX_DEPTH) > MAX_DEPTH:
         raise _refused(f"is nested more than {MAX_DEPTH} levels deep")
     return data
+
+
+def set_aside_inherited(workdir: Path) -> None:
+    """A ``children.json`` that came in with a subjob's input is its writer's (the parent
+    that spawned, whose output this is), not this subjob's: moved into the control
+    directory after the stage in, so this subjob's postprocess does not spawn the same
+    children again."""
+    found = workdir / CHILDREN_FILE
+    if found.is_symlink() or found.exists():
+        found.replace(workdir / CONTROL_DIR / INHERITED_FILE)
 
 
 def _under(prefix: str, field: str) -> str:
