@@ -21,7 +21,7 @@ In both, the status messages are built inside the transaction and sent after it 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -477,22 +477,28 @@ def _move(machine: states.Machine, name: str, expected: str, path: list[str], wr
 
 
 def move_subjob(
-    subjob_id: int, expected: str, path: list[str], message: str = "", **values: Any
+    subjob_id: int,
+    expected: str,
+    path: list[str],
+    message: str = "",
+    then: Callable[[StateWriter], object] | None = None,
+    **values: Any,
 ) -> bool:
     """Move a subjob from ``expected`` through each state of ``path``, as one transaction.
 
-    ``values`` are written with the last state. Returns False, changing nothing, if the subjob
-    was not at ``expected`` (another worker moved it); a move the machine does not allow is a
-    ValueError.
+    ``values`` are written with the last state. ``then`` writes more in the same
+    transaction, after the move (a postprocess's children: they are added exactly when the
+    move is). Returns False, changing nothing, if the subjob was not at ``expected`` (another
+    worker moved it); a move the machine does not allow is a ValueError.
     """
     message = _storable(message)
-    return _move(
-        states.BALSAM,
-        f"subjob {subjob_id}",
-        expected,
-        path,
-        lambda tx: tx.subjob(subjob_id, expected, path, message, values),
-    )
+
+    def write(tx: StateWriter) -> None:
+        tx.subjob(subjob_id, expected, path, message, values)
+        if then is not None:
+            then(tx)
+
+    return _move(states.BALSAM, f"subjob {subjob_id}", expected, path, write)
 
 
 class Move(NamedTuple):

@@ -21,6 +21,8 @@ from edgeceleryapp.state_store import load_subjob, move_subjob
 from tasks import site_steps
 from tasks.retry_policy import StepTask, guarded
 from tasks.step_runner import run_once
+from workflows import children
+from workflows.schemas import BalsamJobMessage
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +44,26 @@ def execute(step_name: str, subjob_id: int, token: str = "") -> None:
         current = load_subjob(subjob_id)
         return current.state if current is not None else None
 
-    def run(subjob: Row) -> tuple[Row, dict]:
-        return subjob, work(subjob, token) if step_name == "submit" else work(subjob)
+    def run(subjob: Row) -> tuple[Row, dict, list[BalsamJobMessage]]:
+        if step_name == "submit":
+            return subjob, work(subjob, token), []
+        values = work(subjob)
+        if step_name != "postprocess":
+            return subjob, values, []
+        return subjob, values, children.spawned(subjob, site_steps.workdir_of(subjob))
 
     ran, result = run_once(step, leases.SUBJOBS, subjob_id, state_now, run)
     if not ran:
         return
-    subjob, values = result
+    subjob, values, spawned = result
     path = states.walk(states.BALSAM, step.start, step.reaches)
     note = f"batch job {values['batch_job_id']}" if "batch_job_id" in values else ""
-    if not move_subjob(subjob_id, step.start, path, note, **values) and step_name == "submit":
+    if spawned:
+        names = ", ".join(c.name for c in spawned[:10]) + (", ..." if len(spawned) > 10 else "")
+        note = f"spawned {len(spawned)} children: {names}"
+    then = children.adder(subjob, spawned) if spawned else None
+    moved = move_subjob(subjob_id, step.start, path, note, then=then, **values)
+    if not moved and step_name == "submit":
         site_steps.cancel_if_untracked(subjob, values["batch_job_id"])
 
 

@@ -42,6 +42,7 @@ from edgeceleryapp.site_monitor import (
 from edgeceleryapp.state_store import load_subjob
 from edgeceleryapp.throttle import Breaker, QueuePolicy
 from tasks.retry_policy import Stop
+from workflows import children
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ def stage_in(subjob: SubjobView) -> dict:
             dest = workdir / name if len(outputs) > 1 else workdir
             dest.mkdir(parents=True, exist_ok=True)
             transfer_for(url, context, f"parents.{name}").download(url, dest)
+    children.set_aside_inherited(workdir)
     return {}
 
 
@@ -411,7 +413,12 @@ def postprocess(subjob: SubjobView) -> dict:
     app = application_for(subjob)
     if app.postprocess:
         workdir = workdir_of(subjob)
-        env = job_env(subjob, workdir, EDGECELERY_EXIT_CODE=str(subjob.exit_code or 0))
+        env = job_env(
+            subjob,
+            workdir,
+            EDGECELERY_EXIT_CODE=str(subjob.exit_code or 0),
+            EDGECELERY_SUBJOB_NAME=subjob.name,
+        )
         _run_script(site_of(subjob), "postprocess", [app.postprocess], workdir, env)
     return {}
 

@@ -95,3 +95,44 @@ def test_the_balsam_example_is_accepted(example_env):
         text=True,
     )
     assert done.returncode == 0, done.stderr
+
+
+SPAWNING = ROOT / "examples" / "spawning"
+
+
+def _run(script: str, cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, str(SPAWNING / script), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_spawning_example_runs_by_hand(tmp_path):
+    """examples/spawning/ as the service runs it, in folders here: gen writes the matrices,
+    its postprocess spawns an eigen child per matrix and a reduce after them all; each
+    eigen takes its matrix from its config script; reduce sorts what they found."""
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    _run("gen.py", gen)
+    env = {**os.environ, "EDGECELERY_WORKDIR": str(gen), "EDGECELERY_SUBJOB_NAME": "gen"}
+    _run("spawn.py", gen, env=env)
+    children = json.loads((gen / "children.json").read_text())
+    eigens = [f"eigen{i}" for i in range(4)]
+    assert [c["name"] for c in children] == [*eigens, "reduce"]
+    assert [c.get("parents") for c in children] == [None] * 4 + [eigens]
+    reduce = tmp_path / "reduce"
+    for child in children[:4]:
+        folder = reduce / child["name"]
+        folder.mkdir(parents=True)
+        (args,) = json.loads(_run("eigen_args.py", folder, str(gen / child["config_file"])))
+        _run("eigen.py", folder, args)
+    _run("reduce.py", reduce)
+    found = json.loads((reduce / "eigenvalues.json").read_text())
+    assert found == sorted(found) and len(found) == 4
+    assert all(v > 0 for v in found)

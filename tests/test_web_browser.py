@@ -15,10 +15,17 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
+from sqlalchemy import select
 
+from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import free_port
+from edgeceleryapp.models import SubJob
+from edgeceleryapp.state_store import move_argo, move_subjob
+from edgeceleryapp.states import GRAPH
+from tests.helpers import SUBJOB_PATH
 from tests.test_web import Browser, browser, state_of  # noqa: F401 - the fixture
 from tests.webserver import PASSWORDS
+from workflows.intake import submit_argo
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -159,3 +166,54 @@ def test_login_never_leaves_the_site(browser: Browser, chrome) -> None:  # noqa:
         chrome.find_element(By.ID, "login-button").click()
         wait.until(ec.presence_of_element_located((By.ID, "jobs")))
         assert chrome.current_url == browser.base + "/jobs", target
+
+
+def test_a_graph_job_page_draws_the_graph(browser: Browser, chrome) -> None:  # noqa: F811
+    """A diamond with one branch finished and one failed, its join blocked: drawn in layers,
+    parents above children, each box coloured by its state. A linear job's page has no
+    drawing."""
+    message = {
+        "name": "diamond",
+        "subjobs": [
+            {"name": "gen", "site": "alpha", "application": "echo", "parents": []},
+            {"name": "left", "site": "alpha", "application": "echo", "parents": ["gen"]},
+            {"name": "right", "site": "beta", "application": "echo", "parents": ["gen"]},
+            {"name": "join", "site": "beta", "application": "echo", "parents": ["left", "right"]},
+        ],
+    }
+    argo_id = submit_argo(message, start=False)
+    assert move_argo(argo_id, "CREATED", ["STAGED_IN", "SUBJOBS_RUNNING"], machine=GRAPH)
+    with session_scope() as s:
+        rows = s.execute(select(SubJob.name, SubJob.id).where(SubJob.argo_job_id == argo_id))
+        ids = {name: ident for name, ident in rows}
+    assert move_subjob(ids["gen"], "CREATED", SUBJOB_PATH[1:])
+    assert move_subjob(ids["left"], "CREATED", SUBJOB_PATH[1:6])
+    assert move_subjob(ids["right"], "CREATED", ["STAGED_IN", "PREPROCESSED_FAILED"], "exit 1")
+
+    wait = login(chrome, browser.base, "alice")
+    chrome.get(f"{browser.base}/jobs/{argo_id}")
+    wait.until(ec.presence_of_element_located((By.ID, "graph-drawing")))
+    nodes = {
+        g.get_attribute("data-name"): g
+        for g in chrome.find_elements(By.CSS_SELECTOR, "#graph-drawing g.node")
+    }
+    assert {name: g.get_attribute("class") for name, g in nodes.items()} == {
+        "gen": "node done",
+        "left": "node running",
+        "right": "node failed",
+        "join": "node blocked",
+    }
+    top = {name: g.rect["y"] for name, g in nodes.items()}
+    assert top["gen"] < top["left"] == top["right"] < top["join"]
+    fills = {
+        name: g.find_element(By.TAG_NAME, "rect").value_of_css_property("fill")
+        for name, g in nodes.items()
+    }
+    assert len(set(fills.values())) == 4, fills  # the stylesheet colours each state
+    assert len(chrome.find_elements(By.CSS_SELECTOR, "#graph-drawing line.edge")) == 4
+    chrome.execute_script("window.scrollTo(0, document.getElementById('graph').offsetTop - 90)")
+    shot(chrome, "graph")
+
+    chrome.get(f"{browser.base}/jobs/{browser.ids['atlas.wjets'][0]}")
+    wait.until(ec.presence_of_element_located((By.ID, "timeline")))
+    assert not chrome.find_elements(By.ID, "graph")

@@ -26,7 +26,7 @@ from edgeceleryapp.errors import InvalidState, NotFound, ValidationFailed
 from edgeceleryapp.job_views import ANY_FAILURE, SORTS, JobQuery, job_page
 from edgeceleryapp.local_time import event_time, shown
 from edgeceleryapp.settings import WebSettings, get_settings
-from edgeceleryapp.web import sessions
+from edgeceleryapp.web import graph_drawing, sessions
 from edgeceleryapp.web.accounts import Accounts
 from edgeceleryapp.web.auth import check_password
 from edgeceleryapp.web.login_throttle import LoginThrottle
@@ -226,6 +226,7 @@ class JobPage(BaseHandler):
             "job.html",
             job=job,
             logs=logs,
+            graph_svg=graph_drawing.svg(job["subjobs"]) if job.get("graph") else None,
             fields=job_views.ARGO_COLUMNS,
             argo_states=states.ARGO.states,
             moving=not states.has_stopped(states.ARGO, job["state"]),

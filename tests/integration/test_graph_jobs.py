@@ -1,12 +1,14 @@
 """Graph jobs through the real service: Redis, the Argo worker and a worker for each of two
 sites, one deployment for the module. A diamond across the sites (its branches run at once,
 the join after both, reading each branch's output from a folder named after it), a failed
-branch blocking what depends on it, the retry of that branch alone, and the cancel of a
-running graph."""
+branch blocking what depends on it, the retry of that branch alone, the cancel of a
+running graph, and children spawned at run time (the parent / eigen / reduce example of
+examples/spawning/, and a bad children.json)."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from edgeceleryapp import applications
 from edgeceleryapp.devstack import wait_for
 from tests.helpers import SUBJOB_PATH, batch_name, echo_app, script, state_changes
 from tests.integration.conftest import Deployment, running_deployment
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "spawning"
 
 pytestmark = pytest.mark.integration
 
@@ -216,3 +220,88 @@ def test_cancel_stops_every_branch(dep):
     wait_for(batch_jobs_gone, 30, "the branches' batch jobs to be cancelled", 0.2)
     for branch in ("left", "right"):
         assert not (Path(jobs[branch]["workdir"]) / "hold.done").exists()
+
+
+def example_app(dep: Deployment, name: str, site: str, **scripts: str) -> None:
+    """Register examples/spawning/<name>.py at ``site``, each script run by this interpreter
+    (the examples' own text; spawn.py told the test's sites)."""
+    made = {}
+    for role, file in {"executable": name, **scripts}.items():
+        text = (EXAMPLE / f"{file}.py").read_text()
+        if file == "spawn":
+            assert 'SITES = ["theta"]' in text
+            text = text.replace('SITES = ["theta"]', 'SITES = ["alpha", "beta"]')
+        made[role] = script(dep.root / "apps" / "spawning" / f"{file}.py", text)
+    applications.add_app(name, site, made.pop("executable"), **made)
+
+
+def largest_eigenvalue(matrix: list[list[int]]) -> float:
+    """Of a symmetric 2x2 matrix, in closed form (not the example's power iteration)."""
+    (a, b), (_, c) = matrix
+    return (a + c) / 2 + math.sqrt(((a - c) / 2) ** 2 + b * b)
+
+
+def test_parent_spawns_eigen_children_and_a_reduce(dep):
+    """Balsam's parent / eigen / reduce: a linear job of one subjob, gen, whose postprocess
+    spawns an eigen job per matrix (across both sites) and a reduce after all of them; the
+    job turns into a graph and runs them."""
+    example_app(dep, "gen", "alpha", postprocess="spawn")
+    for site in SITES:
+        example_app(dep, "eigen", site, config_script="eigen_args")
+    example_app(dep, "reduce", "alpha")
+    message = json.loads((EXAMPLE.parent / "jobs" / "argo-spawning.json").read_text())
+    message["subjobs"][0]["site"] = "alpha"
+    argo_id = dep.submit(message)
+    final = dep.wait_state(argo_id, ENDS, 120)
+    assert final["state"] == "HISTORY", final
+    jobs = by_name(final)
+    eigens = [f"eigen{i}" for i in range(4)]
+    assert set(jobs) == {"gen", *eigens, "reduce"}
+    assert jobs["reduce"]["parents"] == eigens
+    assert {jobs[e]["site"] for e in eigens} == {"alpha", "beta"}
+    for sj in jobs.values():
+        assert state_changes(final["events"], sj["id"]) == SUBJOB_PATH
+    spawning = next(
+        e["message"]
+        for e in final["events"]
+        if e["subjob_id"] == jobs["gen"]["id"] and e["to_state"] == "POSTPROCESSED"
+    )
+    assert spawning == "spawned 5 children: " + ", ".join([*eigens, "reduce"])
+    argo_moves = [e["to_state"] for e in final["events"] if e["subjob_id"] is None]
+    assert argo_moves[argo_moves.index("SUBJOB_IN_POSTPROCESSED") :] == [
+        "SUBJOB_IN_POSTPROCESSED",
+        "SUBJOBS_RUNNING",
+        "SUBJOBS_COMPLETED",
+        "STAGED_OUT",
+        "HISTORY",
+    ]
+    gen_dir = Path(jobs["gen"]["workdir"])
+    expected = sorted(
+        largest_eigenvalue(json.loads((gen_dir / f"matrix{i}.json").read_text())) for i in range(4)
+    )
+    result = json.loads((Path(jobs["reduce"]["workdir"]) / "eigenvalues.json").read_text())
+    assert result == pytest.approx(expected, rel=1e-9)
+    for eigen in eigens:  # the parent's children.json came along with its output, set aside
+        assert not (Path(jobs[eigen]["workdir"]) / "children.json").exists()
+
+
+def test_bad_children_json_fails_the_postprocess(dep):
+    post = script(
+        dep.root / "apps" / "badspawn" / "post.py",
+        """
+        import json
+        json.dump([{"name": "a", "site": "alpha", "application": "echo"},
+                   {"name": "b", "site": "beta", "application": "echo", "parents": ["x"]}],
+                  open("children.json", "w"))
+        """,
+    )
+    exe = script(dep.root / "apps" / "badspawn" / "app.py", "pass\n")
+    applications.add_app("badspawn", "alpha", exe, postprocess=post)
+    argo_id = dep.submit({"name": "badspawn", "subjobs": [node("gen", "alpha", "badspawn")]})
+    final = dep.wait_state(argo_id, ENDS, 60)
+    assert final["state"] == "SUBJOBS_COMPLETED_FAILED", final
+    (gen,) = final["subjobs"]
+    assert gen["state"] == "POSTPROCESSED_FAILED"
+    assert gen["state_message"] == (
+        "children.json[1].parents: names 'x', which is no subjob of this job"
+    )
