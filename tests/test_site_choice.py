@@ -8,12 +8,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from edgeceleryapp import applications, site_handoff
+from edgeceleryapp import applications, job_control, site_handoff
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import ValidationFailed
 from edgeceleryapp.models import JobEvent, SiteMonitor, SubJob, utcnow
 from edgeceleryapp.next_step import Record, for_subjob
 from edgeceleryapp.site_choice import Candidate, IdleWindow, choose
+from edgeceleryapp.state_store import move_subjob
 from tests.helpers import argo_message, count, subjob
 from workflows.intake import submit_argo, submit_balsam
 
@@ -212,3 +213,16 @@ def test_a_balsam_only_job_goes_to_the_chosen_site(env):
 def test_a_single_site_subjob_is_not_looked_at(env):
     owed = for_subjob(Record(1, "CREATED", "alpha"))
     assert site_handoff.placed(owed, None) is owed
+
+
+def test_a_retry_of_a_job_whose_first_run_never_went_out_chooses_then(env):
+    for site in ("alpha", "beta"):
+        applications.add_app("echo", site, "/bin/true")
+    _site_state("alpha", breaker_open=True)
+    _site_state("beta")
+    subjob_id = submit_balsam(_balsam_multi(), start=False)
+    assert move_subjob(subjob_id, "CREATED", ["STAGED_IN_FAILED"], "could not queue")
+    assert _choices(subjob_id) == []
+    job_control.retry_subjob(subjob_id)
+    assert subjob(subjob_id).site == "beta"
+    assert len(_choices(subjob_id)) == 1
