@@ -201,7 +201,7 @@ CLAIM_READY = (
         _SUB.c.dispatched_at.is_(None),
     )
     .values(dispatched_at=bindparam("now"))
-    .returning(_SUB.c.id, _SUB.c.site, _SUB.c.argo_job_id)
+    .returning(_SUB.c.id, _SUB.c.site, _SUB.c.argo_job_id, _SUB.c.sites)
 )
 UNCLAIM = (
     update(_SUB)

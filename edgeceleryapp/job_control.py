@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from edgeceleryapp import next_step, state_store, states
+from edgeceleryapp import next_step, site_handoff, state_store, states
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import InvalidState, NotFound, ValidationFailed
 from edgeceleryapp.job_views import found, state_named
@@ -125,11 +125,13 @@ def _last_failure_origin(s: Any, argo_id: int, failed_state: str) -> str | None:
     ).first()
 
 
-def _send_owed(owed: next_step.Owed) -> None:
+def _send_owed(owed: next_step.Owed, sites: list[str] | None = None) -> None:
+    """Send what is owed; a subjob naming candidate ``sites`` to the site chosen for it
+    (chosen now if its first run never went out)."""
     from workflows import chains  # kombu and Celery: loaded only when a chain is sent
 
     if owed.verdict == next_step.STEP:
-        chains.send(chains.chain_for(owed))
+        chains.send(chains.chain_for(site_handoff.placed(owed, sites)))
 
 
 def retry_argo(argo_id: int, who: str = "") -> str:
@@ -141,6 +143,7 @@ def retry_argo(argo_id: int, who: str = "") -> str:
         if not states.is_failed(argo.state):
             raise InvalidState(f"argo job {argo_id} is {argo.state}, not in a failure state")
         subjobs = list(argo.subjobs)
+        sites: list[str] | None = None  # the current subjob's candidates (a linear job)
         if argo.graph and argo.state == states.failed("SUBJOBS_COMPLETED"):
             owed_runs = _retry_graph(tx, argo, subjobs, who)
             argo_to = states.GRAPH_RUNNING
@@ -149,11 +152,11 @@ def retry_argo(argo_id: int, who: str = "") -> str:
             argo_to = _retry_linear(tx, argo, subjobs, who)
             s.expire_all()
             current = argo.current_subjob
-            owed_runs = [
-                next_step.for_argo(argo, subjobs[current] if current < len(subjobs) else None)
-            ]
+            at = subjobs[current] if current < len(subjobs) else None
+            owed_runs = [next_step.for_argo(argo, at)]
+            sites = at.sites if at is not None else None
     for owed in owed_runs:
-        _send_owed(owed)
+        _send_owed(owed, sites)
     return argo_to
 
 
@@ -205,8 +208,8 @@ def retry_subjob(subjob_id: int) -> str:
             raise InvalidState(f"job {subjob_id} is {sj.state}, not in a failure state")
         to = _retry_subjob_record(tx, sj)
         tx.session.expire_all()
-        owed = next_step.for_subjob(sj)
-    _send_owed(owed)
+        owed, sites = next_step.for_subjob(sj), sj.sites
+    _send_owed(owed, sites)
     return to
 
 

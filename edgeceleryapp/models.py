@@ -119,6 +119,10 @@ class SubJob(Base):
     name: Mapped[str] = mapped_column(String(256), default="")
     description: Mapped[str] = mapped_column(Text, default="")
     site: Mapped[str] = mapped_column(String(128))
+    # Candidate sites (a message's ``sites``): ``site`` holds the first until the hand-off
+    # chooses one (edgeceleryapp/site_handoff.py) and stamps ``site_chosen_at``, once.
+    sites: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    site_chosen_at: Mapped[datetime | None] = mapped_column(nullable=True, info=INTERNAL)
     queue: Mapped[str | None] = mapped_column(String(128), nullable=True)
     project: Mapped[str | None] = mapped_column(String(128), nullable=True)
     wall_time_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -170,6 +174,7 @@ MESSAGE_FIELDS = (
     "name",
     "description",
     "site",
+    "sites",
     "queue",
     "project",
     "wall_time_minutes",

@@ -424,6 +424,22 @@ class StateWriter:
         self._kept_state_event(table, ident, state, message)
         return True
 
+    def site_chosen(self, subjob_id: int, site: str, reason: str) -> str | None:
+        """Record the site chosen among a CREATED subjob's candidates, and why, once: a
+        compare-and-set on its unstamped choice (``site_chosen_at``), with a JobEvent that
+        keeps the state. The site the subjob runs at: this one, or the first choice if one
+        was made already; None if it is gone."""
+        c = _SUB.c
+        chose = self.conn.execute(
+            update(_SUB)
+            .where(c.id == subjob_id, c.state == "CREATED", c.site_chosen_at.is_(None))
+            .values(site=site, site_chosen_at=utcnow())
+        )
+        if chose.rowcount == 1:
+            self._kept_state_event(_SUB, subjob_id, "CREATED", f"site chosen: {reason}")
+            return site
+        return self.conn.execute(select(c.site).where(c.id == subjob_id)).scalar()
+
     def created(
         self, jobs: list[tuple[int, int | None, tuple[str | None, str, str | None]]]
     ) -> None:
@@ -568,6 +584,12 @@ def note(
     """``StateWriter.noted`` in a transaction of its own."""
     with transaction() as tx:
         return tx.noted(table, ident, state, _storable(message), due_at)
+
+
+def choose_site(subjob_id: int, site: str, reason: str) -> str | None:
+    """``StateWriter.site_chosen`` in a transaction of its own."""
+    with transaction() as tx:
+        return tx.site_chosen(subjob_id, site, _storable(reason))
 
 
 def load_subjob(subjob_id: int) -> Row | None:

@@ -15,7 +15,7 @@ from sqlalchemy import Row, bindparam, select
 
 from backends.transfers import TransferContext, transfer_for
 from backends.transfers import scope as transfer_scope
-from edgeceleryapp import dead_letters, graph, leases, next_step, state_store, states
+from edgeceleryapp import dead_letters, graph, leases, next_step, site_handoff, state_store, states
 from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.celery_app import app
 from edgeceleryapp.db import engine, read_connection
@@ -67,6 +67,7 @@ _LOAD_SUBJOBS = (
         _SUB.c.output_url,
         _SUB.c.waiting_since,
         _SUB.c.name,
+        _SUB.c.sites,
     )
     .where(_SUB.c.argo_job_id == bindparam("argo_id"))
     .order_by(_SUB.c.position)
@@ -174,7 +175,8 @@ def advance(argo_id: int) -> None:
     else:
         return
     if owed.step in next_step.ADVANCE_HANDS_OFF:
-        chains.send(chains.chain_for(owed))
+        sites = subjobs[current].sites if current < len(subjobs) else None
+        chains.send(chains.chain_for(site_handoff.placed(owed, sites)))
 
 
 def advance_graph(argo: Row) -> None:
@@ -200,11 +202,16 @@ def advance_graph(argo: Row) -> None:
         ready = conn.execute(graph.CLAIM_READY, {"argo": argo.id, "now": utcnow()}).all()
     if not ready:
         return
-    runs = [
-        next_step.for_graph_subjob(state, next_step.Record(r.id, "CREATED", r.site, argo.id), 0)
-        for r in ready
-    ]
     try:
+        runs = [
+            site_handoff.placed(
+                next_step.for_graph_subjob(
+                    state, next_step.Record(r.id, "CREATED", r.site, argo.id), 0
+                ),
+                r.sites,
+            )
+            for r in ready
+        ]
         with batch_producer(get_settings().broker_url) as producer:
             for run in runs:
                 chains.send(chains.chain_for(run), producer)

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Row, Table, and_, bindparam, or_, select
 
-from edgeceleryapp import next_step, state_store, states
+from edgeceleryapp import next_step, site_handoff, state_store, states
 from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.db import read_connection
 from edgeceleryapp.models import ArgoJob, SubJob, utcnow
@@ -54,6 +54,7 @@ _SITE_CANDIDATES = (
         _SUB.c.updated_at,
         _SUB.c.dispatched_at,
         _SUB.c.parents_left,
+        _SUB.c.sites,
         _ARGO.c.state.label("argo_state"),
         _ARGO.c.current_subjob,
     )
@@ -137,7 +138,7 @@ def reconcile_site(site_name: str) -> list[int]:
             )
             owed = next_step.for_argo(argo, subjob)
         if owed.verdict == next_step.STEP and owed.subjob_id == row.id:
-            chosen.append((row, owed))
+            chosen.append((row, site_handoff.placed(owed, row.sites)))
     return _redrive(_SUB, chosen, now)
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from backends.transfers import scope as transfer_scope
-from edgeceleryapp import graph, leases, next_step, state_store
+from edgeceleryapp import graph, leases, next_step, site_handoff, state_store
 from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.db import read_connection, read_scope
 from edgeceleryapp.errors import TransientError, ValidationFailed
@@ -102,7 +102,10 @@ def _checked(
     flagged = {field for field, _ in errors}
     errors += [e for e in site_errors(sites) if e[0] not in flagged]
     flagged = {field for field, _ in errors}
-    errors += [e for e in url_errors(urls) if e[0] not in flagged]
+    for field, problem in url_errors(urls):  # a URL wrong at several candidates: said once
+        if field not in flagged:
+            errors.append((field, problem))
+            flagged.add(field)
     if errors:
         raise ValidationFailed(errors)
     return message
@@ -112,11 +115,22 @@ def _urls(data: dict, prefix: str, site: str | None) -> list[tuple[str, Any, str
     return [(f"{prefix}{key}", data.get(key), site) for key in ("input_url", "output_url")]
 
 
-def _site(data: dict) -> str:
-    """The site a message names ("" when it names none or not as text: no URL checks then,
-    the schema reports the site)."""
-    site = data.get("site")
-    return site if isinstance(site, str) else ""
+def _sites(data: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """(field, name) of the site or each candidate site a subjob message names."""
+    candidates = data.get("sites")
+    if isinstance(candidates, list):
+        return [(f"{prefix}sites[{i}]", name) for i, name in enumerate(candidates)]
+    return [(f"{prefix}site", data.get("site"))]
+
+
+def _site_urls(data: dict, prefix: str) -> list[tuple[str, Any, str | None]]:
+    """The subjob's URLs, checked at each site it may run at (none named as text: no URL
+    checks then, the schema reports the site)."""
+    urls = []
+    for _, site in _sites(data):
+        if isinstance(site, str):
+            urls += _urls(data, prefix, site)
+    return urls
 
 
 def checked_argo(data: Any) -> ArgoJobMessage:
@@ -127,18 +141,17 @@ def checked_argo(data: Any) -> ArgoJobMessage:
         (i, sj) for i, sj in enumerate(subjobs if isinstance(subjobs, list) else [])
         if isinstance(sj, dict)
     ]  # fmt: skip
-    sites = [(f"subjobs[{i}].site", sj.get("site")) for i, sj in listed]
+    sites = [field for i, sj in listed for field in _sites(sj, f"subjobs[{i}].")]
     urls = _urls(data, "", None) if isinstance(data, dict) else []
     for i, sj in listed:
-        urls += _urls(sj, f"subjobs[{i}].", _site(sj))
+        urls += _site_urls(sj, f"subjobs[{i}].")
     return _checked(validate_argo, data, sites, urls)
 
 
 def checked_balsam(data: Any) -> BalsamJobMessage:
     if not isinstance(data, dict):
         return _checked(validate_balsam, data, [], [])
-    sites = [("site", data.get("site"))]
-    return _checked(validate_balsam, data, sites, _urls(data, "", _site(data)))
+    return _checked(validate_balsam, data, _sites(data), _site_urls(data, ""))
 
 
 def _subjob(message: BalsamJobMessage, **extra: Any) -> SubJob:
@@ -412,6 +425,7 @@ def submit_balsam(message: Any, *, start: bool = True) -> int:
     subjob_id = store_balsam(checked)
     if start:
         owed = next_step.for_subjob(next_step.Record(subjob_id, "CREATED", checked.site))
+        owed = site_handoff.placed(owed, checked.sites)
         _start(
             owed,
             f"job {subjob_id}",

@@ -11,7 +11,15 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$"
 URL_PATTERN = r"^[A-Za-z][A-Za-z0-9+.-]*://[^\s\x00-\x1f\x7f]*$"
@@ -28,6 +36,7 @@ Line = Annotated[str, StringConstraints(pattern=LINE_PATTERN, max_length=1024)]
 Label = Annotated[str, StringConstraints(pattern=LINE_PATTERN, max_length=256)]
 Text = Annotated[str, StringConstraints(pattern=TEXT_PATTERN, max_length=65536)]
 Count = Annotated[StrictInt, Field(ge=1, le=10_000_000)]
+MAX_CANDIDATE_SITES = 16
 
 
 class _Message(BaseModel):
@@ -39,7 +48,11 @@ class BalsamJobMessage(_Message):
 
     name: Label = Field(min_length=1)
     description: Text = ""
-    site: SafeName
+    # ``site`` or ``sites``, never both (``validation.site_fields``): ``sites`` names candidate
+    # sites, one of which is chosen when the subjob is handed over (edgeceleryapp/site_choice.py);
+    # until then ``site`` holds the first of them.
+    site: SafeName | None = None
+    sites: list[SafeName] | None = Field(None, min_length=1, max_length=MAX_CANDIDATE_SITES)
     argo_job_id: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] | None = None
     queue: SafeName | None = None
     project: SafeName | None = None
@@ -54,6 +67,13 @@ class BalsamJobMessage(_Message):
     # The names of the subjobs of the same Argo job this one waits for (a graph job:
     # edgeceleryapp/graph.py checks them); none for the linear SUBJOB_* loop.
     parents: list[Label] | None = Field(None, max_length=100_000)
+
+    @model_validator(mode="after")
+    def _first_candidate(self) -> BalsamJobMessage:
+        """A subjob naming candidates is stored at the first of them until one is chosen."""
+        if self.site is None and self.sites:
+            self.site = self.sites[0]
+        return self
 
     @field_validator("config_file", "scheduler_config")
     @classmethod

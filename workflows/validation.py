@@ -89,15 +89,48 @@ def _problem(model: type[BaseModel], error: dict[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
+def site_fields(subjob: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """A subjob names one ``site`` or a list of candidate ``sites`` (each once), not both and
+    not neither. Whether each is configured is intake's to say (``workflows.intake``)."""
+    has_site, sites = "site" in subjob, subjob.get("sites")
+    if has_site and "sites" in subjob:
+        return [(f"{prefix}sites", "give either site or sites (candidate sites), not both")]
+    if not has_site and "sites" not in subjob:
+        return [(f"{prefix}site", "is required (or name candidate sites in sites)")]
+    if not isinstance(sites, list):
+        return []
+    errors = []
+    for i, name in enumerate(sites):
+        if isinstance(name, str) and name in sites[:i]:
+            errors.append((f"{prefix}sites[{i}]", f"{name!r} is named twice"))
+    return errors
+
+
+def _site_errors(model: type[BaseModel], data: dict[str, Any]) -> list[tuple[str, str]]:
+    if model is BalsamJobMessage:
+        return site_fields(data)
+    subjobs = data.get("subjobs") if model is ArgoJobMessage else None
+    if not isinstance(subjobs, list):
+        return []
+    errors = []
+    for i, subjob in enumerate(subjobs):
+        if isinstance(subjob, dict):
+            errors += site_fields(subjob, f"subjobs[{i}].")
+    return errors
+
+
 def validate(model: type[M], data: Any) -> M:
     if not isinstance(data, dict):
         raise ValidationFailed([("message", "must be a JSON object")])
+    errors = _site_errors(model, data)
     try:
-        return model.model_validate(data)
+        message = model.model_validate(data)
     except ValidationError as exc:
-        raise ValidationFailed(
-            [(field_path(tuple(e["loc"])), _problem(model, e)) for e in exc.errors()]
-        ) from None
+        found = [(field_path(tuple(e["loc"])), _problem(model, e)) for e in exc.errors()]
+        raise ValidationFailed(found + errors) from None
+    if errors:
+        raise ValidationFailed(errors)
+    return message
 
 
 def validate_argo(data: Any) -> ArgoJobMessage:

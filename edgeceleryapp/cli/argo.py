@@ -81,8 +81,9 @@ def check_registered(subjobs: list[Any]) -> None:
     from edgeceleryapp.applications import registered
     from edgeceleryapp.errors import ValidationFailed
 
+    candidates = [sj.sites or [sj.site] for sj in subjobs]
     try:
-        known = registered({sj.site for sj in subjobs})
+        known = registered({site for sites in candidates for site in sites})
     except sqlalchemy.exc.SQLAlchemyError as exc:
         reason = getattr(exc, "orig", None) or exc
         click.echo(
@@ -93,10 +94,13 @@ def check_registered(subjobs: list[Any]) -> None:
         (
             f"subjobs[{i}].application",
             f"{sj.application!r} is not registered at site {sj.site!r} (registered there: "
-            f"{', '.join(sorted(known[sj.site])) or 'none'}; see `edgecelery app add`)",
+            f"{', '.join(sorted(known[sj.site])) or 'none'}; see `edgecelery app add`)"
+            if len(sites) == 1
+            else f"{sj.application!r} is not registered at any of its sites "
+            f"({', '.join(sites)}; see `edgecelery app add`)",
         )
-        for i, sj in enumerate(subjobs)
-        if sj.application not in known[sj.site]
+        for i, (sj, sites) in enumerate(zip(subjobs, candidates, strict=True))
+        if all(sj.application not in known[site] for site in sites)
     ]
     if errors:
         raise ValidationFailed(errors)
