@@ -103,7 +103,7 @@ def test_a_waiting_job_shows_in_the_window(machine):
         assert fits.shape == Shape(3, 20), fits.reason
         assert "fits the backfill window of 3 nodes for 29 min on queue default" in fits.reason
     else:
-        assert window.where == f"{where(machine)} (1 jobs queued)"
+        assert window.where == f"{where(machine)} (1 job queued)"
         assert window.seconds == 7200.0
 
 

@@ -157,7 +157,8 @@ def parse_torque_server(output: str) -> Server:
 
 def pbs_windows(free: int, server: Server) -> list[Window]:
     name, longest, waiting = server
-    where = f"server {name}" + (f" ({waiting} jobs queued)" if waiting else "")
+    jobs = f"{waiting} job{'s' if waiting != 1 else ''} queued"
+    where = f"server {name}" + (f" ({jobs})" if waiting else "")
     return [Window(free, longest, where)] if free else []
 
 
