@@ -7,12 +7,14 @@ tell whether a submission already happened before the worker crashed.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from backends.backfill import Window
 from backends.batchscript import render_body, stream_file
 from backends.runners.base import CommandResult, Runner
 from edgeceleryapp.errors import PermanentError, TransientError
@@ -109,6 +111,11 @@ class Scheduler(ABC):
     def cancel(self, batch_id: str) -> None:
         """Ask the scheduler to remove the batch job."""
 
+    def windows(self) -> list[Window] | None:
+        """Which nodes are idle now and for how long (``backends.backfill``), so pilots can
+        be sized to start at once; None where the scheduler cannot say."""
+        return None
+
 
 class BatchScheduler(Scheduler):
     """A scheduler reached through its commands, in the manner of PSI/J's batch executors: this
@@ -192,6 +199,16 @@ class BatchScheduler(Scheduler):
     def cancel_argv(self, batch_id: str) -> list[str]:
         return [*self.cancel_command, batch_id]
 
+    def backfill_argvs(self) -> list[list[str]] | None:
+        """Commands whose answers together say which nodes are idle and for how long (node
+        states, then what waits for them); None for a scheduler whose tools cannot say."""
+        return None
+
+    def parse_backfill(self, outputs: list[str], now: float) -> list[Window]:
+        """The windows in the answers of ``backfill_argvs``, in their order; ``now`` is the
+        time they were asked at (epoch seconds), for the start times they print."""
+        return []
+
     def answered(self, result: CommandResult) -> bool:
         """Whether a non-zero exit still answered: by default when every error line says "no
         such job" in the command's own words (see ``absent``)."""
@@ -259,3 +276,11 @@ class BatchScheduler(Scheduler):
 
     def cancel(self, batch_id: str) -> None:
         self.command(self.cancel_argv(batch_id), "cancel")
+
+    def windows(self) -> list[Window] | None:
+        argvs = self.backfill_argvs()
+        if argvs is None:
+            return None
+        asked = time.time()
+        outputs = [self.command(argv, "backfill") for argv in argvs]
+        return self.read("backfill", argvs[0], self.parse_backfill, outputs, asked)

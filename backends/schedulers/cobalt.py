@@ -6,6 +6,11 @@ what became of it is only in its ``.cobaltlog``. The batch jobs of a site theref
 ``--cwd`` set to a spool directory under the site's work directory, where Cobalt writes
 ``<jobid>.cobaltlog``; ids that qstat no longer lists are looked up there (files, not
 commands). For the same reason ``find`` sees only jobs still in the queue.
+
+Backfill windows: ``nodelist`` prints one line per node under a header (Node_id, Name,
+Queues, Status, MCDRAM, NUMA, Backfill, as on Theta) and a ``=====`` rule; an idle node's
+Backfill column is how long it stays free while Cobalt drains nodes for a waiting job
+(``HH:MM:SS``), ``-`` when nothing waits for it. Columns are found by their header names.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from backends import backfill
+from backends.backfill import Window
 from backends.runners.base import CommandResult
 from backends.schedulers.base import BatchRequest, BatchScheduler, BatchStatus, Cause, State
 from backends.schedulers.parsing import Listing, last_line, named, states
@@ -67,6 +74,37 @@ def parse_cobaltlog(text: str) -> BatchStatus | None:
     return None
 
 
+def parse_nodelist(output: str) -> dict[str, list[float | None]]:
+    """Queue -> how long each of its idle nodes stays free (None: no known end)."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    if not lines:
+        return {}
+    header = lines[0].split()
+    column = {name.lower(): i for i, name in enumerate(header)}
+    for needed in ("queues", "status", "backfill"):
+        if needed not in column:
+            raise ValueError(f"nodelist's header has no {needed!r} column: {lines[0]!r}")
+    out: dict[str, list[float | None]] = {}
+    for line in lines[1:]:
+        fields = line.split()
+        if set(line.strip()) == {"="} or len(fields) != len(header):
+            continue
+        if fields[column["status"]] != "idle":
+            continue
+        left = fields[column["backfill"]]
+        free: float | None = None if left == "-" else _hms(left)
+        for queue in fields[column["queues"]].split(":"):
+            out.setdefault(queue, []).append(free)
+    return out
+
+
+def _hms(text: str) -> float:
+    total = 0
+    for part in text.split(":"):
+        total = total * 60 + int(part)
+    return float(total)
+
+
 class CobaltScheduler(BatchScheduler):
     kind = "cobalt"
     prefix = "#COBALT"
@@ -110,6 +148,17 @@ class CobaltScheduler(BatchScheduler):
 
     def parse_statuses(self, output: str, ids: list[str]) -> dict[str, BatchStatus]:
         return states(parse_qstat_long(output))
+
+    def backfill_argvs(self) -> list[list[str]] | None:
+        return [["nodelist"]]
+
+    def parse_backfill(self, outputs: list[str], now: float) -> list[Window]:
+        idle = parse_nodelist(outputs[0])
+        queues = [self.site.queue] if self.site.queue else sorted(idle)
+        windows: list[Window] = []
+        for queue in queues:
+            windows += backfill.per_node(idle.get(queue, []), f"queue {queue}")
+        return windows
 
     def ended(self, missing: list[str]) -> dict[str, BatchStatus]:
         out: dict[str, BatchStatus] = {}

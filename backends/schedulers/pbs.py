@@ -5,6 +5,13 @@ running and finished (history) jobs in one command; TORQUE answers ``qstat -x`` 
 completed jobs (state C) for its keep_completed time. An unknown id makes qstat exit 153
 ("Unknown Job Id") while it still answers for the others. Formats are those of OpenPBS 22.05
 and TORQUE 6.1 (tests/fakes/pbs copies them).
+
+Backfill windows: ``pbsnodes`` says which nodes are free (PBS Pro ``-a -F json``, TORQUE
+``-x``), ``qstat -B -f`` the server's limits and queued jobs (PBS Pro with ``-F json``;
+TORQUE prints ``key = value`` lines). PBS prints no planned start times there, so free nodes
+are free up to the server's longest wall time (``resources_max.walltime``), or without known
+end; the jobs queued at the server are named with the window, as they may take the nodes at
+the next scheduling cycle.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+from backends.backfill import Window
 from backends.schedulers.base import BatchRequest, BatchScheduler, BatchStatus, Cause, State
 from backends.schedulers.parsing import Listing, is_id, last_line, named, states
 
@@ -89,6 +97,71 @@ def parse_torque_xml(output: str) -> Listing:
     return out
 
 
+def seconds(text: str) -> float:
+    """``[[HH:]MM:]SS`` as PBS prints wall times."""
+    total = 0
+    for part in text.strip().split(":"):
+        total = total * 60 + int(part)
+    return float(total)
+
+
+Server = tuple[str, float | None, int]  # name, longest wall time allowed, jobs queued
+
+
+def parse_pro_nodes(output: str) -> int:
+    """Nodes ``free`` with no job on them, from ``pbsnodes -a -F json``."""
+    nodes = json.loads(output).get("nodes", {}) if output.strip() else {}
+    return sum(1 for n in nodes.values() if n.get("state") == "free" and not n.get("jobs"))
+
+
+def parse_torque_nodes(output: str) -> int:
+    """Nodes ``free`` with no job on them, from ``pbsnodes -x``."""
+    if not output.strip():
+        return 0
+    root = ET.fromstring(output)  # noqa: S314 - our own scheduler's answer
+    return sum(
+        1
+        for node in root.iter("Node")
+        if node.findtext("state", "") == "free" and not node.findtext("jobs", "").strip()
+    )
+
+
+def queued(state_count: str) -> int:
+    """The ``Queued:N`` of a server's ``state_count``."""
+    counts = dict(item.split(":", 1) for item in state_count.split() if ":" in item)
+    return int(counts.get("Queued", "0"))
+
+
+def parse_pro_server(output: str) -> Server:
+    """From ``qstat -B -f -F json``."""
+    servers = json.loads(output)["Server"]
+    name, attrs = next(iter(servers.items()))
+    longest = attrs.get("resources_max", {}).get("walltime")
+    return name, seconds(longest) if longest else None, queued(attrs.get("state_count", ""))
+
+
+def parse_torque_server(output: str) -> Server:
+    """From ``qstat -B -f``: ``Server: name``, then indented ``key = value`` lines."""
+    name, attrs = "", {}
+    for line in output.splitlines():
+        if line.startswith("Server:"):
+            name = line.split(":", 1)[1].strip()
+        key, sep, value = line.partition(" = ")
+        if sep:
+            attrs[key.strip()] = value.strip()
+    if not name:
+        raise ValueError("no 'Server:' line")
+    longest = attrs.get("resources_max.walltime")
+    return name, seconds(longest) if longest else None, queued(attrs.get("state_count", ""))
+
+
+def pbs_windows(free: int, server: Server) -> list[Window]:
+    name, longest, waiting = server
+    jobs = f"{waiting} job{'s' if waiting != 1 else ''} queued"
+    where = f"server {name}" + (f" ({jobs})" if waiting else "")
+    return [Window(free, longest, where)] if free else []
+
+
 class PBSProScheduler(BatchScheduler):
     kind = "pbs"
     prefix = "#PBS"
@@ -125,6 +198,12 @@ class PBSProScheduler(BatchScheduler):
     def parse_statuses(self, output: str, ids: list[str]) -> dict[str, BatchStatus]:
         return by_number(ids, parse_pro_json(output))
 
+    def backfill_argvs(self) -> list[list[str]] | None:
+        return [["pbsnodes", "-a", "-F", "json"], ["qstat", "-B", "-f", "-F", "json"]]
+
+    def parse_backfill(self, outputs: list[str], now: float) -> list[Window]:
+        return pbs_windows(parse_pro_nodes(outputs[0]), parse_pro_server(outputs[1]))
+
 
 class TorqueScheduler(PBSProScheduler):
     kind = "torque"
@@ -142,3 +221,9 @@ class TorqueScheduler(PBSProScheduler):
 
     def parse_statuses(self, output: str, ids: list[str]) -> dict[str, BatchStatus]:
         return by_number(ids, states(parse_torque_xml(output)))
+
+    def backfill_argvs(self) -> list[list[str]] | None:
+        return [["pbsnodes", "-x"], ["qstat", "-B", "-f"]]
+
+    def parse_backfill(self, outputs: list[str], now: float) -> list[Window]:
+        return pbs_windows(parse_torque_nodes(outputs[0]), parse_torque_server(outputs[1]))

@@ -24,6 +24,11 @@ Faults, from ``$FAKE_SCHED_DIR/faults.json``, read on every call:
     {"preempt": true}       the same, reported as a preemption
     {"timeout": true}       the same, reported as the wall-time limit
     {"hold_queue": true}    jobs stay queued, none starts
+    {"unreachable": true}   the node and server listings (pbsnodes, qstat -B, nodelist) fail
+                            as they do when the server or system component is down
+
+The machine has $FAKE_NODES nodes (default 1); running jobs hold them in the order they
+started (``occupancy``), for the node listings; jobs start whatever their size, as before.
 
 A hung command is logged in ``hangs.log``. A job's end is reported $FAKE_END_LATENCY seconds
 (default 1) after its process exits, as real servers report it a moment late.
@@ -294,6 +299,32 @@ def tick(data: dict, job_env=None) -> None:  # type: ignore[no-untyped-def]
                 continue  # starting
             code = _exit_code(job)  # ended between the two looks
             _end(job, code, "" if code is not None else "killed")
+
+
+def node_count() -> int:
+    return int(os.environ.get("FAKE_NODES", "1"))
+
+
+def occupancy(data: dict) -> list[dict | None]:
+    """Each node's running job (None: idle), running jobs taking nodes in the order they
+    started; a node-failure fault leaves no node to hand out."""
+    nodes: list[dict | None] = [None] * node_count()
+    free = iter(range(len(nodes)))
+    running = sorted(
+        (j for j in visible(data) if j["state"] == "running"), key=lambda j: j["started"]
+    )
+    for job in running:
+        for _ in range(job["nodes"]):
+            index = next(free, None)
+            if index is not None:
+                nodes[index] = job
+    return nodes
+
+
+def unreachable(text: str, code: int) -> None:
+    """The listing fails in the tool's words when the fault file says so."""
+    if faults().get("unreachable"):
+        fail(text, code)
 
 
 def visible(data: dict) -> list[dict]:

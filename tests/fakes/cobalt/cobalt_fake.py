@@ -9,6 +9,13 @@ killing. A finished job leaves qstat at once; what happened is in its ``.cobaltl
 (``<cwd>/<jobid>.cobaltlog``, or ``--debuglog``), whose last line says "task completed normally
 with an exit code of N; initiating job cleanup and removal". The last lines for the faults are
 modelled: "maximum execution time exceeded", "node failure", "preempted", "killed by qdel".
+
+``nodelist`` prints one line per node ($FAKE_NODES of them, Theta's ``c0-0c0s0nN`` names)
+under the header "Node_id Name Queues Status MCDRAM NUMA Backfill" and a ``=====`` rule:
+Status "busy" for a node a running job holds, else "idle"; while a job waits in the queue
+Cobalt drains nodes for it, and an idle node's Backfill is how long until the soonest
+running job's wall time ends (``HH:MM:SS``), otherwise "-". With the ``unreachable`` fault it
+says "failed to connect to system component" and exits 1, as the real client does.
 """
 
 from __future__ import annotations
@@ -180,4 +187,30 @@ def qdel(args: list[str]) -> None:
             print(f"{job['id']:<7} {job['owner']}")
 
 
-TOOLS = {"qsub": qsub, "qstat": qstat, "qdel": qdel}
+def nodelist(args: list[str]) -> None:
+    if args:
+        engine.fail(f"Usage: nodelist.py\nnodelist.py: error: no such option: {args[0]}", 2)
+    engine.unreachable("failed to connect to system component", 1)
+    with engine.state() as data:
+        tick(data)
+        held = engine.occupancy(data)
+        waiting = any(j["state"] == "queued" and not j["held"] for j in engine.visible(data))
+    now = time.time()
+    ends = [j["started"] + j["walltime"] for j in held if j and j["walltime"]]
+    left = "-"
+    if waiting and ends:
+        seconds = max(0, int(min(ends) - now))
+        left = f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    header = ["Node_id", "Name", "Queues", "Status", "MCDRAM", "NUMA", "Backfill"]
+    rows = []
+    for i, job in enumerate(held):
+        status, free_for = ("busy", "-") if job else ("idle", left)
+        rows.append([str(i), f"c0-0c0s0n{i}", "default", status, "cache", "quad", free_for])
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    print("=" * (sum(widths) + 2 * (len(widths) - 1)))
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+TOOLS = {"qsub": qsub, "qstat": qstat, "qdel": qdel, "nodelist": nodelist}

@@ -12,6 +12,14 @@ comments are modelled on the servers' wording): a node failure ends the job with
 -3 and a comment naming the down node; a preemption with 271 and "preempted"; the wall-time
 limit with -29 (PBS Pro JOB_EXEC_KILL_WALLTIME) or -11 (TORQUE JOB_EXEC_OVERLIMIT_WT); qdel of
 a running job with 271 (SIGTERM).
+
+Nodes and server, for backfill windows: ``pbsnodes -a -F json`` (PBS Pro: ``nodes`` keyed by
+name, ``state`` "free" or "job-busy", ``jobs`` on a busy node) and ``pbsnodes -x`` (TORQUE:
+``<Data><Node>`` with ``state`` "free" or "job-exclusive" and ``jobs``); ``qstat -B -f -F
+json`` (PBS Pro: ``Server`` keyed by name, ``state_count``, ``resources_max.walltime`` when
+$FAKE_MAX_WALLTIME is set) and ``qstat -B -f`` (TORQUE: ``Server: name`` and ``key = value``
+lines). Nodes are ``fakenode01``... ($FAKE_NODES of them). With the ``unreachable`` fault
+both fail with "cannot connect to server" (PBSE_NOSERVER 15010 as errno).
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ def parse_options(args: list[str], tool: str) -> tuple[dict[str, list[str]], lis
                 opts.setdefault(flag, []).append(value)
                 i += 1 if arg[2:] else 2
                 continue
-            if flag in "VhzHxft":
+            if flag in "VhzHxftB":
                 opts.setdefault(flag, []).append("")
                 i += 1
                 continue
@@ -238,6 +246,9 @@ def lookup(jobs: list[dict], wanted: str) -> dict | None:
 
 def qstat(args: list[str]) -> None:
     opts, ids = parse_options(args, "qstat")
+    if "B" in opts:
+        server_status(opts)
+        return
     json_out = PRO and opts.get("F", [""])[-1] == "json"
     history = PRO and "x" in opts
     xml_out = not PRO and "x" in opts
@@ -347,4 +358,95 @@ def qdel(args: list[str]) -> None:
     sys.exit(code)
 
 
-TOOLS = {"qsub": qsub, "qstat": qstat, "qselect": qselect, "qdel": qdel}
+def node_name(index: int) -> str:
+    return f"fakenode{index + 1:02d}"
+
+
+def cannot_connect(tool: str) -> None:
+    engine.unreachable(
+        f"Connection refused\n{tool}: cannot connect to server {SERVER} (errno=15010)", 1
+    )
+
+
+def pbsnodes(args: list[str]) -> None:
+    cannot_connect("pbsnodes")
+    json_out = PRO and args[-2:] == ["-F", "json"]
+    if not (json_out or (not PRO and args == ["-x"]) or args in (["-a"], [])):
+        engine.fail(f"pbsnodes: invalid option -- '{args[0].lstrip('-')[:1]}'", 2)
+    with engine.ticked(job_env) as data:
+        held = engine.occupancy(data)
+    cpus = int(os.environ.get("FAKE_NODE_CPUS", "2"))
+    busy = "job-busy" if PRO else "job-exclusive"
+    if json_out:
+        nodes = {}
+        for index, job in enumerate(held):
+            name = node_name(index)
+            node = {
+                "Mom": name,
+                "Port": 15002,
+                "pbs_version": VERSION,
+                "ntype": "PBS",
+                "state": busy if job else "free",
+                "pcpus": cpus,
+                "resources_available": {
+                    "arch": "linux",
+                    "host": name,
+                    "ncpus": cpus,
+                    "vnode": name,
+                },
+                "resources_assigned": {"ncpus": cpus if job else 0},
+                "resv_enable": "True",
+                "sharing": "default_shared",
+            }
+            if job:
+                node["jobs"] = [f"{job_id(job)}/{i}" for i in range(cpus)]
+            nodes[name] = node
+        doc = {"timestamp": int(time.time()), "pbs_version": VERSION, "pbs_server": SERVER}
+        print(json.dumps(doc | {"nodes": nodes}, indent=4))
+        return
+    parts = []
+    for index, job in enumerate(held):
+        jobs = f"<jobs>{','.join(f'{i}/{job_id(job)}' for i in range(cpus))}</jobs>" if job else ""
+        parts.append(
+            f"<Node><name>{node_name(index)}</name><state>{busy if job else 'free'}</state>"
+            f"<power_state>Running</power_state><np>{cpus}</np><ntype>cluster</ntype>{jobs}"
+            "<mom_service_port>15002</mom_service_port><mom_manager_port>15003</mom_manager_port>"
+            "</Node>"
+        )
+    sys.stdout.write("<Data>" + "".join(parts) + "</Data>\n")
+
+
+def server_status(opts: dict[str, list[str]]) -> None:
+    cannot_connect("qstat")
+    with engine.ticked(job_env) as data:
+        jobs = listed(data, False)
+    counts = {"Transit": 0, "Queued": 0, "Held": 0, "Waiting": 0, "Running": 0, "Exiting": 0}
+    counts |= {"Begun": 0} if PRO else {"Complete": 0}
+    for job in jobs:
+        key = {"R": "Running", "H": "Held", "Q": "Queued", "C": "Complete"}.get(letter(job))
+        if key:
+            counts[key] += 1
+    attrs: dict = {
+        "server_state": "Active",
+        "server_host": SERVER,
+        "scheduling": "True",
+        "total_jobs": len(jobs),
+        "state_count": " ".join(f"{k}:{v}" for k, v in counts.items()) + " ",
+        "default_queue": "workq" if PRO else "batch",
+    }
+    if os.environ.get("FAKE_MAX_WALLTIME"):
+        attrs["resources_max"] = {"walltime": hms(int(os.environ["FAKE_MAX_WALLTIME"]))}
+    attrs |= {"resources_assigned": {"nodect": sum(j["nodes"] for j in jobs if letter(j) == "R")}}
+    attrs["pbs_version"] = VERSION
+    if PRO and opts.get("F", [""])[-1] == "json":
+        doc = {"timestamp": int(time.time()), "pbs_version": VERSION, "pbs_server": SERVER}
+        print(json.dumps(doc | {"Server": {SERVER: attrs}}, indent=4))
+        return
+    print(f"Server: {SERVER}")
+    for key, value in attrs.items():
+        for sub, item in value.items() if isinstance(value, dict) else [("", value)]:
+            print(f"    {key}{'.' + sub if sub else ''} = {item}")
+    print()
+
+
+TOOLS = {"qsub": qsub, "qstat": qstat, "qselect": qselect, "qdel": qdel, "pbsnodes": pbsnodes}
