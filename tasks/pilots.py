@@ -91,7 +91,7 @@ _PARK = (
     .where(
         _SUBS.c.id == bindparam("sid"),
         _SUBS.c.state == "PREPROCESSED",
-        _SUBS.c.attempt == bindparam("attempt"),
+        _SUBS.c.attempt == bindparam("the_attempt"),
     )
     .values(waiting_since=bindparam("now"), submit_claim=None, dispatched_at=None)
 )
@@ -106,7 +106,7 @@ def wait_for_pilot(subjob: SubjobView) -> dict:
     check_fits(subjob, site.pilots)
     ensure_monitor(subjob.site)
     with session_scope() as s:
-        moved = s.execute(_PARK, {"sid": subjob.id, "attempt": subjob.attempt, "now": utcnow()})
+        moved = s.execute(_PARK, {"sid": subjob.id, "the_attempt": subjob.attempt, "now": utcnow()})
     if moved.rowcount == 0:
         raise Stop
     why = f"waiting for a pilot at {subjob.site}"
