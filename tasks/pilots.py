@@ -448,7 +448,10 @@ def submit_pilot(site_name: str, site: SiteSettings, plan: Plan, reason: str) ->
         project=site.project or None,
         wall_time_minutes=plan.wall_minutes,
         num_nodes=plan.nodes,
-        processes_per_node=site.pilots.slots_per_node,
+        # The allocation's nodes; how many processes each runs is the launcher's business
+        # (slots_per_node). A site whose scheduler must be told to give whole nodes says so
+        # in scheduler_options (e.g. "--exclusive").
+        processes_per_node=1,
         options=list(site.scheduler_options),
     )
     scheduler = scheduler_for(site)
