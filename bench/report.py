@@ -32,6 +32,8 @@ ORDER = (
     "intake-2",
     "scheduler_load-10000",
     "slurm",
+    "slurm-pilots",
+    "slurm-psij",
     "profile-workers",
     "profile-intake",
     "chaos",

@@ -1,12 +1,18 @@
 """Real Slurm: 200 subjobs running ``/bin/true`` through the project's one-node Slurm
 (``scripts/slurm.sh start``: slurmctld, slurmd, slurmdbd on loopback), with the real service
 (Redis, the Argo worker with beat, one site worker of concurrency 2; ``poll_interval`` 1 s,
-``status_interval`` 30 s, as in production).
+``status_interval`` 30 s, as in production). With ``--pilots`` the site runs its subjobs
+inside pilots (``[sites.cluster.pilots]``: at most 2 pilots of one node, 16 subjobs at once
+each): a few ``sbatch`` calls instead of one per subjob.
 
 Every Slurm command the site worker issues goes through a PATH shim that logs it: the wall time
 until all subjobs are finished, and the commands by tool.
 
-    .venv/bin/python bench/slurm.py [--subjobs 200]
+    .venv/bin/python bench/slurm.py [--subjobs 200] [--pilots] [--psij]
+
+``--psij`` then submits the same number of ``/bin/true`` jobs to the same Slurm through PSI/J
+(psij-python's Slurm executor, one batch job each, its default 30 s queue polling), the
+simplest peer, and prints its rows beside ours.
 """
 
 from __future__ import annotations
@@ -18,11 +24,20 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 from common import ROOT, Figure, parse_args, record, status_command_figures
 
 TOOLS = ("sbatch", "squeue", "sacct", "scontrol", "scancel")
+PILOTS = {
+    "enabled": True,
+    "max_pilots": 2,
+    "slots_per_node": 16,
+    "min_wall_minutes": 10,
+    "max_wall_minutes": 30,
+    "idle_exit_seconds": 10.0,
+}
 
 
 def write_shims(folder: Path, log: Path) -> None:
@@ -51,9 +66,44 @@ def finished(subjobs: int) -> bool:
     return counts.get("JOB_FINISHED", 0) >= subjobs
 
 
+def count_calls(log: Path, since: int = 0) -> tuple[Counter, list[float]]:
+    """Slurm commands logged from line ``since`` on: by tool, and the status commands' times."""
+    lines = [line.split() for line in log.read_text().splitlines()[since:]]
+    calls = Counter(tool for _, tool in lines)
+    return calls, [float(t) for t, tool in lines if tool in ("squeue", "sacct", "scontrol")]
+
+
+def psij_run(subjobs: int, root: Path, env: dict[str, str]) -> float:
+    """The same jobs through PSI/J's Slurm executor, one batch job each; its wall time."""
+    os.environ.update(env)
+    import psij
+    from psij.executors.batch.slurm import SlurmExecutorConfig
+
+    work = root / "psij"
+    work.mkdir()
+    executor = psij.JobExecutor.get_instance(
+        "slurm", config=SlurmExecutorConfig(work_directory=work)
+    )
+    attributes = psij.JobAttributes(queue_name="debug", duration=timedelta(minutes=5))
+    start = time.perf_counter()
+    jobs = [
+        psij.Job(psij.JobSpec(executable="/bin/true", attributes=attributes))
+        for _ in range(subjobs)
+    ]
+    for job in jobs:
+        executor.submit(job)
+    for job in jobs:
+        status = job.wait()
+        if status is None or status.state != psij.JobState.COMPLETED:
+            raise SystemExit(f"a PSI/J job did not complete: {status}")
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjobs", type=int, default=200)
+    parser.add_argument("--pilots", action="store_true", help="run the subjobs in pilots")
+    parser.add_argument("--psij", action="store_true", help="then the same jobs through PSI/J")
     args = parse_args(parser, "50 subjobs", subjobs=50)
 
     started = subprocess.run(
@@ -74,7 +124,14 @@ def main() -> None:
         env_extra={"SLURM_CONF": slurm_conf, "PATH": f"{root / 'shims'}:{os.environ['PATH']}"},
         poll_interval=1.0,
         status_interval=30.0,
-        site_settings={"cluster": {"scheduler": "slurm", "queue": "debug", "accounting": True}},
+        site_settings={
+            "cluster": {
+                "scheduler": "slurm",
+                "queue": "debug",
+                "accounting": True,
+                **({"pilots": PILOTS} if args.pilots else {}),
+            }
+        },
     ):
         # Imported once the settings file is in place: the Celery app reads it on import.
         from edgeceleryapp import applications
@@ -90,22 +147,48 @@ def main() -> None:
             lambda: finished(args.subjobs), 1800, "every subjob to finish on Slurm", interval=0.5
         )
         wall = time.perf_counter() - start
-    lines = [line.split() for line in log.read_text().splitlines()]
-    calls = Counter(tool for _, tool in lines)
-    status_times = [float(t) for t, tool in lines if tool in ("squeue", "sacct", "scontrol")]
+    ours = len(log.read_text().splitlines())
+    calls, status_times = count_calls(log)
     figures = [
         Figure(f"{args.subjobs} subjobs finished, wall time", wall, "s"),
         Figure("subjobs per minute", args.subjobs / wall * 60, "/min"),
-        Figure("sbatch commands", calls["sbatch"], "", f"<= {args.subjobs}"),
+        Figure(
+            "sbatch commands", calls["sbatch"], "", "<= 5" if args.pilots else f"<= {args.subjobs}"
+        ),
         Figure("status commands (squeue + sacct + scontrol)", len(status_times), ""),
         *status_command_figures(status_times, wall, 30.0),
     ]
     record(
-        "slurm",
-        f"Real Slurm: {args.subjobs} subjobs of /bin/true, one node "
-        "(poll_interval 1 s, status_interval 30 s)",
+        "slurm-pilots" if args.pilots else "slurm",
+        f"Real Slurm: {args.subjobs} subjobs of /bin/true, one node"
+        + (", in pilots" if args.pilots else "")
+        + " (poll_interval 1 s, status_interval 30 s)",
         figures,
         {"commands": dict(calls)},
+    )
+    if not args.psij:
+        return
+    env = {"SLURM_CONF": slurm_conf, "PATH": f"{root / 'shims'}:{os.environ['PATH']}"}
+    psij_wall = psij_run(args.subjobs, root, env)
+    psij_calls, psij_status = count_calls(log, ours)
+    record(
+        "slurm-psij",
+        f"PSI/J on the same Slurm: {args.subjobs} jobs of /bin/true, one batch job each "
+        "(queue polling every 30 s, its default)",
+        [
+            Figure(f"{args.subjobs} jobs finished, wall time", psij_wall, "s"),
+            Figure("jobs per minute", args.subjobs / psij_wall * 60, "/min"),
+            Figure("sbatch commands", psij_calls["sbatch"], ""),
+            Figure("Slurm commands in all", sum(psij_calls.values()), ""),
+            Figure("status commands (squeue + sacct + scontrol)", len(psij_status), ""),
+            Figure(
+                "our wall time against PSI/J's",
+                psij_wall / wall,
+                "x",
+                ">= 5" if args.pilots else "",
+            ),
+        ],
+        {"commands": dict(psij_calls)},
     )
 
 

@@ -163,10 +163,39 @@ class SubJob(Base):
     # Since when the subjob waits for the site to admit it (queue limit, resting site): it is
     # parked, with no message; the site's tick admits waiting subjobs in submission order.
     waiting_since: Mapped[datetime | None] = mapped_column(nullable=True, info=INTERNAL)
+    # At a site running pilots: the pilot this attempt was assigned to (tasks/pilots.py).
+    pilot_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     argo_job: Mapped[ArgoJob | None] = relationship(back_populates="subjobs")
+
+
+class Pilot(Base):
+    """A pilot: one batch allocation whose launcher runs many subjobs (tasks/pilots.py). The
+    scheduler is the source of truth for its batch job; the launcher's files in ``directory``
+    for what runs inside it."""
+
+    __tablename__ = "pilots"
+    __table_args__ = (Index("ix_pilots_site_state", "site", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    site: Mapped[str] = mapped_column(String(128))
+    # QUEUED (submitted), RUNNING (its launcher's heartbeat seen), ENDED.
+    state: Mapped[str] = mapped_column(String(16), default="QUEUED")
+    batch_job_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    nodes: Mapped[int] = mapped_column(Integer, default=1)
+    slots_per_node: Mapped[int] = mapped_column(Integer, default=1)
+    wall_time_minutes: Mapped[int] = mapped_column(Integer, default=10)
+    directory: Mapped[str] = mapped_column(Text, default="")
+    # Why this size (the sizer's reason), and why it ended.
+    reason: Mapped[str] = mapped_column(Text, default="")
+    end_reason: Mapped[str] = mapped_column(Text, default="")
+    submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The modification time of the launcher's heartbeat file when last read.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 # The subjob columns copied as they are from a job message's fields of the same name.

@@ -131,6 +131,43 @@ class TransferSettings(_Strict):
         return self
 
 
+class PilotSettings(_Strict):
+    """Running a site's subjobs inside pilots: batch allocations whose launcher takes many
+    subjobs (handed over through the shared file system), instead of one batch job each. The
+    scheduler's own per-job cost then is paid once per pilot (docs/performance.md)."""
+
+    enabled: bool = False
+    # Pilots queued or running at once.
+    max_pilots: int = Field(2, ge=1)
+    # Bounds of one pilot's allocation: nodes, and wall time in minutes.
+    min_nodes: int = Field(1, ge=1)
+    max_nodes: int = Field(1, ge=1)
+    min_wall_minutes: int = Field(10, ge=1)
+    max_wall_minutes: int = Field(60, ge=1)
+    # How many processes one node runs at once: a single-node subjob takes its
+    # processes_per_node of them, so several share a node; a multi-node subjob takes whole nodes.
+    slots_per_node: int = Field(1, ge=1)
+    # A pilot with no work for this long ends (its allocation is given back).
+    idle_exit_seconds: float = Field(60.0, gt=0)
+    # A running pilot whose heartbeat file is older than this is taken for dead.
+    heartbeat_timeout: float = Field(60.0, gt=0)
+    # The command that starts the launcher in the allocation (``pilot run <dir>`` follows);
+    # empty: this Python with ``-m edgeceleryapp.cli``, as on a login node sharing its
+    # file system with the compute nodes.
+    command: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PilotSettings:
+        if self.min_nodes > self.max_nodes:
+            raise ValueError(f"min_nodes {self.min_nodes} is above max_nodes {self.max_nodes}")
+        if self.min_wall_minutes > self.max_wall_minutes:
+            raise ValueError(
+                f"min_wall_minutes {self.min_wall_minutes} is above "
+                f"max_wall_minutes {self.max_wall_minutes}"
+            )
+        return self
+
+
 class SiteSettings(_Strict):
     """One Balsam site: where its jobs run and how its scheduler is reached."""
 
@@ -162,7 +199,9 @@ class SiteSettings(_Strict):
     # look-ups ask it instead of the live queue.
     accounting: bool = False
     # Resource-side causes that earn a new attempt, and how many attempts a subjob may have.
-    resubmit_on: list[str] = Field(default_factory=lambda: ["NODE_FAIL", "BOOT_FAIL", "PREEMPTED"])
+    resubmit_on: list[str] = Field(
+        default_factory=lambda: ["NODE_FAIL", "BOOT_FAIL", "PREEMPTED", "PILOT_ENDED"]
+    )
     max_attempts: int = Field(3, ge=1)
     # Queue footprint (see edgeceleryapp/throttle.py): a hard cap and/or aCT's a * running + b.
     max_queued: int | None = Field(None, ge=1)
@@ -171,6 +210,8 @@ class SiteSettings(_Strict):
     # Circuit breaker: after this many submission failures in a row, rest the site.
     breaker_threshold: int = Field(5, ge=1)
     breaker_cooldown: float = Field(300.0, gt=0)
+    # Subjobs run inside pilots (see PilotSettings); off: one batch job per subjob.
+    pilots: PilotSettings = Field(default_factory=PilotSettings)
 
     @field_validator("scheduler", "runner")
     @classmethod

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from edgeceleryapp import states
+from edgeceleryapp import pilot_views, states
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.errors import NotFound
 from edgeceleryapp.models import SiteMonitor, SubJob, utcnow
@@ -163,6 +163,7 @@ def _health(s: Session, name: str, depth: int | None, now: datetime) -> dict[str
         "jobs": _counts(s, name),
         "admission": admission(s, name, site),
         "breaker": breaker(row, now),
+        "pilots": pilot_views.site_pilots(s, name, now) if site.pilots.enabled else None,
         "last_status_query": {
             "at": stamp(row.status_query_at) if row is not None else None,
             "seconds": row.status_query_seconds if row is not None else None,

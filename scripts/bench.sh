@@ -33,6 +33,7 @@ run bench/db_scale.py
 run bench/intake.py --consumers 1
 run bench/intake.py --consumers 2
 run bench/slurm.py
+run bench/slurm.py --pilots --psij
 run bench/profiles.py
 run bench/chaos.py
 missing=$(IFS=,; echo "${failed[*]:-}")

@@ -18,6 +18,7 @@ from edgeceleryapp.db import engine, read_connection
 from edgeceleryapp.models import SiteMonitor, SubJob, utcnow
 from edgeceleryapp.settings import SiteSettings, get_settings
 from edgeceleryapp.throttle import QueuePolicy
+from tasks import pilots
 from workflows.chains import chain_for, send
 
 _SUB = SubJob.__table__
@@ -78,6 +79,8 @@ def slots(site_name: str, site: SiteSettings) -> int:
 
 def admit(site_name: str, site: SiteSettings) -> list[int]:
     """Send ``site.submit`` to the oldest waiting subjobs that fit; their ids."""
+    if site.pilots.enabled:  # subjobs wait for pilots: the tick assigns them
+        return pilots.assign(site_name, site)
     room = slots(site_name, site)
     if room <= 0:
         return []

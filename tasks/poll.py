@@ -25,6 +25,7 @@ from edgeceleryapp.models import SubJob, utcnow
 from edgeceleryapp.settings import SiteSettings, get_settings
 from edgeceleryapp.site_monitor import heartbeat, status_queried, take_lease
 from edgeceleryapp.state_store import Move, move_subjob, move_subjobs
+from tasks import pilots
 from tasks.admission import admit
 from tasks.reconcile import reconcile_site, sweep_period
 from tasks.site_steps import workdir_of
@@ -103,6 +104,7 @@ _IN_FLIGHT = (
         SubJob.submitted_at,
         SubJob.updated_at,
         SubJob.waiting_since,
+        SubJob.pilot_id,
     )
     .where(SubJob.site == bindparam("site"), SubJob.state.in_(states.IN_FLIGHT))
     .order_by(SubJob.id)
@@ -134,15 +136,21 @@ def _poll_batch_jobs(site_name: str, site: SiteSettings, report: PollReport) -> 
     with read_scope() as s:
         jobs = s.execute(_IN_FLIGHT, {"site": site_name}).all()
     report.in_flight = len(jobs)
-    if not jobs:
+    # A pilot site's pilots are batch jobs too: asked about in the same one command.
+    pilot_jobs = pilots.batch_ids(site_name) if site.pilots.enabled else []
+    if not jobs and not pilot_jobs:
         return
-    codes = {j.id: read_exit_code(workdir_of(j)) for j in jobs}
+    codes = {
+        j.id: pilots.exit_code(j) if j.pilot_id else read_exit_code(workdir_of(j)) for j in jobs
+    }
     pending = [j for j in jobs if codes[j.id] is None and j.batch_job_id]
     answer: dict[str, BatchStatus] = {}
-    if pending and take_lease(site_name, "status_until", site.status_interval * 0.95):
+    if (pending or pilot_jobs) and take_lease(
+        site_name, "status_until", site.status_interval * 0.95
+    ):
         started, clock = utcnow(), time.monotonic()
         try:
-            answer = scheduler_for(site).statuses([j.batch_job_id for j in pending])
+            answer = scheduler_for(site).statuses([j.batch_job_id for j in pending] + pilot_jobs)
             report.status_queries = 1
             status_queried(site_name, started, time.monotonic() - clock, None)
         except EdgeCeleryError as exc:
@@ -150,6 +158,11 @@ def _poll_batch_jobs(site_name: str, site: SiteSettings, report: PollReport) -> 
             status_queried(site_name, started, time.monotonic() - clock, str(exc))
             pending = []
     asked = {j.id for j in pending} if report.status_queries else set()
+    in_pilots: dict[int, BatchStatus] = {}
+    if site.pilots.enabled:
+        pilots.follow(site_name, site, answer if report.status_queries else None)
+        in_pilots = pilots.subjob_statuses(site_name, jobs, codes)
+        asked |= set(in_pilots)
     for job in pending:
         # A job that ended between our look at its exit-code file and the scheduler's answer
         # has written the file by now: read it again rather than judge it by the scheduler.
@@ -162,9 +175,8 @@ def _poll_batch_jobs(site_name: str, site: SiteSettings, report: PollReport) -> 
         if codes[job.id] is None and job.id not in asked:
             continue
         age = (now - (job.submitted_at or job.updated_at)).total_seconds()
-        verdict = judge(
-            job.state, codes[job.id], answer.get(job.batch_job_id or ""), age, site.lost_after
-        )
+        status = in_pilots.get(job.id) if job.pilot_id else answer.get(job.batch_job_id or "")
+        verdict = judge(job.state, codes[job.id], status, age, site.lost_after)
         if verdict is None:
             continue
         if verdict.failed and verdict.cause in site.resubmit_on:
@@ -222,6 +234,7 @@ def resubmit(job: Row, verdict: Verdict, max_attempts: int, report: PollReport) 
         exit_code=None,
         submit_claim=None,
         submitted_at=None,
+        pilot_id=None,
     ):
         report.moved[job.id] = "PREPROCESSED"
         send(chain_for(next_step.for_subjob(job, state="PREPROCESSED")))

@@ -18,7 +18,7 @@ from edgeceleryapp.batch_names import batch_job_name
 from edgeceleryapp.celery_app import app
 from edgeceleryapp.models import utcnow
 from edgeceleryapp.state_store import load_subjob, move_subjob
-from tasks import site_steps
+from tasks import pilots, site_steps
 from tasks.retry_policy import StepTask, guarded
 from tasks.step_runner import run_once
 from workflows import children
@@ -46,6 +46,8 @@ def execute(step_name: str, subjob_id: int, token: str = "") -> None:
 
     def run(subjob: Row) -> tuple[Row, dict, list[BalsamJobMessage]]:
         if step_name == "submit":
+            if site_steps.site_of(subjob).pilots.enabled:  # the tick assigns it to a pilot
+                return subjob, pilots.wait_for_pilot(subjob), []
             return subjob, work(subjob, token), []
         values = work(subjob)
         if step_name != "postprocess":

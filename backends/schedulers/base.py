@@ -43,6 +43,8 @@ class Cause:
     TIMEOUT = "TIMEOUT"
     CANCELLED = "CANCELLED"
     OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    # The pilot running the subjob ended (killed, wall time, lost) before the subjob did.
+    PILOT_ENDED = "PILOT_ENDED"
 
 
 QUEUED, RUNNING, FINISHED, FAILED = State.QUEUED, State.RUNNING, State.FINISHED, State.FAILED

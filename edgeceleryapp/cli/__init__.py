@@ -207,6 +207,7 @@ from edgeceleryapp.cli import (  # noqa: E402
     intake,
     jobs,
     monitor,
+    pilot,
     service,
     sites,
     watch,
@@ -225,3 +226,4 @@ main.add_command(demo.demo)
 main.add_command(monitor.web)
 main.add_command(monitor.flower)
 main.add_command(watch.watch)
+main.add_command(pilot.pilot)

@@ -69,6 +69,12 @@ def show(job_id: int, as_json: bool) -> None:
         emit(data, True)
         return
     print_fields(data, ("events", "waiting"), 20)
+    if data.get("pilot_id") is not None:
+        from edgeceleryapp import pilot_views
+        from edgeceleryapp.db import read_scope
+
+        with read_scope() as s:
+            click.echo(f"{'ran in':20} {pilot_views.describe(s, data['pilot_id'])}")
     if data["waiting"]:
         click.echo(f"{'waiting':20} {describe_wait(data['waiting'])}")
     click.echo(f"{'batch output':20} edgecelery job logs {job_id} [--stderr] [--attempt N]")

@@ -32,6 +32,18 @@ def admission_line(health: dict[str, Any]) -> str:
     )
 
 
+def pilot_line(p: dict[str, Any] | None) -> str:
+    if p is None:
+        return "(none)"
+    left = p["wall_seconds_left"]
+    wall = f"{left // 60} min {left % 60} s left" if left is not None else p["ended"]
+    return (
+        f"pilot {p['id']:<5} {p['state']:8} batch job {p['batch_job_id'] or '-'}, "
+        f"{p['nodes']} nodes x {p['slots_per_node']} slots, "
+        f"{p['subjobs_running']} subjobs running, {wall}"
+    )
+
+
 @click.group(context_settings=CONTEXT)
 def site() -> None:
     """Sites: whether a worker serves each, and what its jobs wait for."""
@@ -96,3 +108,7 @@ def show(name: str, as_json: bool) -> None:
     click.echo("jobs:")
     for state, count in sorted(h["jobs"].items()) or [("(none)", "")]:
         click.echo(f"  {state:26} {count}")
+    if h["pilots"] is not None:
+        click.echo("pilots:")
+        for p in h["pilots"] or [None]:
+            click.echo(f"  {pilot_line(p)}")
