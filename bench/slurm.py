@@ -43,8 +43,12 @@ def write_shims(folder: Path, log: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for tool in TOOLS:
         shim = folder / tool
+        # ``squeue --start`` asks when pending jobs will start (the pilot sizer's backfill
+        # windows), not about our jobs: logged apart from the status commands.
         shim.write_text(
-            f'#!/bin/sh\nprintf "%s %s\\n" "$(date +%s.%N)" "{tool}" >> "{log}"\n'
+            f"#!/bin/sh\nname={tool}\n"
+            f'for a in "$@"; do [ "$a" = --start ] && name={tool}-start; done\n'
+            f'printf "%s %s\\n" "$(date +%s.%N)" "$name" >> "{log}"\n'
             f'exec /usr/bin/{tool} "$@"\n'
         )
         shim.chmod(0o755)

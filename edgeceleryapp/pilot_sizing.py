@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from backends.backfill import Shape, Window, choose
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -32,14 +34,6 @@ class Waiting:
     widest: int = 1
     longest_minutes: int = 0
     slot_minutes: int = 0
-
-
-@dataclass(frozen=True)
-class Window:
-    """Idle nodes the scheduler could start a job on now, and for how long (None: no limit)."""
-
-    nodes: int
-    seconds: float | None
 
 
 @dataclass(frozen=True)
@@ -90,23 +84,15 @@ def size_pilot(
         max(waiting.longest_minutes, spread), limits.min_wall_minutes, limits.max_wall_minutes
     )
     work = f"{waiting.count} waiting ({uncovered} slots not covered by pilots)"
-    if windows is None:
-        return Decision(Plan(nodes, wall), f"{work}; no backfill information")
+    # Besides the pilot the work asks for, the same cut down to each window (no smaller than
+    # the widest subjob and the longest wall time): ``backfill.choose`` picks among them.
     least_nodes = max(waiting.widest, limits.min_nodes)
     least_minutes = max(waiting.longest_minutes, limits.min_wall_minutes)
-    fitting = [
-        w
-        for w in windows
-        if w.nodes >= least_nodes and (w.seconds is None or w.seconds / 60 >= least_minutes)
-    ]
-    if not fitting:
-        return Decision(Plan(nodes, wall), f"{work}; no backfill window fits, it will queue")
-
-    def size_in(w: Window) -> Plan:
+    shapes = [Shape(nodes, wall)]
+    for w in windows or []:
         minutes = wall if w.seconds is None else min(wall, int(w.seconds // 60))
-        return Plan(min(nodes, w.nodes), minutes)
-
-    best = max(fitting, key=lambda w: (size_in(w).nodes * size_in(w).wall_minutes, -w.nodes))
-    plan = size_in(best)
-    span = "no time limit" if best.seconds is None else f"{int(best.seconds)} s"
-    return Decision(plan, f"{work}; fits a backfill window of {best.nodes} nodes for {span}")
+        cut = Shape(min(nodes, w.nodes), minutes)
+        if cut.nodes >= least_nodes and cut.wall_minutes >= least_minutes:
+            shapes.append(cut)
+    choice = choose(shapes, windows, Shape(nodes, wall))
+    return Decision(Plan(choice.shape.nodes, choice.shape.wall_minutes), f"{work}; {choice.reason}")

@@ -31,7 +31,10 @@ Pure: a snapshot per candidate in, a ``Choice`` out.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from backends.backfill import Shape, Window
 
 READY = "ready"
 QUEUE_FULL = "queue full"
@@ -42,17 +45,14 @@ NOT_REGISTERED = "not registered"
 TIERS = (READY, QUEUE_FULL, RESTING, NO_WORKER)
 
 
-@dataclass(frozen=True)
-class IdleWindow:
-    """Nodes the site's scheduler says are idle, and for how long (None: no end known)."""
-
-    nodes: int
-    seconds: float | None = None
-
-    def fits(self, nodes: int, wall_seconds: float | None) -> bool:
-        if nodes > self.nodes:
-            return False
-        return self.seconds is None or wall_seconds is None or wall_seconds <= self.seconds
+def fits(window: Window | None, nodes: int, wall_seconds: float | None) -> bool:
+    """Whether a subjob of ``nodes`` nodes and ``wall_seconds`` (None: the site's default,
+    unknown here) fits the site's idle nodes."""
+    if window is None:
+        return False
+    if wall_seconds is None:
+        return nodes <= window.nodes
+    return window.holds(Shape(nodes, math.ceil(wall_seconds / 60)))
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Candidate:
     queued: int = 0
     limit: int | None = None
     waiting: int = 0
-    window: IdleWindow | None = None
+    window: Window | None = None
 
     @property
     def tier(self) -> str:
@@ -110,10 +110,10 @@ class Choice:
 
 def _rank(candidate: Candidate, order: int, nodes: int, wall: float | None) -> tuple:
     tier = TIERS.index(candidate.tier)
-    fits = candidate.window is not None and candidate.window.fits(nodes, wall)
+    fits_window = fits(candidate.window, nodes, wall)
     free = float("inf") if candidate.free_slots is None else candidate.free_slots
     if candidate.tier == READY:
-        return (tier, not fits, -free, candidate.waiting, order)
+        return (tier, not fits_window, -free, candidate.waiting, order)
     if candidate.tier == QUEUE_FULL:
         return (tier, candidate.waiting, order)
     return (tier, order)
@@ -134,7 +134,7 @@ def choose(
     _, best = min(eligible, key=lambda ic: _rank(ic[1], ic[0], nodes, wall_seconds))
     if best.tier == READY:
         why = "the best candidate that can take it now"
-        if best.window is not None and best.window.fits(nodes, wall_seconds):
+        if fits(best.window, nodes, wall_seconds):
             why = "its idle nodes fit the subjob"
     else:
         why = f"no candidate can take it now; it waits there ({best.tier})"

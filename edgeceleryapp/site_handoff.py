@@ -17,11 +17,12 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, select
 
+from backends.backfill import Window
 from edgeceleryapp import next_step, site_health, state_store
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.models import Application, SiteMonitor, SubJob, utcnow
 from edgeceleryapp.settings import get_settings
-from edgeceleryapp.site_choice import Candidate, IdleWindow, choose
+from edgeceleryapp.site_choice import Candidate, choose
 
 FIRST_RUN = "site.stage_in"
 
@@ -44,7 +45,7 @@ def snapshot(
     sites: list[str],
     application: str,
     now: datetime,
-    windows: Mapping[str, IdleWindow | None] | None = None,
+    windows: Mapping[str, Window | None] | None = None,
 ) -> list[Candidate]:
     """What each candidate site can do now, read in one place: the whitelist, the workers'
     heartbeat, the breaker, the queue against its limit (as ``edgecelery site show`` reads

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import Row, bindparam, select, update
 
+from backends.backfill_probe import probe
 from backends.batchscript import SCRIPT_FILE
 from backends.schedulers import BatchRequest, BatchStatus, scheduler_for
 from backends.schedulers.base import FAILED, FINISHED, QUEUED, RUNNING, Cause
@@ -38,7 +39,7 @@ from edgeceleryapp.batch_names import instance_tag
 from edgeceleryapp.db import read_connection, session_scope
 from edgeceleryapp.errors import EdgeCeleryError, Parked, PermanentError
 from edgeceleryapp.models import Pilot, SiteMonitor, SubJob, SubjobView, utcnow
-from edgeceleryapp.pilot_sizing import Limits, Plan, Waiting, Window, size_pilot
+from edgeceleryapp.pilot_sizing import Limits, Plan, Waiting, size_pilot
 from edgeceleryapp.settings import PilotSettings, SiteSettings
 from edgeceleryapp.site_monitor import ensure_monitor
 from edgeceleryapp.state_store import move_subjob
@@ -322,7 +323,7 @@ _WAITING = (
 _BREAKER = select(SiteMonitor.breaker_until).where(SiteMonitor.site == bindparam("site"))
 
 
-def assign(site_name: str, site: SiteSettings, windows: list[Window] | None = None) -> list[int]:
+def assign(site_name: str, site: SiteSettings) -> list[int]:
     """Assign the oldest waiting subjobs to pilots with room, then submit a pilot for the
     rest if the site's limits allow; the ids assigned."""
     spn_site = site.pilots.slots_per_node
@@ -373,7 +374,7 @@ def assign(site_name: str, site: SiteSettings, windows: list[Window] | None = No
         ):
             inbox.post(target.directory, assignment_of(_full(job.id)))
             assigned.append(job.id)
-    _grow(site_name, site, pilots, free, left, windows)
+    _grow(site_name, site, pilots, free, left)
     return assigned
 
 
@@ -383,7 +384,6 @@ def _grow(
     pilots: list[PilotView],
     free: dict[int, list[int] | None],
     left: list[Row],
-    windows: list[Window] | None,
 ) -> None:
     """Submit one more pilot when work is left waiting and the limits allow."""
     if not left:
@@ -404,7 +404,15 @@ def _grow(
     )
     # Queued pilots' free slots count as coming; running pilots' are full for this work.
     coming = sum(sum(free[p.id] or []) for p in pilots if p.state == "QUEUED")
-    decision = size_pilot(work, coming, len(pilots), limits_of(site.pilots), windows)
+    limits = limits_of(site.pilots)
+    decision = size_pilot(work, coming, len(pilots), limits)
+    if decision.plan is None:
+        return
+    # Only now, with a pilot due, is the scheduler asked which nodes are idle and for how
+    # long (a command or two): the pilot is then cut to fit a backfill window if one fits.
+    windows = probe(site_name, site).windows
+    if windows is not None:
+        decision = size_pilot(work, coming, len(pilots), limits, windows)
     if decision.plan is not None:
         submit_pilot(site_name, site, decision.plan, decision.reason)
 

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from backends.backfill import Window
 from edgeceleryapp import pilot_inbox as inbox
 from edgeceleryapp import pilot_slots as slots
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.errors import ConfigurationError
-from edgeceleryapp.pilot_sizing import Limits, Plan, Waiting, Window, size_pilot
+from edgeceleryapp.pilot_sizing import Limits, Plan, Waiting, size_pilot
 from edgeceleryapp.settings import load_settings
 
 LIMITS = Limits(
@@ -58,9 +59,12 @@ def test_sized_from_the_waiting_work_within_the_bounds():
 def test_windows_cut_the_pilot_to_fit_or_are_named_when_none_fits():
     work = Waiting(32, 32, 1, 5, 1600)
     fit = size_pilot(work, 0, 0, LIMITS, [Window(2, 1800), Window(1, None)])
-    assert fit.plan == Plan(2, 30) and "backfill window of 2 nodes for 1800 s" in fit.reason
+    assert fit.plan == Plan(2, 30)
+    assert fit.reason.endswith("2 nodes x 30 min fits the backfill window of 2 nodes for 30 min")
     none = size_pilot(work, 0, 0, LIMITS, [Window(4, 120)])  # shorter than min_wall_minutes
-    assert none.plan == Plan(4, 50) and "no backfill window fits" in none.reason
+    assert none.plan == Plan(4, 50) and "no candidate fits a backfill window" in none.reason
+    unknown = size_pilot(work, 0, 0, LIMITS)
+    assert unknown.plan == Plan(4, 50) and "no backfill information" in unknown.reason
 
 
 def test_packing_single_node_subjobs_share_nodes_and_wide_ones_take_whole_nodes():

@@ -8,12 +8,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from backends.backfill import Window
 from edgeceleryapp import applications, job_control, site_handoff
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import ValidationFailed
 from edgeceleryapp.models import JobEvent, SiteMonitor, SubJob, utcnow
 from edgeceleryapp.next_step import Record, for_subjob
-from edgeceleryapp.site_choice import Candidate, IdleWindow, choose
+from edgeceleryapp.site_choice import Candidate, choose
 from edgeceleryapp.state_store import move_subjob
 from tests.helpers import argo_message, count, subjob
 from workflows.intake import submit_argo, submit_balsam
@@ -82,8 +83,8 @@ def test_fewer_waiting_for_admission_breaks_a_tie_in_free_slots():
 
 
 def test_a_backfill_window_that_fits_wins_over_more_free_slots():
-    small = IdleWindow(nodes=2, seconds=600)
-    big = IdleWindow(nodes=8, seconds=3600)
+    small = Window(2, 600)
+    big = Window(8, 3600)
     candidates = [ready("a", free=50, window=small), ready("b", free=1, window=big)]
     choice = choose(candidates, nodes=4, wall_seconds=1800)
     assert choice.site == "b"
