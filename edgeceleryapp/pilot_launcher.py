@@ -44,8 +44,10 @@ class Run:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the launcher dies, however it dies."""
+    """In the child before exec: SIGKILL when the launcher dies, however it dies; and
+    SIGCHLD unblocked again (the launcher blocks it to wait for it)."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 
 
 def node_names(count: int) -> list[str]:
@@ -136,6 +138,7 @@ class Launcher:
         """Take work until idle or stopped; why it ended."""
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         (self.directory / PID_FILE).write_text(f"{os.getpid()}\n")
         last_beat = 0.0
         idle_since = time.monotonic()
@@ -151,7 +154,10 @@ class Launcher:
                 reason = f"idle for {int(self.config.idle_exit_seconds)} s"
                 inbox.end(self.directory, reason)
                 return reason
-            time.sleep(TICK)
+            # Woken at once by a subjob's end: its exit code is written within milliseconds,
+            # so a pilot killed right after (its wall time) rarely leaves a finished run
+            # without its result, which would then run again as a new attempt.
+            signal.sigtimedwait({signal.SIGCHLD}, TICK)
         for run in self.runs.values():
             run.process.kill()
         inbox.end(self.directory, self.stopping)

@@ -14,7 +14,9 @@ scripts/setup.sh
 # Not a setting: EDGECELERY_* variables override settings, so this one is taken out first.
 skip_bench=${EDGECELERY_SKIP_BENCH:-0}
 unset EDGECELERY_SKIP_BENCH
-.venv/bin/python -m pytest "$@"
+# Two processes, each taking whole test modules (a module's servers and workers stay in one
+# process): most of an integration test's time is spent waiting on them.
+.venv/bin/python -m pytest -n 2 --dist loadfile "$@"
 if [ "$skip_bench" != 1 ]; then
   .venv/bin/python bench/throughput.py --quick --scheduler instant --min-ratio 0.4 --rounds 3
   # Workers SIGKILLed, Redis killed and restarted (once emptied): fails on any job lost,

@@ -58,7 +58,15 @@ def pbs(tmp_path_factory):
         with running_deployment(root, ("pbs",), sites, env_extra=env) as dep:
             dep.sched = sched
             dep.site_root = root / "sites" / "pbs"
-            applications.add_app("work", "pbs", script(root / "apps" / "work.py", APP))
+            exe = script(root / "apps" / "work.py", APP)
+            applications.add_app("work", "pbs", exe)
+            # The same program waiting for the gate file: it runs until the test opens the
+            # gate, so a kill lands while a subjob runs, whatever the machine's speed.
+            dep.gate = root / "gate"
+            gated = root / "apps" / "gated.sh"
+            gated.write_text(f'#!/bin/sh\nexec "{exe}" "{dep.gate}"\n')
+            gated.chmod(0o755)
+            applications.add_app("gated", "pbs", str(gated))
             yield dep
     finally:
         fake.kill_all(sched)
@@ -81,9 +89,12 @@ def test_subjobs_run_in_few_pilots_and_operators_see_them(pbs):
 
 
 def test_a_pilot_sigkilled_mid_run_gives_back_its_subjobs(pbs):
-    ids = submit("pbs", "work", "k", 5)
+    pbs.gate.unlink(missing_ok=True)
+    ids = submit("pbs", "gated", "k", 5)
     victim = wait_for(lambda: running_pilot(ids), 60, "a subjob running in a pilot", 0.1)
     os.kill(int((Path(victim.directory) / "launcher.pid").read_text()), signal.SIGKILL)
+    wait_for(lambda: pilot(victim.id).state == "ENDED", 60, "the pilot seen ended", 0.2)
+    pbs.gate.touch()
     wait_for(lambda: all_finished(ids), 120, "every subjob to finish", interval=0.3)
     assert_each_completed_once(pbs.site_root, ids)
     ended = pilot(victim.id)
@@ -94,13 +105,15 @@ def test_a_pilot_sigkilled_mid_run_gives_back_its_subjobs(pbs):
 
 
 def test_a_pilot_at_its_wall_time_gives_back_its_subjobs(pbs):
-    ids = submit("pbs", "work", "w", 5)
+    pbs.gate.unlink(missing_ok=True)
+    ids = submit("pbs", "gated", "w", 5)
     victim = wait_for(lambda: running_pilot(ids), 60, "a subjob running in a pilot", 0.1)
     fake.set_faults(pbs.sched, timeout=True)  # the server kills it: walltime exceeded
     try:
         wait_for(lambda: pilot(victim.id).state == "ENDED", 60, "the pilot seen ended", 0.2)
     finally:
         fake.set_faults(pbs.sched)
+    pbs.gate.touch()
     wait_for(lambda: all_finished(ids), 120, "every subjob to finish", interval=0.3)
     assert_each_completed_once(pbs.site_root, ids)
     assert "TIMEOUT" in pilot(victim.id).end_reason, pilot(victim.id).end_reason
