@@ -1,9 +1,11 @@
-"""Chaos: N Argo jobs at two sites through the real service while its worker process groups and
-its Redis are SIGKILLed at random moments; then whether every job still ended, and ended once.
+"""Chaos: N Argo jobs at three sites through the real service while its worker process groups
+and its Redis are SIGKILLed at random moments; then whether every job still ended, and ended
+once.
 
-Most jobs are linear, 2 subjobs (one per site); every ``--graph-every``-th is a graph job, a
+Most jobs are linear, 2 subjobs (one per plain site); every ``--graph-every``-th is a graph job, a
 diamond of 4 subjobs (``gen`` at one site, ``left`` and ``right`` at both, ``join`` after both),
-whose branches run in parallel and whose join waits for both.
+whose branches run in parallel and whose join waits for both. Every ``--pilot-every``-th
+linear job runs its second subjob at a third site whose subjobs run inside pilots.
 
 Faults, at seeded random moments of a window that starts once the jobs are submitted: K
 SIGKILLs of a random worker's process group (the Celery parent and its pool), each worker
@@ -27,15 +29,17 @@ Exit status 1 if a job was lost, submitted twice, ran twice or moved backwards.
 
     .venv/bin/python bench/chaos.py [--jobs 300] [--kills 40] [--aof-restarts 2]
         [--empty-restarts 1] [--seed S] [--deadline 180] [--window S] [--downtime 0.5]
-        [--graph-every 3] [--poll-interval 1] [--status-interval 30] [--quick]
+        [--graph-every 3] [--pilot-every 4] [--poll-interval 1] [--status-interval 30] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -50,7 +54,11 @@ from common import Figure, parse_args, record
 
 from edgeceleryapp.devstack import DevStack, RedisServer
 
-SITES = ("s0", "s1")
+SITES = ("s0", "s1", "p0")
+PLAIN = SITES[:2]  # one batch job per subjob
+PILOT_SITE = SITES[2]  # subjobs run inside pilots (local batch jobs running the launcher)
+# Pilot settings of p0; everything else is the shipped default.
+PILOTS = {"enabled": True, "max_pilots": 2, "slots_per_node": 4, "idle_exit_seconds": 5.0}
 SUBJOBS = 2
 TARGET_RECOVERY = 180.0  # seconds from the last fault to the last job done (issue 11)
 KILL, AOF, EMPTY = "kill", "redis-aof", "redis-empty"
@@ -86,6 +94,30 @@ def plan(args: argparse.Namespace, rng: random.Random, workers: list[str]) -> li
         Fault(at, kind, rng.choice(workers) if kind == KILL else "")
         for at, kind in zip(times, kinds, strict=True)
     ]
+
+
+def supervise(stack: DevStack) -> list[str]:
+    """Start again every worker that exited on its own, as the service's systemd units do
+    (``Restart=on-failure``, examples/systemd/): Celery's worker can end with "Unrecoverable
+    error" when Redis goes away under it (kombu's Redis transport, while it restores its
+    unacknowledged messages). Its process group goes first, so no pool child is left behind.
+    The names of the workers started again."""
+    restarted = []
+    for name, worker in stack.workers.items():
+        if worker.process is not None and worker.process.poll() is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.process.pid, signal.SIGKILL)
+            worker.start()
+            restarted.append(name)
+    return restarted
+
+
+def sleep_supervised(seconds: float, stack: DevStack, exits: list[str]) -> None:
+    """Sleep ``seconds``, looking after the workers every half second."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(0.5, left))
+        exits += supervise(stack)
 
 
 def inject(fault: Fault, stack: DevStack, server: RedisServer, downtime: float) -> None:
@@ -214,17 +246,18 @@ def settled(by_state: Counter[str]) -> bool:
     return all(states.has_stopped(states.ARGO, state) for state in by_state)
 
 
-def linear() -> list[dict]:
-    return [
-        {"name": f"s{k}", "site": SITES[k % len(SITES)], "application": "chaos"}
-        for k in range(SUBJOBS)
-    ]
+def linear(pilot: bool = False) -> list[dict]:
+    """Subjobs alternating between the plain sites; the last at the pilot site if ``pilot``."""
+    sites = [PLAIN[k % len(PLAIN)] for k in range(SUBJOBS)]
+    if pilot:
+        sites[-1] = PILOT_SITE
+    return [{"name": f"s{k}", "site": site, "application": "chaos"} for k, site in enumerate(sites)]
 
 
 def diamond() -> list[dict]:
     """A graph job: ``gen``, then ``left`` and ``right`` in parallel at the two sites, then
     ``join`` after both."""
-    a, b = SITES
+    a, b = PLAIN
     return [
         {"name": "gen", "site": a, "application": "chaos", "parents": []},
         {"name": "left", "site": a, "application": "chaos", "parents": ["gen"]},
@@ -262,6 +295,7 @@ def run(args: argparse.Namespace, root: Path) -> dict:
             env_extra={"PATH": f"{shims}:{os.environ.get('PATH', '')}"},
             poll_interval=args.poll_interval,
             status_interval=args.status_interval,
+            site_settings={PILOT_SITE: {"pilots": PILOTS}},
         ) as stack:
             from edgeceleryapp import applications
             from workflows.intake import submit_argo
@@ -270,13 +304,16 @@ def run(args: argparse.Namespace, root: Path) -> dict:
                 applications.add_app("chaos", site, str(app))
             for i in range(args.jobs):
                 graph = args.graph_every and i % args.graph_every == args.graph_every - 1
-                submit_argo({"name": f"chaos{i}", "subjobs": diamond() if graph else linear()})
+                pilot = args.pilot_every and i % args.pilot_every == 0
+                subjobs = diamond() if graph else linear(bool(pilot))
+                submit_argo({"name": f"chaos{i}", "subjobs": subjobs})
             # With no faults the clocks start once the jobs are submitted.
             opened = last_fault_clock = time.monotonic()
             last_fault = utcnow()
             done_at_last_fault = 0
+            exits: list[str] = []  # workers that exited on their own, started again
             for fault in faults:
-                time.sleep(max(0.0, opened + fault.at - time.monotonic()))
+                sleep_supervised(opened + fault.at - time.monotonic(), stack, exits)
                 last_fault, last_fault_clock = utcnow(), time.monotonic()
                 done_at_last_fault = argo_states()["HISTORY"]
                 # A fault due while the one before is still under way comes right after it.
@@ -288,7 +325,7 @@ def run(args: argparse.Namespace, root: Path) -> dict:
                 inject(fault, stack, server, args.downtime)
             deadline = last_fault_clock + args.deadline
             while not settled(by_state := argo_states()) and time.monotonic() < deadline:
-                time.sleep(1.0)
+                sleep_supervised(1.0, stack, exits)
             events = job_events()
             finished = last_done()
             broker = held_messages(server.url)
@@ -297,6 +334,7 @@ def run(args: argparse.Namespace, root: Path) -> dict:
     recovery = (finished - last_fault).total_seconds() if finished else 0.0
     return {
         "faults": [vars(f) for f in faults],
+        "exits": exits,
         "end_states": dict(by_state),
         "done_at_last_fault": done_at_last_fault,
         "recovery_s": max(0.0, recovery),
@@ -329,6 +367,12 @@ def main() -> int:
     )
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument(
+        "--pilot-every",
+        type=int,
+        default=4,
+        help="every Nth job runs its second subjob in pilots at site p0; 0: none",
+    )
+    parser.add_argument(
         "--graph-every",
         type=int,
         default=3,
@@ -356,9 +400,17 @@ def main() -> int:
     if args.window is None:
         args.window = max(10.0, 0.2 * args.jobs)
     graphs = args.jobs // args.graph_every if args.graph_every else 0
+    piloted = sum(
+        1
+        for i in range(args.jobs)
+        if args.pilot_every
+        and i % args.pilot_every == 0
+        and not (args.graph_every and i % args.graph_every == args.graph_every - 1)
+    )
     shape = (
-        f"{args.jobs} Argo jobs ({args.jobs - graphs} x {SUBJOBS} subjobs, {graphs} diamonds of "
-        f"4) at {len(SITES)} sites; {args.kills} worker "
+        f"{args.jobs} Argo jobs ({args.jobs - graphs} x {SUBJOBS} subjobs, {piloted} of them "
+        f"with a subjob in pilots at {PILOT_SITE}; {graphs} diamonds of 4) at {len(SITES)} "
+        f"sites; {args.kills} worker "
         f"kills, {args.aof_restarts} Redis restarts with AOF, {args.empty_restarts} empty; "
         f"seed {args.seed}"
     )
@@ -384,8 +436,11 @@ def main() -> int:
         Figure("subjobs whose application ran twice", twice_run, "", "<= 0"),
         Figure("state regressions (JobEvents)", result["regressions"], "", "<= 0"),
         Figure("last fault to last job done", result["recovery_s"], "s", f"<= {TARGET_RECOVERY:g}"),
+        Figure("workers that exited on their own (started again)", len(result["exits"])),
     ]
     figures[2].note = f"{args.aof_restarts} with AOF, {args.empty_restarts} empty"
+    if result["exits"]:
+        figures[9].note = "as systemd's Restart=on-failure would: " + ", ".join(result["exits"])
     figures[5].note = (
         f"{sum(result['submissions'].values())} submissions of "
         f"{len(result['submissions'])} batch names, counted by a setsid shim on PATH"
