@@ -147,13 +147,14 @@ def counts(log: Path) -> Counter[str]:
     return Counter(line.split()[0] for line in log.read_text().splitlines() if line.strip())
 
 
-def regressions(records: Iterable[list[tuple[str, str]]], kind: str) -> int:
+def regressions(records: Iterable[list[tuple[str, str, bool]]], kind: str) -> int:
     """Moves that went backwards: a move from a state the record was not in, or to a success
     state at or before one it had reached. The Argo loop (``SUBJOB_INCREMENTED`` ->
     ``SUBJOB_SUBMITTED``, the next subjob) is the normal path, and a move out of a failure
-    state is a retry; a subjob's resubmission edge is not excused: it follows a batch failure,
-    and this bench injects none (the application always exits 0, batch jobs outlive workers).
-    ``kind`` is "argo", "graph" (a graph job's Argo record) or "subjob"."""
+    state is a retry, and so is a move ``job_events`` marks excused (a pilot giving back a
+    subjob it never started); a subjob's resubmission edge is not excused: it follows a batch
+    failure, and this bench injects none (the application always exits 0, batch jobs outlive
+    workers). ``kind`` is "argo", "graph" (a graph job's Argo record) or "subjob"."""
     from edgeceleryapp import states
 
     machine = {"argo": states.ARGO, "graph": states.GRAPH}.get(kind, states.BALSAM)
@@ -161,43 +162,51 @@ def regressions(records: Iterable[list[tuple[str, str]]], kind: str) -> int:
     found = 0
     for moves in records:
         state, reached = None, -1
-        for frm, to in moves:
+        for frm, to, excused in moves:
             if frm == to == state:  # a note that keeps the state (a re-drive), not a move
                 continue
             if state is not None and frm != state:
                 found += 1
             if to in machine.path:
                 rank = machine.rank(to)
-                if rank <= reached and (frm, to) not in allowed and not states.is_failed(frm):
+                back = rank <= reached and (frm, to) not in allowed and not excused
+                if back and not states.is_failed(frm):
                     found += 1
                 reached = rank  # counted once: the moves on from there are forward again
             state = to
     return found
 
 
-def job_events() -> dict[str, list[list[tuple[str, str]]]]:
+def job_events() -> dict[str, list[list[tuple[str, str, bool]]]]:
     """Every record's moves in the order they were committed: linear Argo jobs', graph jobs',
-    subjobs'."""
+    subjobs'. A pilot that ended giving back a subjob it never started (SUBMITTED ->
+    PREPROCESSED, the same attempt waiting for another pilot) is no regression: such a move is
+    marked excused (the third item of each move)."""
     from sqlalchemy import select
 
     from edgeceleryapp.db import read_scope
     from edgeceleryapp.models import ArgoJob, JobEvent
+    from tasks.pilots import GIVEN_BACK
 
-    moves: dict[tuple[str, int], list[tuple[str, str]]] = {}
+    moves: dict[tuple[str, int], list[tuple[str, str, bool]]] = {}
     with read_scope() as s:
         rows = s.execute(
             select(
-                JobEvent.argo_job_id, JobEvent.subjob_id, JobEvent.from_state, JobEvent.to_state
+                JobEvent.argo_job_id,
+                JobEvent.subjob_id,
+                JobEvent.from_state,
+                JobEvent.to_state,
+                JobEvent.message,
             ).order_by(JobEvent.id)
         ).all()
         graphs = set(s.scalars(select(ArgoJob.id).where(ArgoJob.graph.is_(True))))
-    for argo_id, subjob_id, frm, to in rows:
+    for argo_id, subjob_id, frm, to, message in rows:
         if subjob_id is not None:
             key = ("subjob", subjob_id)
         else:
             key = ("graph" if argo_id in graphs else "argo", argo_id)
-        moves.setdefault(key, []).append((frm, to))
-    out: dict[str, list[list[tuple[str, str]]]] = {"argo": [], "graph": [], "subjob": []}
+        moves.setdefault(key, []).append((frm, to, message.endswith(GIVEN_BACK)))
+    out: dict[str, list[list[tuple[str, str, bool]]]] = {"argo": [], "graph": [], "subjob": []}
     for (kind, _), record_moves in moves.items():
         out[kind].append(record_moves)
     return out

@@ -285,6 +285,11 @@ def _full(subjob_id: int) -> Row:
     return row
 
 
+# What the event says when a pilot that ended gives back a subjob it never started: the one
+# move back to PREPROCESSED that follows no failure (bench/chaos.py tells it from a regression).
+GIVEN_BACK = "ended before starting it: waiting for another pilot"
+
+
 def _back_to_pool(job: Row, pilot: PilotView) -> None:
     """Its pilot ended before claiming it: nothing of it ran, it waits for another pilot with
     the same attempt."""
@@ -292,7 +297,7 @@ def _back_to_pool(job: Row, pilot: PilotView) -> None:
         job.id,
         job.state,
         ["PREPROCESSED"],
-        f"pilot {pilot.id} ended before starting it: waiting for another pilot",
+        f"pilot {pilot.id} {GIVEN_BACK}",
         pilot_id=None,
         waiting_since=utcnow(),
         submitted_at=None,
