@@ -233,11 +233,12 @@ def _with_batch_job(subjobs: list[SubJob]) -> list[SubJob]:
     """The subjobs that have, or may have, a batch job: one in flight, or one being submitted
     (PREPROCESSED with a submit claim: the scheduler may have answered before the submit
     could record it, or its worker died there). The site looks the second kind up by name;
-    a submit that records nothing because of the kill cancels its own batch job."""
+    a submit that records nothing because of the kill cancels its own batch job. A subjob
+    assigned to a pilot has its run stopped inside the pilot."""
     return [
         sj
         for sj in subjobs
-        if (sj.batch_job_id and sj.state in states.IN_FLIGHT)
+        if ((sj.batch_job_id or sj.pilot_id) and sj.state in states.IN_FLIGHT)
         or (sj.state == "PREPROCESSED" and sj.submit_claim is not None)
     ]
 

@@ -9,7 +9,8 @@ A pilot's directory holds::
     running/<name>.json claimed by the launcher: renamed out of inbox/, so taken once
     done/<name>.json    the launcher is finished with it (its exit code is written first)
     returned/<name>.json taken back by the worker before the launcher claimed it (the pilot
-                        ended first): the subjob goes back to the pool, nothing of it ran
+                        ended first, or the subjob was killed): nothing of it ran
+    cancelled/<name>    the subjob was killed: the launcher kills its run, or never starts it
     heartbeat           touched by the launcher while it lives
     ended               the launcher's last word: why it ended
 
@@ -31,6 +32,7 @@ from pathlib import Path
 from backends.batchscript import CONTROL_DIR, read_int
 
 INBOX, RUNNING, DONE, RETURNED = "inbox", "running", "done", "returned"
+CANCELLED = "cancelled"
 CONFIG, HEARTBEAT, ENDED = "pilot.json", "heartbeat", "ended"
 
 
@@ -79,7 +81,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def create(directory: Path, config: PilotConfig) -> None:
-    for folder in (INBOX, RUNNING, DONE, RETURNED, CONTROL_DIR):
+    for folder in (INBOX, RUNNING, DONE, RETURNED, CANCELLED, CONTROL_DIR):
         (directory / folder).mkdir(parents=True, exist_ok=True)
     _write_atomically(directory / CONFIG, json.dumps(asdict(config)))
 
@@ -131,6 +133,18 @@ def take_back(directory: Path, name: str) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def cancel(directory: Path, name: str) -> bool:
+    """A killed subjob: its mark first (so a launcher that claims it in the meantime still
+    kills it), then its assignment taken back if still unclaimed. True if it never ran."""
+    (directory / CANCELLED).mkdir(exist_ok=True)
+    (directory / CANCELLED / name).touch()
+    return take_back(directory, name)
+
+
+def cancelled(directory: Path, name: str) -> bool:
+    return (directory / CANCELLED / name).exists()
 
 
 def finish(directory: Path, name: str) -> None:

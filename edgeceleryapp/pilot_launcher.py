@@ -89,6 +89,9 @@ class Launcher:
         nodes = slots.place(self.free, need, self.config.slots_per_node)
         if nodes is None or not inbox.claim(self.directory, name):
             return False
+        if inbox.cancelled(self.directory, name):  # killed between its posting and now
+            inbox.finish(self.directory, name)
+            return True
         workdir = Path(assignment.workdir)
         env = {
             **os.environ,
@@ -122,6 +125,9 @@ class Launcher:
 
     def reap(self) -> None:
         for name, run in list(self.runs.items()):
+            if inbox.cancelled(self.directory, name) and run.process.poll() is None:
+                run.process.kill()  # the subjob was killed: its exit code says so (137)
+                run.process.wait()
             code = run.process.poll()
             if code is None:
                 continue

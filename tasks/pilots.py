@@ -290,6 +290,13 @@ def _full(subjob_id: int) -> Row:
 GIVEN_BACK = "ended before starting it: waiting for another pilot"
 
 
+def cancel_run(subjob: SubjobView) -> None:
+    """A killed subjob assigned to a pilot: the launcher kills its run (or never starts it)."""
+    pilot = _by_ids({subjob.pilot_id}).get(subjob.pilot_id) if subjob.pilot_id else None
+    if pilot is not None:
+        inbox.cancel(pilot.directory, inbox.assignment_name(subjob.id, subjob.attempt))
+
+
 def _back_to_pool(job: Row, pilot: PilotView) -> None:
     """Its pilot ended before claiming it: nothing of it ran, it waits for another pilot with
     the same attempt."""

@@ -116,6 +116,9 @@ def cancel(self: StepTask, subjob_id: int) -> None:
         subjob = load_subjob(subjob_id)
         if subjob is None:
             return
+        if subjob.pilot_id is not None:  # it runs in a pilot, not in a batch job of its own
+            pilots.cancel_run(subjob)
+            return
         scheduler = scheduler_for(site_steps.site_of(subjob))
         batch_id = subjob.batch_job_id or scheduler.find(batch_job_name(subjob))
         if batch_id:

@@ -162,6 +162,36 @@ def test_a_killed_launcher_takes_its_subjobs_with_it_and_writes_no_exit_code(tmp
     assert inbox.ended(d) is None
 
 
+def test_a_killed_subjob_is_stopped_in_its_pilot_or_never_started(tmp_path):
+    d = tmp_path / "p"
+    inbox.create(d, inbox.PilotConfig(6, 1, 1, 600, 60))
+    running = _assignment(tmp_path, 11, 0, seconds=30)
+    inbox.post(d, running)
+    proc = _launcher(d)
+    try:
+        wait_for(lambda: inbox.where(d, running.name) == inbox.RUNNING, 20, "the claim")
+        child = wait_for(lambda: _child_of(proc.pid), 10, "the subjob's process")
+        assert not inbox.cancel(d, running.name), "it had started"
+        wait_for(lambda: inbox.where(d, running.name) == inbox.DONE, 10, "the run stopped")
+        assert inbox.read_exit_code(Path(running.workdir), 1) == 137  # SIGKILL, as a shell says
+        assert not Path(f"/proc/{child}").exists() or _zombie(child)
+        # The one slot is free again; a killed subjob still in the inbox is taken back unrun.
+        waiting = _assignment(tmp_path, 12, 0, seconds=30)
+        assert inbox.cancel(d, waiting.name) is False, "not posted yet: nothing to take back"
+        inbox.post(d, waiting)
+        wait_for(lambda: inbox.where(d, waiting.name) == inbox.DONE, 10, "the claim and stop")
+        assert not (Path(waiting.workdir) / "ran").exists(), "a cancelled assignment never runs"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    # With no launcher to claim it, the worker takes the killed subjob's assignment back.
+    idle = tmp_path / "idle"
+    inbox.create(idle, inbox.PilotConfig(7, 1, 1, 600, 60))
+    unclaimed = _assignment(tmp_path, 13, 0)
+    inbox.post(idle, unclaimed)
+    assert inbox.cancel(idle, unclaimed.name) and inbox.where(idle, unclaimed.name) == "returned"
+
+
 def test_a_stopped_launcher_says_why(tmp_path):
     d = tmp_path / "p"
     inbox.create(d, inbox.PilotConfig(5, 1, 1, 600, 60))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from edgeceleryapp import applications
+from edgeceleryapp import pilot_inbox as inbox
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.models import SubJob
@@ -118,3 +119,17 @@ def test_a_pilot_at_its_wall_time_gives_back_its_subjobs(pbs):
     assert_each_completed_once(pbs.site_root, ids)
     assert "TIMEOUT" in pilot(victim.id).end_reason, pilot(victim.id).end_reason
     assert resubmitted(ids)
+
+
+def test_a_subjob_killed_while_it_runs_in_a_pilot_is_stopped_there(pbs):
+    pbs.gate.unlink(missing_ok=True)
+    [sid] = submit("pbs", "gated", "x", 1)
+    wait_for(lambda: running_pilot([sid]), 60, "the subjob running in a pilot", 0.1)
+    pbs.cli("job", "kill", str(sid))
+    workdir = pbs.site_root / "jobs" / str(sid)
+    code = wait_for(lambda: inbox.read_exit_code(workdir, 1), 30, "the run stopped", 0.1)
+    assert code == 137  # killed by SIGKILL in the pilot, not left to run to its end
+    pbs.gate.touch()
+    with read_scope() as s:
+        assert s.get(SubJob, sid).state == "KILLED"
+    assert not (workdir / "ends").exists()
