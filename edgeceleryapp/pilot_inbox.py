@@ -116,23 +116,25 @@ def read(directory: Path, folder: str, name: str) -> Assignment:
     return Assignment(**json.loads((directory / folder / name).read_text()))
 
 
-def claim(directory: Path, name: str) -> bool:
-    """Take an assignment out of the inbox (a rename: one taker wins)."""
+def _out_of_inbox(directory: Path, name: str, folder: str) -> bool:
+    """Rename an assignment out of the inbox into ``folder``: of the launcher's claim and the
+    worker's take-back, exactly one wins."""
     try:
-        os.rename(directory / INBOX / name, directory / RUNNING / name)
+        os.rename(directory / INBOX / name, directory / folder / name)
     except FileNotFoundError:
         return False
     return True
+
+
+def claim(directory: Path, name: str) -> bool:
+    """Take an assignment out of the inbox for the launcher to run."""
+    return _out_of_inbox(directory, name, RUNNING)
 
 
 def take_back(directory: Path, name: str) -> bool:
-    """Take an unclaimed assignment out of the inbox (the same rename race as ``claim``):
-    True means the launcher never had it, so nothing of it ran."""
-    try:
-        os.rename(directory / INBOX / name, directory / RETURNED / name)
-    except FileNotFoundError:
-        return False
-    return True
+    """Take an unclaimed assignment out of the inbox: True means the launcher never had it,
+    so nothing of it ran."""
+    return _out_of_inbox(directory, name, RETURNED)
 
 
 def cancel(directory: Path, name: str) -> bool:

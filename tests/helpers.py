@@ -347,3 +347,35 @@ def publish_raw(
             headers=headers,
             message_id=message_id,
         )
+
+
+def _parent_links() -> dict[int, int]:
+    """Every live process and its parent, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces: the parent follows ") S ".
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parents
+
+
+def children_of(pid: int) -> set[int]:
+    return {p for p, parent in _parent_links().items() if parent == pid}
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (workers run in sessions of their own, so a process group
+    would miss them; the parent links do not)."""
+    parents = _parent_links()
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        children = {p for p, parent in parents.items() if parent in frontier}
+        found |= children
+        frontier = children
+    return found

@@ -20,6 +20,7 @@ from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.errors import ConfigurationError
 from edgeceleryapp.pilot_sizing import Limits, Plan, Waiting, size_pilot
 from edgeceleryapp.settings import load_settings
+from tests.helpers import children_of
 
 LIMITS = Limits(
     max_pilots=2,
@@ -154,7 +155,7 @@ def test_a_killed_launcher_takes_its_subjobs_with_it_and_writes_no_exit_code(tmp
     inbox.post(d, a)
     proc = _launcher(d)
     wait_for(lambda: inbox.where(d, a.name) == inbox.RUNNING, 20, "the claim")
-    child = wait_for(lambda: _child_of(proc.pid), 10, "the subjob's process")
+    child = wait_for(lambda: min(children_of(proc.pid), default=None), 10, "the subjob's process")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     wait_for(lambda: not Path(f"/proc/{child}").exists() or _zombie(child), 10, "the subjob killed")
@@ -170,7 +171,9 @@ def test_a_killed_subjob_is_stopped_in_its_pilot_or_never_started(tmp_path):
     proc = _launcher(d)
     try:
         wait_for(lambda: inbox.where(d, running.name) == inbox.RUNNING, 20, "the claim")
-        child = wait_for(lambda: _child_of(proc.pid), 10, "the subjob's process")
+        child = wait_for(
+            lambda: min(children_of(proc.pid), default=None), 10, "the subjob's process"
+        )
         assert not inbox.cancel(d, running.name), "it had started"
         wait_for(lambda: inbox.where(d, running.name) == inbox.DONE, 10, "the run stopped")
         assert inbox.read_exit_code(Path(running.workdir), 1) == 137  # SIGKILL, as a shell says
@@ -200,18 +203,6 @@ def test_a_stopped_launcher_says_why(tmp_path):
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=20)
     assert inbox.ended(d) == "stopped by signal SIGTERM"
-
-
-def _child_of(pid: int) -> int | None:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                return int(entry.name)
-    return None
 
 
 def _zombie(pid: int) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from edgeceleryapp.devstack import wait_for
+from tests.helpers import descendants
 
 pytestmark = pytest.mark.integration
 
@@ -25,28 +26,6 @@ def demo_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECELERY_")}
     env["TMPDIR"] = str(tmp_path)
     return env
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (workers run in sessions of their own, so a process group
-    would miss them; the parent links do not)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name is in parentheses and may hold spaces: the parent follows ") S ".
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        children = {p for p, parent in parents.items() if parent in frontier}
-        found |= children
-        frontier = children
-    return found
 
 
 def alive(pid: int) -> bool:

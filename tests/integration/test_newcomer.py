@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from edgeceleryapp.devstack import RedisServer, wait_for, wait_for_workers
+from tests.helpers import children_of
 
 pytestmark = pytest.mark.integration
 
@@ -143,7 +144,7 @@ def test_from_a_clean_directory_to_a_job_in_history_and_its_logs(newcomer, tmp_p
 
         # Stopping as systemd does: SIGTERM to the main process, a clean exit, nothing left.
         for process in (argo, site):
-            children = descendants(process.pid)
+            children = children_of(process.pid)
             os.kill(process.pid, signal.SIGTERM)
             assert process.wait(60) == 0, (logs / "argo.log").read_text()[-2000:]
             wait_for(
@@ -162,16 +163,3 @@ def read_output(newcomer: Newcomer, subjob_id: int, root: Path) -> str:
         return newcomer.ok("job", "logs", str(subjob_id))
     path = root / "projects" / "theta" / "jobs" / str(subjob_id) / ".edgecelery" / "batch.out"
     return path.read_text()
-
-
-def descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
