@@ -14,6 +14,7 @@ Celery signatures). The states themselves and the moves allowed between them are
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol
@@ -176,6 +177,30 @@ def for_subjob(subjob: SubjobLike, state: str | None = None) -> Owed:
         site=subjob.site,
         argo_id=subjob.argo_job_id,
     )
+
+
+def after_batch_end(subjob: SubjobLike, with_work: Collection[str]) -> tuple[list[str], Owed]:
+    """The states a subjob whose batch job finished walks at once past EXECUTION_FINISHED, and
+    what it is owed then.
+
+    The steps of its resume run that have nothing to do for it (``with_work`` names those that
+    have: a postprocess with a script or a children file, a stage out with an output URL) are
+    moves, not messages: the poller makes them in the transaction that records the end, as
+    Balsam's transitions pass a job without a postprocess straight on. Every state is still
+    walked, with its event and status message; what is saved is a task, its lease and its
+    commit per empty step (bench/deep_queue.py)."""
+    in_argo = subjob.argo_job_id is not None
+    state, path = "EXECUTION_FINISHED", []
+    for name in run_from(_SITE_BY_START[state], in_argo):
+        step = SITE_STEPS.get(name)
+        if step is None or name in with_work:
+            break
+        path += states.walk(states.BALSAM, state, step.reaches)
+        state = step.reaches
+    owed = for_subjob(subjob, state=state)
+    if owed.verdict == DONE and in_argo:  # its Argo job moves on: the run's last step
+        owed = Owed(STEP, (ADVANCE,), argo_id=subjob.argo_job_id)
+    return path, owed
 
 
 def for_argo(argo: ArgoLike, current: SubjobLike | None, state: str | None = None) -> Owed:

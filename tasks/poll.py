@@ -1,7 +1,9 @@
 """The site poller: one tick per site per poll interval (the site worker's clock), whatever the
 number of jobs in flight. Each tick reads the exit-code files of the site's jobs in flight (the
 fast, authoritative path) and, at most once per status interval, asks the scheduler about the
-rest in ONE command. Jobs that ended get their resume chain; the rest stay parked.
+rest in ONE command. Jobs that ended get their resume chain, less the steps that have nothing
+to do for them (walked in the tick's own transaction: ``next_step.after_batch_end``); the rest
+stay parked.
 
 Ticks are single-flight across worker processes through leases in ``site_monitors``.
 """
@@ -12,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 
-from sqlalchemy import Row, bindparam, select
+from sqlalchemy import Row, and_, bindparam, select
 
 from backends.batchscript import read_exit_code
 from backends.schedulers import BatchStatus, scheduler_for
@@ -21,14 +23,15 @@ from edgeceleryapp import next_step, states
 from edgeceleryapp.brokertransport import batch_producer
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.errors import EdgeCeleryError
-from edgeceleryapp.models import SubJob, utcnow
+from edgeceleryapp.models import Application, SubJob, utcnow
+from edgeceleryapp.next_step import Owed
 from edgeceleryapp.settings import SiteSettings, get_settings
 from edgeceleryapp.site_monitor import heartbeat, status_queried, take_lease
 from edgeceleryapp.state_store import Move, move_subjob, move_subjobs
 from tasks import pilots
 from tasks.admission import admit
 from tasks.reconcile import reconcile_site, sweep_period
-from tasks.site_steps import workdir_of
+from tasks.site_steps import resume_work, workdir_of
 from workflows.chains import chain_for, send
 
 log = logging.getLogger(__name__)
@@ -85,7 +88,7 @@ class PollReport:
     in_flight: int = 0
     status_queries: int = 0
     moved: dict[int, str] = field(default_factory=dict)
-    finished: list[Row] = field(default_factory=list)
+    finished: list[Owed] = field(default_factory=list)
     admitted: list[int] = field(default_factory=list)
     redriven: list[int] = field(default_factory=list)
 
@@ -105,6 +108,13 @@ _IN_FLIGHT = (
         SubJob.updated_at,
         SubJob.waiting_since,
         SubJob.pilot_id,
+        SubJob.output_url,
+        Application.postprocess,
+        Application.id.label("registered"),
+    )
+    .outerjoin(
+        Application,
+        and_(Application.name == SubJob.application, Application.site == SubJob.site),
     )
     .where(SubJob.site == bindparam("site"), SubJob.state.in_(states.IN_FLIGHT))
     .order_by(SubJob.id)
@@ -194,31 +204,34 @@ def _poll_batch_jobs(site_name: str, site: SiteSettings, report: PollReport) -> 
     # waiting for it. A crash in between leaves a finished job without its chain: the
     # reconciler (tasks/reconcile.py) sends the owed step again once the record has made no
     # progress for redrive_after.
-    moves = [
-        Move(
-            job.id,
-            job.state,
-            states.batch_end_path(job.state, verdict.target, verdict.failed),
-            verdict.reason,
-            {"exit_code": verdict.exit_code},
+    moves: list[Move] = []
+    resumes: list[Owed | None] = []
+    for job, verdict in verdicts:
+        path = states.batch_end_path(job.state, verdict.target, verdict.failed)
+        owed = None
+        if path[-1] == FINISHED:  # the steps with nothing to do for it are passed here
+            passed, owed = next_step.after_batch_end(job, resume_work(job))
+            path += passed
+        moves.append(
+            Move(job.id, job.state, path, verdict.reason, {"exit_code": verdict.exit_code})
         )
-        for job, verdict in verdicts
-    ]
+        resumes.append(owed)
     made = move_subjobs(moves) if moves else []
-    for (job, _), move, moved in zip(verdicts, moves, made, strict=True):
+    for (job, _), move, owed, moved in zip(verdicts, moves, resumes, made, strict=True):
         if moved:
             report.moved[job.id] = move.path[-1]
-            if move.path[-1] == FINISHED:
-                report.finished.append(job)
+            if owed is not None:
+                report.finished.append(owed)
 
 
-def send_resume_chains(finished: list[Row]) -> None:
-    """The resume chains (postprocess, stage out, ...) of the jobs this tick saw end, in one
-    broker round trip."""
-    if finished:
+def send_resume_chains(finished: list[Owed]) -> None:
+    """What the jobs this tick saw end are owed (postprocess, stage out, their Argo job's
+    advance), in one broker round trip."""
+    owed = [o for o in finished if o.verdict == next_step.STEP]
+    if owed:
         with batch_producer(get_settings().broker_url) as producer:
-            for job in finished:
-                send(chain_for(next_step.for_subjob(job, state=FINISHED)), producer)
+            for o in owed:
+                send(chain_for(o), producer)
 
 
 def resubmit(job: Row, verdict: Verdict, max_attempts: int, report: PollReport) -> None:

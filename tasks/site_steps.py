@@ -423,6 +423,21 @@ def postprocess(subjob: SubjobView) -> dict:
     return {}
 
 
+def resume_work(subjob: Row) -> frozenset[str]:
+    """Which of the steps after the batch job have work for this subjob (the poller passes
+    the others: ``next_step.after_batch_end``). A postprocess has when the application has a
+    script or the run left a children file, and when the application is no longer registered
+    (the step refuses it, as it would have); a stage out has when there is an output URL.
+    ``subjob`` is a row of the poller's, with the application's ``postprocess`` and
+    ``registered`` (None: not registered at the site)."""
+    work = set()
+    if subjob.registered is None or subjob.postprocess or children.left_in(workdir_of(subjob)):
+        work.add("site.postprocess")
+    if subjob.output_url:
+        work.add("site.stage_out")
+    return frozenset(work)
+
+
 def stage_out(subjob: SubjobView) -> dict:
     if subjob.output_url:
         context = transfer_context(subjob, "stage_out")

@@ -73,6 +73,32 @@ def test_a_caller_may_ask_for_the_state_it_is_about_to_commit():
     assert owed.step == "site.postprocess"
 
 
+POST, OUT = "site.postprocess", "site.stage_out"
+
+
+@pytest.mark.parametrize(
+    ("argo", "with_work", "path", "verdict", "steps"),
+    [
+        # Nothing to do after the run: every state walked at once, the Argo job's move owed.
+        (7, set(), ["POSTPROCESSED", "STAGED_OUT", "JOB_FINISHED"], STEP, ("argo.advance",)),
+        (None, set(), ["POSTPROCESSED", "STAGED_OUT", "JOB_FINISHED"], DONE, ()),
+        # An output to stage out: postprocess passed, stage out sent.
+        (7, {OUT}, ["POSTPROCESSED"], STEP, (OUT, "argo.advance")),
+        (None, {OUT}, ["POSTPROCESSED"], STEP, (OUT,)),
+        # A postprocess with work: nothing passed, the whole run sent as before.
+        (7, {POST}, [], STEP, (POST, OUT, "argo.advance")),
+        (None, {POST, OUT}, [], STEP, (POST, OUT)),
+    ],
+)
+def test_the_steps_after_a_run_with_nothing_to_do_are_passed(argo, with_work, path, verdict, steps):
+    passed, owed = next_step.after_batch_end(subjob("RUNNING", argo=argo), with_work)
+    assert passed == path
+    assert (owed.verdict, owed.steps) == (verdict, steps)
+    assert owed.argo_id == argo
+    for frm, to in zip(["EXECUTION_FINISHED", *passed], passed, strict=False):
+        assert states.BALSAM.can_move(frm, to)
+
+
 @pytest.mark.parametrize(
     ("state", "steps"),
     [

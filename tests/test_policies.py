@@ -4,6 +4,7 @@ breaker, resubmission of resource-side failures, and cancel."""
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from celery.canvas import _chain
@@ -15,7 +16,7 @@ from edgeceleryapp import applications, job_control
 from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.errors import InvalidState, Parked, PermanentError
-from edgeceleryapp.models import SiteMonitor, SubJob
+from edgeceleryapp.models import Application, SiteMonitor, SubJob
 from edgeceleryapp.settings import get_settings, reset_settings
 from edgeceleryapp.throttle import Breaker, QueuePolicy
 from tasks import admission, poll, site, site_steps
@@ -277,10 +278,50 @@ def test_cancel_of_a_subjob_being_submitted_cancels_its_batch_job_found_by_name(
     assert_stopped(env, batch_name(job_id))
 
 
-def test_the_poller_commits_the_state_before_it_sends_the_resume_chain(env, monkeypatch):
+def with_postprocess(env, app: str) -> Path:
+    """Give the application at site alpha a postprocess script (it writes ``post.txt``)."""
+    post = script(env.root / "apps" / app / "post.sh", "echo post > post.txt\n", python=False)
+    with session_scope() as s:
+        s.query(Application).filter_by(name=app, site="alpha").update({"postprocess": str(post)})
+    return post
+
+
+def test_a_run_with_nothing_after_it_finishes_in_the_tick_with_no_message(env, monkeypatch):
+    """No postprocess script, no children file, no output URL: the tick walks the subjob to
+    JOB_FINISHED, every state with its event, and sends nothing."""
     echo_app(env.root, "alpha")
     (job_id,) = prepared(env, 1)
     site.execute("submit", job_id, token="t")
+    sent = captured_sends(monkeypatch)
+    assert poll_until_ended(job_id).state == "JOB_FINISHED"
+    assert sent == []
+    assert subjob_states(job_id)[-4:] == [
+        "EXECUTION_FINISHED",
+        "POSTPROCESSED",
+        "STAGED_OUT",
+        "JOB_FINISHED",
+    ]
+    assert subjob(job_id).exit_code == 0
+
+
+@pytest.mark.parametrize("why", ["children file", "application removed"])
+def test_a_children_file_or_an_unregistered_app_keeps_the_postprocess_step(env, monkeypatch, why):
+    """What only the postprocess step can do (spawn the children the run left, refuse an
+    application taken off the whitelist) is never passed by the tick."""
+    echo_app(env.root, "alpha")
+    (job_id,) = prepared(env, 1)
+    site.execute("submit", job_id, token="t")
+    if why == "children file":
+        (site_steps.workdir_of(subjob(job_id)) / "children.json").write_text("[]")
+    else:
+        applications.remove_app("echo", "alpha")
+    sent = captured_sends(monkeypatch)
+    poll_until_ended(job_id)
+    assert sent == [("site.postprocess", "EXECUTION_FINISHED")]
+
+
+def captured_sends(monkeypatch) -> list[tuple[str, str]]:
+    """What the poller sends: (first task, the subjob's state when it was sent)."""
     sent = []
 
     def send(signature, producer=None):
@@ -288,6 +329,15 @@ def test_the_poller_commits_the_state_before_it_sends_the_resume_chain(env, monk
         sent.append((first.task, subjob(first.args[0]).state))
 
     monkeypatch.setattr(poll, "send", send)
+    return sent
+
+
+def test_the_poller_commits_the_state_before_it_sends_the_resume_chain(env, monkeypatch):
+    echo_app(env.root, "alpha")
+    with_postprocess(env, "echo")
+    (job_id,) = prepared(env, 1)
+    site.execute("submit", job_id, token="t")
+    sent = captured_sends(monkeypatch)
     poll_until_ended(job_id)
     assert sent == [("site.postprocess", "EXECUTION_FINISHED")]
 
@@ -314,7 +364,7 @@ def test_a_job_ending_during_the_status_query_is_judged_by_its_exit_code(env, mo
     monkeypatch.setattr(poll, "scheduler_for", lambda _site: EndsDuringThePoll(workdir))
     monkeypatch.setattr(poll, "send", lambda _chain, _producer: None)  # resume nothing
     wait_for(lambda: poll.poll_site("alpha").moved, 10, "the poll to see the end")
-    assert subjob(job_id).state == "EXECUTION_FINISHED"
+    assert (subjob(job_id).state, subjob(job_id).exit_code) == ("JOB_FINISHED", 0)
     site_steps.scheduler_for(site_steps.site_of(subjob(job_id))).cancel(batch_name(job_id))
 
 
@@ -332,7 +382,7 @@ def test_a_local_submission_killed_before_its_run_started_runs_once_when_sent_ag
         s.get(SubJob, job_id).submit_claim = "a-worker-that-died"
     site.execute("submit", job_id, token="sent-again")
     assert subjob(job_id).batch_job_id == name
-    assert poll_until_ended(job_id).state == "EXECUTION_FINISHED"
+    assert poll_until_ended(job_id).state == "JOB_FINISHED"
     workdir = env.site_workdir("alpha") / "jobs" / str(job_id)
     assert (workdir / "runs.log").read_text() == "run\n", "the application ran once"
 

@@ -96,7 +96,7 @@ def test_concurrent_submissions_of_one_subjob_submit_once(any_db_env):
     assert subjob_states(job_id).count("SUBMITTED") == 1
     site.execute("submit", job_id, token="late")  # a retry finds the step done
     assert len(list(spool.glob("*.submitted"))) == 1
-    assert poll_until_ended(job_id).state == "EXECUTION_FINISHED"
+    assert poll_until_ended(job_id).state == "JOB_FINISHED"
 
 
 def test_compare_and_set_race_has_exactly_one_winner(any_db_env):

@@ -153,7 +153,7 @@ def test_a_site_reached_over_ssh_runs_its_scripts_there(env, sshd):
     for step in ("stage_in", "preprocess", "submit"):
         site.execute(step, job_id, token="t")
     final = poll_until_ended(job_id)
-    assert final.state == "EXECUTION_FINISHED"
+    assert final.state == "JOB_FINISHED"
     workdir = env.site_workdir("alpha") / "jobs" / str(job_id)
     assert (workdir / "via-ssh").read_text().startswith("127.0.0.1 ")
     assert subjob(job_id).command == [exe, "--x"]

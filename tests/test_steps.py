@@ -181,7 +181,7 @@ def test_submit_rerun_after_crash_before_commit_finds_the_batch_job(env):
     site.execute("submit", job_id, token=token)  # the same message, delivered again
     assert subjob(job_id).state == "SUBMITTED"
     final = poll_until_ended(job_id)
-    assert final.state == "EXECUTION_FINISHED"
+    assert final.state == "JOB_FINISHED"
     assert (workdir_of(final) / "runs.log").read_text() == "run\n"
     spool = env.site_workdir("alpha") / ".local-scheduler"
     assert len(list(spool.glob("*.submitted"))) == 1

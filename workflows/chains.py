@@ -6,7 +6,9 @@ The runs a chain carries (``next_step.RUNS``):
 
     argo.stage_in -> argo.advance
     site.stage_in -> site.preprocess -> site.submit                    (then parked)
-    site.postprocess -> site.stage_out [-> argo.advance]               (sent by the poller)
+    site.postprocess -> site.stage_out [-> argo.advance]               (sent by the poller,
+                                                                        less the steps with
+                                                                        nothing to do)
     argo.stage_out -> argo.finish
 
 A subjob's chain is parked while its batch job waits: no message exists for it until the

@@ -83,6 +83,12 @@ def read(workdir: Path) -> Any | None:
     return data
 
 
+def left_in(workdir: Path) -> bool:
+    """Whether the subjob left a ``children.json`` (a link counts: its postprocess refuses
+    it), without reading it: the poller asks for every job that ends."""
+    return os.path.lexists(workdir / CHILDREN_FILE)
+
+
 def set_aside_inherited(workdir: Path) -> None:
     """A ``children.json`` that came in with a subjob's input is its writer's (the parent
     that spawned, whose output this is), not this subjob's: moved into the control

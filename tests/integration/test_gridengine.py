@@ -92,7 +92,7 @@ def test_a_subjob_runs_through_grid_engine_and_qacct_reports_it(sge_site):
     )
     (workdir_of(subjob(job_id)) / "go").touch()
     ended = poll_until_ended(job_id, timeout=60)
-    assert ended.state == "EXECUTION_FINISHED", ended.state_message
+    assert ended.state == "POSTPROCESSED", ended.state_message
     finish_after_batch(job_id)
     assert subjob_states(job_id) == SUBJOB_PATH
     assert (out / "runs.log").read_text() == "run\n"

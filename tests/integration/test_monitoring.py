@@ -237,7 +237,7 @@ def test_flower_behind_its_authentication_lists_the_workers(watched, tmp_path: P
             dep.wait_state(dep.submit(message("flowerwatched")), {"HISTORY"})
             status, text = _get(base + "/api/tasks", FLOWER_AUTH)
             seen = {t["name"] for t in json.loads(text).values()} if status == 200 else set()
-            return seen if {"site.stage_in", "site.stage_out", "argo.finish"} <= seen else None
+            return seen if {"site.stage_in", "site.submit", "argo.finish"} <= seen else None
 
         wait_for(steps_seen, 90, "Flower to list a job's tasks", interval=0.1)
     finally:
