@@ -309,7 +309,8 @@ def main() -> int:
         f"{args.app_seconds:g} / {args.max_queued} + 2 x {args.poll_interval:g}"
     )
     figures[3].note = (
-        f"{args.jobs:,} chains of {DRAIN_TASKS} no-op tasks on the site queue, a worker of "
+        f"{args.jobs:,} chains of {DRAIN_TASKS} no-op task{'s' if DRAIN_TASKS > 1 else ''} "
+        "on the site queue, a worker of "
         f"concurrency {args.concurrency}, the service's Celery settings (bench/ceiling_app.py)"
     )
     figures[13].note = (
