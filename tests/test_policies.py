@@ -3,13 +3,15 @@ breaker, resubmission of resource-side failures, and cancel."""
 
 from __future__ import annotations
 
+import subprocess
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from celery.canvas import _chain
 
-from backends.batchscript import SCRIPT_FILE, alive, read_int
+from backends.batchscript import SCRIPT_FILE, WRAPPER, alive, read_int
+from backends.schedulers import local
 from backends.schedulers.base import FAILED, NODE_FAIL, BatchStatus
 from backends.schedulers.local import MARK, LocalScheduler
 from edgeceleryapp import applications, job_control
@@ -224,11 +226,14 @@ def test_cancel_kills_the_batch_job_and_ends_the_argo_job(env, monkeypatch):
 
 
 def assert_stopped(env, name: str) -> None:
-    """The local batch job ``name`` started, then was killed: its process is gone and the
-    scheduler reports it no more (no exit status: it did not end by itself)."""
-    pid_file = env.site_workdir("alpha") / ".local-scheduler" / f"{name}.pid"
-    wait_for(lambda: read_int(pid_file) is not None, 10, "the batch job to start")
+    """The local batch job ``name`` was stopped: killed after it started, or kept from
+    starting (its pid file taken by the cancel); its process is gone, the application never
+    ended by itself (no exit status), and the scheduler reports it no more."""
+    spool = env.site_workdir("alpha") / ".local-scheduler"
+    pid_file = spool / f"{name}.pid"
+    wait_for(pid_file.exists, 10, "the batch job to start or be stopped before it starts")
     wait_for(lambda: not alive(pid_file, MARK), 10, "the batch job to stop")
+    assert not (spool / f"{name}.exit").exists()
     plugin = site_steps.scheduler_for(get_settings().site("alpha"))
     assert plugin.statuses([name]) == {}
 
@@ -242,6 +247,27 @@ def test_the_local_scheduler_cancels_a_job_right_after_submitting_it(env):
     script_path.write_text(plugin.render(request))
     plugin.cancel(plugin.submit(script_path, request))
     assert_stopped(env, request.name)
+
+
+def test_a_local_run_cancelled_before_it_started_never_starts(env, monkeypatch):
+    """On a loaded machine the detached start may come long after the cancel: the cancel
+    takes the run's pid file first, and the run, finding it taken, runs nothing."""
+    _argo_id, job_id = forever_argo(env)
+    request = site_steps.batch_request(subjob(job_id))
+    plugin = site_steps.scheduler_for(get_settings().site("alpha"))
+    script_path = request.workdir / SCRIPT_FILE
+    script_path.write_text(plugin.render(request))
+    started = []
+    monkeypatch.setattr(local, "start_detached", lambda *args: started.append(args))
+    plugin.submit(script_path, request)  # the detached start is not scheduled yet...
+    plugin.cancel(request.name)  # ...when the cancel comes: it returns at once
+    ((mark, pid_file, exit_file, files),) = started
+    # The start, late: the detached wrapper itself, waited for here.
+    late = [str(a) for a in (pid_file, exit_file, *files)]
+    subprocess.run(["/bin/sh", "-c", WRAPPER, mark, *late], check=True, timeout=30)
+    assert read_int(pid_file) is None and not exit_file.exists()
+    assert not (env.data / "still-running").exists(), "the application ran"
+    assert plugin.statuses([request.name]) == {}
 
 
 def test_cancel_between_the_schedulers_answer_and_the_commit_cancels_the_batch_job(

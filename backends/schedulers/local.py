@@ -17,6 +17,7 @@ from backends.schedulers.base import BatchRequest, BatchStatus, Scheduler, State
 
 MARK = "edgecelery-local"
 START_GRACE = 5.0  # seconds a just-started run may take to write its pid file
+CANCELLED = "cancelled"  # what a cancel writes in the pid file of a run that had not started
 
 
 class LocalScheduler(Scheduler):
@@ -66,14 +67,27 @@ class LocalScheduler(Scheduler):
         return out
 
     def cancel(self, batch_id: str) -> None:
-        """Kill the run's process group. A job cancelled right after its submission (a subjob
-        killed while it was being submitted) may not have written its pid yet: the detached
-        start returns before the run records itself, so wait for it a moment."""
-        pid_file, exit_file, marker = self._files(batch_id)
+        """Kill the run's process group. A run that has not recorded its pid yet (a subjob
+        killed right after its submission, or on a machine so loaded that the detached start
+        has not been scheduled) is stopped from ever starting: the pid file is taken here
+        first, with the same noclobber create the run's wrapper uses, so the wrapper finds it
+        taken and exits without running anything. No waiting on the run, however late."""
+        pid_file, _, _ = self._files(batch_id)
+        self.spool.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(pid_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{CANCELLED}\n")
+            return
+        # The run took the file: its pid is there, or about to be (the shell creates the file,
+        # then writes it).
         deadline = time.monotonic() + START_GRACE
-        while marker.exists() and read_int(pid_file) is None and read_int(exit_file) is None:
-            if time.monotonic() > deadline:
-                break
+        while read_int(pid_file) is None and time.monotonic() < deadline:
+            if pid_file.read_text().strip() == CANCELLED:
+                return
             time.sleep(0.01)
         if alive(pid_file, MARK):
             with contextlib.suppress(ProcessLookupError):
