@@ -24,7 +24,7 @@ from edgeceleryapp.settings import get_settings
 from edgeceleryapp.site_monitor import take_lease
 from edgeceleryapp.state_store import move_argo
 from edgeceleryapp.status_outbox import flush
-from tasks.reconcile import ARGO_SWEEP, reconcile_argo, sweep_period
+from tasks.reconcile import ARGO_SWEEP, reconcile_argo, reconcile_handoffs, sweep_period
 from tasks.retry_policy import StepTask, Stop, guarded
 from tasks.step_runner import run_once
 from workflows import chains
@@ -299,8 +299,9 @@ def resend_status() -> int:
 
 @app.task(name="argo.reconcile", ignore_result=True)
 def reconcile() -> int:
-    """Re-drive the Argo jobs whose owed step made no progress (tasks/reconcile.py); sent by
-    celery beat, single-flight across argo workers."""
+    """Re-drive the Argo jobs whose owed step made no progress, and the hand-offs to
+    candidate sites never made (tasks/reconcile.py); sent by celery beat, single-flight
+    across argo workers."""
     if not take_lease(ARGO_SWEEP, "sweep_until", sweep_period()):
         return 0
-    return len(reconcile_argo())
+    return len(reconcile_argo()) + len(reconcile_handoffs())

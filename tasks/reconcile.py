@@ -8,16 +8,18 @@ in flight, a wait for admission), with no live lease (``edgeceleryapp.leases``: 
 at work renews its lease), untouched for the grace period (no move, no message due). Oldest
 first, at most ``redrive_batch`` per sweep; each re-drive is recorded as a JobEvent that keeps
 the state and says why. Sites' records are swept by their site's tick (``tasks.poll``), Argo
-jobs' by the argo worker (``argo.reconcile`` on celery beat); each sweep is single-flight
-through a lease in ``site_monitors``.
+jobs' by the argo worker (``argo.reconcile`` on celery beat), which also sweeps the hand-offs
+to candidate sites that were never made; each sweep is single-flight through a lease in
+``site_monitors``.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Row, Table, and_, bindparam, or_, select
+from sqlalchemy import Row, Select, Table, Text, and_, bindparam, cast, or_, select
 
 from edgeceleryapp import next_step, site_handoff, state_store, states
 from edgeceleryapp.brokertransport import batch_producer
@@ -44,37 +46,54 @@ def _stale(table: Table) -> list:  # type: ignore[type-arg]
     ]
 
 
-_SITE_CANDIDATES = (
-    select(
-        _SUB.c.id,
-        _SUB.c.site,
-        _SUB.c.state,
-        _SUB.c.argo_job_id,
-        _SUB.c.waiting_since,
-        _SUB.c.updated_at,
-        _SUB.c.dispatched_at,
-        _SUB.c.parents_left,
-        _SUB.c.sites,
-        _ARGO.c.state.label("argo_state"),
-        _ARGO.c.current_subjob,
+def _subjob_candidates(*where: Any) -> Select:  # type: ignore[type-arg]
+    """Subjobs resting where a step is owed, made no progress, and ``where``."""
+    return (
+        select(
+            _SUB.c.id,
+            _SUB.c.site,
+            _SUB.c.state,
+            _SUB.c.argo_job_id,
+            _SUB.c.waiting_since,
+            _SUB.c.updated_at,
+            _SUB.c.dispatched_at,
+            _SUB.c.parents_left,
+            _SUB.c.sites,
+            _ARGO.c.state.label("argo_state"),
+            _ARGO.c.current_subjob,
+        )
+        .select_from(_SUB.outerjoin(_ARGO, _ARGO.c.id == _SUB.c.argo_job_id))
+        .where(
+            *where,
+            _SUB.c.state.in_(next_step.SITE_STEP_STARTS),
+            _SUB.c.waiting_since.is_(None),
+            *_stale(_SUB),
+            # A subjob of an Argo job starts only when the Argo job hands it over; in a graph
+            # job, when its parents have all finished.
+            or_(
+                _SUB.c.argo_job_id.is_(None),
+                _SUB.c.state != "CREATED",
+                and_(
+                    _ARGO.c.state == "SUBJOB_SUBMITTED",
+                    _ARGO.c.current_subjob == _SUB.c.position,
+                ),
+                and_(_ARGO.c.state == states.GRAPH_RUNNING, _SUB.c.parents_left == 0),
+            ),
+        )
+        .order_by(_SUB.c.id)
+        .limit(bindparam("cap"))
     )
-    .select_from(_SUB.outerjoin(_ARGO, _ARGO.c.id == _SUB.c.argo_job_id))
-    .where(
-        _SUB.c.site == bindparam("site"),
-        _SUB.c.state.in_(next_step.SITE_STEP_STARTS),
-        _SUB.c.waiting_since.is_(None),
-        *_stale(_SUB),
-        # A subjob of an Argo job starts only when the Argo job hands it over; in a graph
-        # job, when its parents have all finished.
-        or_(
-            _SUB.c.argo_job_id.is_(None),
-            _SUB.c.state != "CREATED",
-            and_(_ARGO.c.state == "SUBJOB_SUBMITTED", _ARGO.c.current_subjob == _SUB.c.position),
-            and_(_ARGO.c.state == states.GRAPH_RUNNING, _SUB.c.parents_left == 0),
-        ),
-    )
-    .order_by(_SUB.c.id)
-    .limit(bindparam("cap"))
+
+
+_SITE_CANDIDATES = _subjob_candidates(_SUB.c.site == bindparam("site"))
+# Hand-offs whose site was never chosen (their message lost before the choice): ``site`` is
+# still the first candidate, whose worker may be the one that is down, so the argo worker,
+# which makes hand-offs, sweeps them. A subjob of one site stores ``sites`` as JSON null, not
+# SQL NULL (and PostgreSQL's json has no equality), hence the text.
+_UNCHOSEN = _subjob_candidates(
+    _SUB.c.state == "CREATED",
+    _SUB.c.site_chosen_at.is_(None),
+    cast(_SUB.c.sites, Text) != "null",
 )
 _ARGO_CANDIDATES = (
     select(
@@ -120,9 +139,19 @@ def _redrive(table: Table, chosen: list[tuple[Row, Owed]], now: datetime) -> lis
 
 def reconcile_site(site_name: str) -> list[int]:
     """Re-drive the site's subjobs whose owed step made no progress; their ids."""
+    return _redrive_subjobs(_SITE_CANDIDATES, {"site": site_name})
+
+
+def reconcile_handoffs() -> list[int]:
+    """Re-drive the hand-offs to candidate sites that were never made (the choice is made
+    now, at the site the rule picks); their ids."""
+    return _redrive_subjobs(_UNCHOSEN, {})
+
+
+def _redrive_subjobs(query: Select, params: dict) -> list[int]:  # type: ignore[type-arg]
     now = utcnow()
     with read_connection() as conn:
-        rows = conn.execute(_SITE_CANDIDATES, {"site": site_name, **_params(now)}).all()
+        rows = conn.execute(query, {**params, **_params(now)}).all()
     chosen = []
     for row in rows:
         subjob = next_step.Record(

@@ -13,10 +13,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from edgeceleryapp import job_views, leases
-from edgeceleryapp.db import engine, read_scope
+from edgeceleryapp import applications, job_views, leases
+from edgeceleryapp.db import engine, read_scope, session_scope
 from edgeceleryapp.errors import TransientError
-from edgeceleryapp.models import ArgoJob, JobEvent, SubJob, utcnow
+from edgeceleryapp.models import ArgoJob, JobEvent, SiteMonitor, SubJob, utcnow
 from edgeceleryapp.state_store import move_argo, move_subjob
 from tasks import reconcile, site, site_steps
 from tasks.retry_policy import Busy
@@ -100,6 +100,31 @@ def test_a_later_subjob_waits_until_its_argo_job_hands_it_over(sent):
     assert reconcile.reconcile_site("beta") == [], "the second subjob is not handed over yet"
     assert reconcile.reconcile_site("alpha") == [first]
     assert sent[-1] == ("site.stage_in", (first,))
+
+
+def test_a_lost_hand_off_to_candidate_sites_is_made_by_the_argo_sweep(any_db_env, sent):
+    """Its message lost before the site was chosen, a subjob naming candidates still has the
+    first one as its site; with that site's worker down, no site sweep would send it. The
+    argo worker's sweep makes the choice (here beta: alpha's worker is not seen) and sends
+    the first run there."""
+    for name in ("alpha", "beta"):
+        applications.add_app("echo", name, "/bin/true")
+    with session_scope() as s:
+        s.merge(SiteMonitor(site="beta", worker_seen_at=utcnow()))
+    message = {"name": "m", "sites": ["alpha", "beta"], "application": "echo"}
+    job = submit_balsam(message, start=False)
+    single = submit_balsam(balsam_message(site="beta"), start=False)
+    for ident in (job, single):  # stored, then the intake died before the hand-off
+        age(SubJob, ident, dispatched_at=None)
+    assert subjob(job).site == "alpha"
+    assert reconcile.reconcile_site("beta") == [single], "one site: its site's sweep sends it"
+    assert reconcile.reconcile_handoffs() == [job]
+    assert sent == [("site.stage_in", (single,)), ("site.stage_in", (job,))]
+    assert subjob(job).site == "beta"
+    assert reconcile.reconcile_handoffs() == [], "chosen: the site's own sweep goes on"
+    age(SubJob, job, dispatched_at=None)  # that message was lost too
+    assert reconcile.reconcile_handoffs() == []
+    assert reconcile.reconcile_site("beta") == [job]
 
 
 def test_an_argo_job_whose_advance_was_lost_is_advanced(env, sent):
