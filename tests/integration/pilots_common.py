@@ -42,7 +42,14 @@ def states_of(ids: list[int]) -> dict[str, int]:
 
 def all_finished(ids: list[int]) -> bool:
     now = states_of(ids)
-    assert not any(k.endswith("_FAILED") for k in now), now
+    if any(k.endswith("_FAILED") for k in now):
+        with read_scope() as s:
+            failed = s.execute(
+                select(SubJob.id, SubJob.attempt, SubJob.state_message).where(
+                    SubJob.id.in_(ids), SubJob.state.like("%_FAILED")
+                )
+            ).all()
+        raise AssertionError(f"{now}: {[tuple(row) for row in failed]}")
     return now.get("JOB_FINISHED", 0) == len(ids)
 
 

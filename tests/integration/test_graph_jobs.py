@@ -182,9 +182,17 @@ def test_failed_branch_blocks_the_join_then_retry_reruns_only_it(dep):
 def test_one_failed_branch_lets_the_other_finish(dep):
     flag = dep.data / "never"
     flag_app(dep, "broken", flag, wait=False)
-    message = diamond("half", "echo")
+    go = dep.data / "right-may-end"
+    flag_app(dep, "slow", go, wait=True)
+    message = diamond("half", "slow")
     message["subjobs"][1]["application"] = "broken"
     argo_id = dep.submit(message)
+
+    def left_failed() -> bool:
+        return by_name(dep.show(argo_id))["left"]["state"] == "EXECUTION_FINISHED_FAILED"
+
+    wait_for(left_failed, 60, "the left branch to fail", 0.2)
+    go.touch()  # the right branch ends after the failure: the job waits for it
     final = dep.wait_state(argo_id, ENDS, 90)
     assert final["state"] == "SUBJOBS_COMPLETED_FAILED", final
     jobs = by_name(final)
