@@ -30,6 +30,11 @@ from edgeceleryapp import pilot_slots as slots
 log = logging.getLogger(__name__)
 
 TICK = 0.2  # seconds between looks at the inbox and the running subjobs
+# Seconds a run killed by a signal waits before its death is called the application's. At its
+# wall time the scheduler signals every process of the allocation (Slurm: SIGTERM to all of
+# them), the launcher too, and not always the launcher first: a run's SIGTERM death recorded
+# as its exit code (143) would fail the subjob, where the pilot's end makes it a new attempt.
+SIGNAL_GRACE = 1.0
 BEAT = 1.0  # seconds between heartbeats
 PID_FILE = "launcher.pid"
 _PR_SET_PDEATHSIG = 1
@@ -41,6 +46,7 @@ class Run:
     process: subprocess.Popen
     nodes: list[int]
     need: slots.Need
+    signalled: float | None = None  # when its death by a signal was first seen
 
 
 def _die_with_parent() -> None:
@@ -125,12 +131,17 @@ class Launcher:
 
     def reap(self) -> None:
         for name, run in list(self.runs.items()):
-            if inbox.cancelled(self.directory, name) and run.process.poll() is None:
+            cancelled = inbox.cancelled(self.directory, name)
+            if cancelled and run.process.poll() is None:
                 run.process.kill()  # the subjob was killed: its exit code says so (137)
                 run.process.wait()
             code = run.process.poll()
             if code is None:
                 continue
+            if code < 0 and not cancelled:  # a signal: the allocation's end, perhaps
+                run.signalled = run.signalled or time.monotonic()
+                if time.monotonic() - run.signalled < SIGNAL_GRACE:
+                    continue
             # A signal's death is reported as a shell reports it (128 + the signal).
             inbox.write_exit_code(run.assignment, code if code >= 0 else 128 - code)
             inbox.finish(self.directory, name)

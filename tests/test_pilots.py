@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,40 @@ def test_a_killed_subjob_is_stopped_in_its_pilot_or_never_started(tmp_path):
     unclaimed = _assignment(tmp_path, 13, 0)
     inbox.post(idle, unclaimed)
     assert inbox.cancel(idle, unclaimed.name) and inbox.where(idle, unclaimed.name) == "returned"
+
+
+def test_a_run_signalled_with_its_pilot_at_the_wall_time_is_not_failed(tmp_path):
+    """Slurm's time limit sends SIGTERM to every process of the allocation; here the run
+    gets it a moment before the launcher. Its death is the pilot's end (a new attempt), not
+    the application's exit code 143. A run killed by a signal while its pilot goes on is
+    the application's death, recorded after the grace."""
+    d = tmp_path / "p"
+    inbox.create(d, inbox.PilotConfig(8, 1, 2, 600, 60))
+    at_wall_time, on_its_own = (_assignment(tmp_path, i, 0, seconds=30) for i in (14, 15))
+    inbox.post(d, at_wall_time)
+    proc = _launcher(d)
+    try:
+        wait_for(lambda: inbox.where(d, at_wall_time.name) == inbox.RUNNING, 20, "the claim")
+        first = wait_for(lambda: min(children_of(proc.pid), default=None), 10, "its process")
+        os.kill(first, signal.SIGTERM)
+        time.sleep(0.3)  # the fault as Slurm may make it: the launcher signalled 0.3 s later
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+        assert inbox.read_exit_code(Path(at_wall_time.workdir), 1) is None
+        assert inbox.ended(d) == "stopped by signal SIGTERM"
+        again = tmp_path / "q"
+        inbox.create(again, inbox.PilotConfig(9, 1, 1, 600, 60))
+        inbox.post(again, on_its_own)
+        proc = _launcher(again)
+        wait_for(lambda: inbox.where(again, on_its_own.name) == inbox.RUNNING, 20, "the claim")
+        second = wait_for(lambda: min(children_of(proc.pid), default=None), 10, "its process")
+        os.kill(second, signal.SIGTERM)
+        wait_for(lambda: inbox.where(again, on_its_own.name) == inbox.DONE, 10, "the grace")
+        assert inbox.read_exit_code(Path(on_its_own.workdir), 1) == 143
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=20)
 
 
 def test_a_stopped_launcher_says_why(tmp_path):
