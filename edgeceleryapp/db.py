@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,19 @@ _engine: Engine | None = None
 _engine_pid: int | None = None
 _factory: sessionmaker[Session] | None = None
 _read_factory: sessionmaker[Session] | None = None
+# Creating and dropping the engine are one step each: a thread that read the settings, then
+# assigned its engine after another had reset it (new settings: a test's own database), left
+# the process on the old database.
+_engine_lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    """A fork copies the lock as it was: held, if another thread held it then."""
+    global _engine_lock
+    _engine_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 # An execution option that marks a connection's transaction as read-only (see ``_on_begin``).
 READ_ONLY = "edgecelery_read_only"
 
@@ -94,21 +108,26 @@ def make_engine(url: str) -> Engine:
 def engine() -> Engine:
     """This process's engine; a forked worker child gets a fresh one, never its parent's."""
     global _engine, _engine_pid, _factory, _read_factory
-    if _engine is None or _engine_pid != os.getpid():
-        _engine = make_engine(get_settings().database_url)
-        _engine_pid = os.getpid()
-        _factory = sessionmaker(_engine, expire_on_commit=False)
-        _read_factory = sessionmaker(
-            _engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
-        )
-    return _engine
+    current = _engine
+    if current is not None and _engine_pid == os.getpid():
+        return current
+    with _engine_lock:
+        if _engine is None or _engine_pid != os.getpid():
+            made = make_engine(get_settings().database_url)
+            _factory = sessionmaker(made, expire_on_commit=False)
+            _read_factory = sessionmaker(
+                made.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+            )
+            _engine, _engine_pid = made, os.getpid()
+        return _engine
 
 
 def reset_engine() -> None:
     global _engine, _engine_pid, _factory, _read_factory
-    if _engine is not None and _engine_pid == os.getpid():
-        _engine.dispose()
-    _engine = _engine_pid = _factory = _read_factory = None
+    with _engine_lock:
+        if _engine is not None and _engine_pid == os.getpid():
+            _engine.dispose()
+        _engine = _engine_pid = _factory = _read_factory = None
 
 
 @contextmanager
