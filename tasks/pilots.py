@@ -190,7 +190,12 @@ def follow(site_name: str, site: SiteSettings, answer: dict[str, BatchStatus] | 
         if last_word is not None:
             why = f"its launcher ended: {last_word}"
         elif pilot.batch_job_id is None:
-            if (now - pilot.submitted_at).total_seconds() > site.lost_after:
+            # Its worker was killed between the submission and recording the batch job, or
+            # before submitting: asked by name as often as the scheduler is asked at all.
+            found = _found_by_name(site, pilot) if answer is not None else None
+            if found is not None:
+                _set(pilot, pilot.state, batch_job_id=found)
+            elif beat_at is None and (now - pilot.submitted_at).total_seconds() > site.lost_after:
                 why = "its batch job was never submitted"
         elif answer is not None:
             status = answer.get(pilot.batch_job_id)
@@ -221,11 +226,22 @@ def _naive_utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC).replace(tzinfo=None)
 
 
+def _found_by_name(site: SiteSettings, pilot: PilotView) -> str | None:
+    """The pilot's batch job as the scheduler knows it by the name it was given; None when
+    it knows none (or cannot say now: asked again at the next look)."""
+    try:
+        return scheduler_for(site).find(pilot_batch_name(pilot.id))
+    except EdgeCeleryError as exc:
+        log.warning("pilot %s: could not look its batch job up by name: %s", pilot.id, exc)
+        return None
+
+
 def _cancel(site: SiteSettings, pilot: PilotView) -> None:
     """A pilot taken for dead is removed from the scheduler, so it cannot run anything more."""
-    if pilot.batch_job_id:
+    batch_id = pilot.batch_job_id or _found_by_name(site, pilot)
+    if batch_id:
         with contextlib.suppress(EdgeCeleryError):
-            scheduler_for(site).cancel(pilot.batch_job_id)
+            scheduler_for(site).cancel(batch_id)
 
 
 def assignment_of(subjob: SubjobView) -> inbox.Assignment:

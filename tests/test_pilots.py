@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,13 @@ import pytest
 from backends.backfill import Window
 from edgeceleryapp import pilot_inbox as inbox
 from edgeceleryapp import pilot_slots as slots
+from edgeceleryapp.db import session_scope
 from edgeceleryapp.devstack import wait_for
 from edgeceleryapp.errors import ConfigurationError
+from edgeceleryapp.models import Pilot, utcnow
 from edgeceleryapp.pilot_sizing import Limits, Plan, Waiting, size_pilot
-from edgeceleryapp.settings import load_settings
+from edgeceleryapp.settings import get_settings, load_settings, reset_settings
+from tasks import pilots
 from tests.helpers import children_of
 
 LIMITS = Limits(
@@ -254,3 +258,56 @@ def test_assignment_round_trips_as_json(tmp_path):
     inbox.post(d, a)
     assert inbox.read(d, inbox.INBOX, a.name) == a
     assert json.loads((d / inbox.CONFIG).read_text())["pilot_id"] == 6
+
+
+# The site worker's side of a pilot whose submission was never recorded.
+
+
+def _unrecorded_pilot(env, heartbeat: bool = False) -> tuple[int, str]:
+    """A pilot the scheduler accepted, then its worker died before recording the batch job:
+    its id and the batch job's. Its batch job runs no launcher (``/bin/true``): only the
+    test says whether one was heard."""
+    if "[sites.alpha.pilots]" not in env.config.read_text():
+        with env.config.open("a") as fh:
+            fh.write('\n[sites.alpha.pilots]\ncommand = ["/bin/true"]\n')
+        reset_settings()
+    site = get_settings().site("alpha")
+    pilot_id = pilots.submit_pilot("alpha", site, Plan(1, 5), "test")
+    with session_scope() as s:
+        record = s.get(Pilot, pilot_id)
+        batch_id = record.batch_job_id
+        record.batch_job_id = None
+        if heartbeat:
+            inbox.beat(Path(record.directory))
+    return pilot_id, batch_id
+
+
+def _pilot(pilot_id: int) -> Pilot:
+    with session_scope() as s:
+        return s.get(Pilot, pilot_id)
+
+
+def test_a_pilot_whose_submission_was_not_recorded_is_found_by_name(env):
+    site = get_settings().site("alpha")
+    pilot_id, batch_id = _unrecorded_pilot(env)
+    pilots.follow("alpha", site, None)  # a tick that does not ask the scheduler
+    assert _pilot(pilot_id).batch_job_id is None
+    pilots.follow("alpha", site, {})
+    found = _pilot(pilot_id)
+    assert (found.batch_job_id, found.state) == (batch_id, "QUEUED")
+    assert batch_id in pilots.batch_ids("alpha"), "followed (and cancelled) as any pilot"
+
+
+def test_a_pilot_never_submitted_ends_unless_its_launcher_is_heard(env, monkeypatch):
+    site = get_settings().site("alpha")
+    silent, _ = _unrecorded_pilot(env)
+    heard, _ = _unrecorded_pilot(env, heartbeat=True)
+    monkeypatch.setattr(pilots, "_found_by_name", lambda _site, _pilot: None)  # not there
+    later = utcnow() + timedelta(seconds=site.lost_after + 1)
+    monkeypatch.setattr(pilots, "utcnow", lambda: later)
+    pilots.follow("alpha", site, {})
+    assert (_pilot(silent).state, _pilot(silent).end_reason) == (
+        "ENDED",
+        "its batch job was never submitted",
+    )
+    assert _pilot(heard).state == "RUNNING", "its launcher beats: it runs"
