@@ -32,9 +32,12 @@ TARGET_RATIO = 0.5
 SCHEDULER_PATHS = {"local": "local", "instant": "bench.instant_app:InstantScheduler"}
 
 
-def tasks_per_argo_job(subjobs: int) -> int:
+def steps_per_argo_job(subjobs: int) -> int:
     """argo.stage_in, argo.advance; per subjob stage_in, preprocess, submit, then (resumed by
-    the poller) postprocess, stage_out, argo.advance; argo.stage_out, argo.finish."""
+    the poller) postprocess, stage_out, argo.advance; argo.stage_out, argo.finish. The ceiling
+    runs each as a task; the service walks a postprocess and a stage out with nothing to do
+    in the tick that sees the batch job end (``next_step.after_batch_end``), as here, so it
+    sends two tasks fewer per subjob for the same steps."""
     return 2 + 6 * subjobs + 2
 
 
@@ -243,7 +246,7 @@ def main() -> int:
     lifecycles = args.jobs * args.subjobs
     # Rates over the first STEADY share of jobs to end (see ``clock``).
     steady_lifecycles = math.ceil(STEADY * args.jobs) * args.subjobs
-    steady_tasks = math.ceil(STEADY * args.jobs) * tasks_per_argo_job(args.subjobs)
+    steady_steps = math.ceil(STEADY * args.jobs) * steps_per_argo_job(args.subjobs)
     service, ceiling, ratio = best["service"], best["ceiling"], best["ratio"]
     failed = sum(args.jobs - r["service"]["end_states"].get("HISTORY", 0) for r in rounds)
     shape = (
@@ -253,13 +256,15 @@ def main() -> int:
     )
     figures = [
         Figure("subjob lifecycles/s (service)", steady_lifecycles / service["steady_s"], "/s"),
-        Figure("Celery tasks/s (service)", steady_tasks / service["steady_s"], "/s"),
+        Figure("steps/s (service)", steady_steps / service["steady_s"], "/s"),
         Figure(
             "subjob lifecycles/s (plain-Celery ceiling)",
             steady_lifecycles / ceiling["steady_s"],
             "/s",
         ),
-        Figure("Celery tasks/s (plain-Celery ceiling)", steady_tasks / ceiling["steady_s"], "/s"),
+        Figure(
+            "steps/s (plain-Celery ceiling, a task each)", steady_steps / ceiling["steady_s"], "/s"
+        ),
         Figure("service / ceiling", ratio, "", f">= {TARGET_RATIO}"),
         Figure("wall time, every job ended (service)", service["wall_s"], "s"),
         Figure("wall time, every chain ended (ceiling)", ceiling["wall_s"], "s"),
