@@ -298,6 +298,11 @@ class SiteMonitor(Base):
     status_query_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_error_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The idle-node windows the site's scheduler last reported (a pilot site asks when a pilot
+    # is due: backends/backfill_probe.py), as [nodes, seconds or null, where], and when: what
+    # the choice among candidate sites reads of a site's idle nodes (site_handoff.py).
+    backfill_windows: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    backfill_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class ServiceInfo(Base):

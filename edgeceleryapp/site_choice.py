@@ -55,6 +55,19 @@ def fits(window: Window | None, nodes: int, wall_seconds: float | None) -> bool:
     return window.holds(Shape(nodes, math.ceil(wall_seconds / 60)))
 
 
+def best_window(
+    windows: list[Window] | None, nodes: int, wall_seconds: float | None
+) -> Window | None:
+    """The one of a site's windows that speaks for it: the smallest that fits the subjob
+    (the others stay free for wider work), else the widest; None without windows."""
+    if not windows:
+        return None
+    fitting = [w for w in windows if fits(w, nodes, wall_seconds)]
+    if fitting:
+        return min(fitting, key=lambda w: (w.nodes, w.seconds or math.inf))
+    return max(windows, key=lambda w: (w.nodes, w.seconds or math.inf))
+
+
 @dataclass(frozen=True)
 class Candidate:
     """What is known of one candidate site at the hand-off (``site_handoff.snapshot``).

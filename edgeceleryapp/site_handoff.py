@@ -22,7 +22,8 @@ from edgeceleryapp import next_step, site_health, state_store
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.models import Application, SiteMonitor, SubJob, utcnow
 from edgeceleryapp.settings import get_settings
-from edgeceleryapp.site_choice import Candidate, choose
+from edgeceleryapp.site_choice import Candidate, best_window, choose
+from edgeceleryapp.site_monitor import recent_windows
 
 FIRST_RUN = "site.stage_in"
 
@@ -46,11 +47,14 @@ def snapshot(
     application: str,
     now: datetime,
     windows: Mapping[str, Window | None] | None = None,
+    shape: tuple[int, float | None] = (1, None),
 ) -> list[Candidate]:
     """What each candidate site can do now, read in one place: the whitelist, the workers'
     heartbeat, the breaker, the queue against its limit (as ``edgecelery site show`` reads
-    them), and the idle-node window a scheduler reported (``windows``: None, or a site
-    missing from it, is no information)."""
+    them), and the idle-node window its scheduler reported: ``windows`` when given (a site
+    missing from it is no information), else the windows the site's worker last saw, while
+    fresh (two status intervals), the one that speaks for a subjob of ``shape`` (nodes, wall
+    seconds)."""
     configured = get_settings().sites
     with read_scope() as s:
         registered = set(s.scalars(_REGISTERED, {"application": application, "sites": sites}).all())
@@ -75,7 +79,11 @@ def snapshot(
                     queued=counts["queued"],
                     limit=limit,
                     waiting=counts["waiting_for_admission"],
-                    window=(windows or {}).get(name),
+                    window=(
+                        windows.get(name)
+                        if windows is not None
+                        else best_window(recent_windows(row, 2 * site.status_interval, now), *shape)
+                    ),
                 )
             )
     return candidates
@@ -92,8 +100,10 @@ def placed(owed: next_step.Owed, sites: list[str] | None) -> next_step.Owed:
         return owed
     site = row.site
     if row.site_chosen_at is None:
-        candidates = snapshot(list(row.sites), row.application, utcnow())
         wall = row.wall_time_minutes * 60 if row.wall_time_minutes is not None else None
+        candidates = snapshot(
+            list(row.sites), row.application, utcnow(), shape=(row.num_nodes, wall)
+        )
         choice = choose(candidates, row.num_nodes, wall)
         site = state_store.choose_site(owed.subjob_id, choice.site, choice.reason) or site
     return dataclasses.replace(owed, site=site)

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backends.backfill import Window
 from edgeceleryapp.db import engine, read_scope, session_scope
 from edgeceleryapp.models import SiteMonitor, SubJob, utcnow
 from edgeceleryapp.throttle import Breaker
@@ -142,3 +143,29 @@ def step_error(subjob_id: int, message: str) -> None:
             .where(SiteMonitor.site == site)
             .values(last_error_at=utcnow(), last_error=message)
         )
+
+
+def backfill_seen(site: str, windows: list[Window]) -> None:
+    """Keep the idle-node windows the site's scheduler just reported, for the choice among
+    candidate sites (``site_handoff``), which runs on the argo worker and asks no scheduler."""
+    ensure_monitor(site)
+    rows = [[w.nodes, w.seconds, w.where] for w in windows]
+    with session_scope() as s:
+        s.execute(
+            update(SiteMonitor)
+            .where(SiteMonitor.site == site)
+            .values(backfill_windows=rows, backfill_at=utcnow())
+        )
+
+
+def recent_windows(row: SiteMonitor | None, fresh_for: float, now: datetime) -> list[Window] | None:
+    """The windows the site last reported, if within ``fresh_for`` seconds; None (no
+    information) otherwise: an idle node seen minutes ago is likely taken."""
+    if row is None or row.backfill_at is None or row.backfill_windows is None:
+        return None
+    if (now - row.backfill_at).total_seconds() > fresh_for:
+        return None
+    return [
+        Window(int(n), None if sec is None else float(sec), str(where))
+        for n, sec, where in row.backfill_windows
+    ]

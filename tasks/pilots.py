@@ -41,7 +41,7 @@ from edgeceleryapp.errors import EdgeCeleryError, Parked, PermanentError
 from edgeceleryapp.models import Pilot, SiteMonitor, SubJob, SubjobView, utcnow
 from edgeceleryapp.pilot_sizing import Limits, Plan, Waiting, size_pilot
 from edgeceleryapp.settings import PilotSettings, SiteSettings
-from edgeceleryapp.site_monitor import ensure_monitor
+from edgeceleryapp.site_monitor import backfill_seen, ensure_monitor
 from edgeceleryapp.state_store import move_subjob
 from tasks.retry_policy import Stop
 from tasks.site_steps import job_env, site_of, workdir_of
@@ -440,6 +440,7 @@ def _grow(
     # long (a command or two): the pilot is then cut to fit a backfill window if one fits.
     windows = probe(site_name, site).windows
     if windows is not None:
+        backfill_seen(site_name, windows)
         decision = size_pilot(work, coming, len(pilots), limits, windows)
     if decision.plan is not None:
         submit_pilot(site_name, site, decision.plan, decision.reason)

@@ -14,7 +14,9 @@ from edgeceleryapp.db import session_scope
 from edgeceleryapp.errors import ValidationFailed
 from edgeceleryapp.models import JobEvent, SiteMonitor, SubJob, utcnow
 from edgeceleryapp.next_step import Record, for_subjob
-from edgeceleryapp.site_choice import Candidate, choose
+from edgeceleryapp.settings import get_settings
+from edgeceleryapp.site_choice import Candidate, best_window, choose
+from edgeceleryapp.site_monitor import backfill_seen
 from edgeceleryapp.state_store import move_subjob
 from tests.helpers import argo_message, count, subjob
 from workflows.intake import submit_argo, submit_balsam
@@ -95,6 +97,14 @@ def test_a_backfill_window_that_fits_wins_over_more_free_slots():
 
 def test_no_window_is_no_information():
     assert choose([ready("a", free=3), ready("b", free=2, window=None)]).site == "a"
+
+
+def test_the_window_that_speaks_for_a_site_is_the_smallest_that_fits_else_the_widest():
+    one, four, wide_short = Window(1, 7200, "a"), Window(4, None, "b"), Window(16, 300, "c")
+    assert best_window([four, one, wide_short], nodes=1, wall_seconds=3600) == one
+    assert best_window([four, one, wide_short], nodes=2, wall_seconds=3600) == four
+    assert best_window([one, wide_short], nodes=8, wall_seconds=3600) == wide_short
+    assert best_window(None, 1, None) is None and best_window([], 1, None) is None
 
 
 def test_a_choice_needs_a_candidate():
@@ -227,3 +237,21 @@ def test_a_retry_of_a_job_whose_first_run_never_went_out_chooses_then(env):
     job_control.retry_subjob(subjob_id)
     assert subjob(subjob_id).site == "beta"
     assert len(_choices(subjob_id)) == 1
+
+
+def test_the_hand_off_reads_the_idle_nodes_a_site_s_worker_last_saw(env):
+    """The argo worker asks no scheduler: it reads the windows each site's worker reported
+    (a pilot site's, when it sized a pilot). Fresh, a fitting one wins over the user's
+    order; older than two status intervals, it is no information."""
+    for site in ("alpha", "beta"):
+        applications.add_app("echo", site, "/bin/true")
+        _site_state(site)
+    backfill_seen("beta", [Window(4, 3600, "partition debug")])
+    chosen = submit_balsam(_balsam_multi())
+    assert subjob(chosen).site == "beta"
+    assert "beta: its idle nodes fit the subjob" in _choices(chosen)[0]
+    assert "4 nodes idle for 3600 s" in _choices(chosen)[0]
+    stale = utcnow() - timedelta(seconds=2 * get_settings().site("beta").status_interval + 1)
+    with session_scope() as s:
+        s.get(SiteMonitor, "beta").backfill_at = stale
+    assert subjob(submit_balsam(_balsam_multi())).site == "alpha", "the user's order again"

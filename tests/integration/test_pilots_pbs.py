@@ -16,7 +16,7 @@ from edgeceleryapp import applications
 from edgeceleryapp import pilot_inbox as inbox
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.devstack import wait_for
-from edgeceleryapp.models import SubJob
+from edgeceleryapp.models import SiteMonitor, SubJob
 from tests.fakes import engine as fake
 from tests.helpers import script
 from tests.integration.conftest import running_deployment
@@ -82,7 +82,10 @@ def test_subjobs_run_in_few_pilots_and_operators_see_them(pbs):
     with read_scope() as s:
         first = s.get(SubJob, ids[0])
         pilot_id = first.pilot_id
+        monitor = s.get(SiteMonitor, "pbs")
     assert pilot_id is not None and first.batch_job_id is None
+    # The windows asked for when the pilot was sized, kept for the choice among sites.
+    assert monitor.backfill_at is not None and monitor.backfill_windows, monitor.backfill_windows
     shown = pbs.cli("job", "show", str(ids[0]))
     assert f"ran in               pilot {pilot_id} (batch job " in shown, shown
     site = pbs.cli("site", "show", "pbs")
