@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from edgeceleryapp import applications
 from edgeceleryapp.devstack import wait_for
 from tests.helpers import (
     SUBJOB_PATH,
     argo_message,
     echo_app,
+    script,
     slow_preprocess_app,
     state_changes,
 )
@@ -103,3 +105,42 @@ def test_with_shipped_defaults_a_killed_site_worker_s_subjob_continues(tmp_path)
         assert (workdir / "runs.log").read_text() == "run\n", "the application ran once"
         messages = [e["message"] for e in final["events"] if e["subjob_id"] == sj["id"]]
         assert any(m.startswith("re-driven: no progress for") for m in messages), messages
+
+
+def test_a_spawning_postprocess_killed_with_its_worker_adds_its_children_once(tmp_path):
+    """Shipped defaults (only the poll interval is short): the site worker is SIGKILLed while
+    a postprocess that spawns two children runs (``children.json`` already written); a new
+    worker runs the postprocess again, and the children are added, and run, once."""
+    with running_deployment(tmp_path, ("alpha",), shipped_defaults=True) as dep:
+        started, go = dep.data / "post-started", dep.data / "post-go"
+        echo_app(dep.root, "alpha")
+        post = script(
+            dep.root / "apps" / "spawner" / "post.py",
+            f"""
+            import os, time
+            from edgeceleryapp import dag
+            dag.spawn_child("child-a", "alpha", "echo")
+            dag.spawn_child("child-b", "alpha", "echo")
+            open({str(started)!r}, "a").write("started\\n")
+            deadline = time.time() + 300
+            while not os.path.exists({str(go)!r}) and time.time() < deadline:
+                time.sleep(0.05)
+            """,
+        )
+        exe = script(dep.root / "apps" / "spawner" / "app.py", 'open("ran", "a").write("x")\n')
+        applications.add_app("spawner", "alpha", exe, postprocess=post)
+        argo_id = dep.submit(argo_message("spawns", sites=("alpha",), app="spawner"))
+        wait_for(started.exists, 90, "the postprocess to start")
+        dep.workers["alpha"].kill(signal.SIGKILL)
+        go.write_text("")
+        dep.start_worker("alpha")
+        final = dep.wait_state(argo_id, {"HISTORY", "SUBJOBS_COMPLETED_FAILED"}, 150)
+        assert final["state"] == "HISTORY", final["state_message"]
+        assert started.read_text().count("started") == 2, "the killed postprocess ran again"
+        names = sorted(sj["name"] for sj in final["subjobs"])
+        assert names == ["child-a", "child-b", "spawns-0"], "each child added once"
+        assert {sj["state"] for sj in final["subjobs"]} == {"JOB_FINISHED"}
+        for sj in final["subjobs"]:
+            workdir = dep.root / "sites" / "alpha" / "jobs" / str(sj["id"])
+            ran, once = ("ran", "x") if sj["name"] == "spawns-0" else ("runs.log", "run\n")
+            assert (workdir / ran).read_text() == once, f"{sj['name']} ran once"
