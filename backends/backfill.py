@@ -151,3 +151,10 @@ def _tidy(windows: list[Window]) -> list[Window]:
 
     kept = [w for w in windows if w.nodes > 0 and not any(covers(o, w) for o in windows)]
     return sorted(set(kept), key=lambda w: -w.nodes)
+
+
+def after_taking(windows: list[Window], nodes: int) -> list[Window]:
+    """The windows once a job of ``nodes`` nodes has been sent to them: each made that much
+    smaller (where it lands is the scheduler's business, so every window is taken to lose
+    them), those left with no node dropped."""
+    return [Window(w.nodes - nodes, w.seconds, w.where) for w in windows if w.nodes > nodes]

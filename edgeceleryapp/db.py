@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
@@ -23,20 +24,30 @@ from sqlalchemy.orm import Session, sessionmaker
 from edgeceleryapp.models import Base
 from edgeceleryapp.settings import get_settings
 
-_engine: Engine | None = None
-_engine_pid: int | None = None
-_factory: sessionmaker[Session] | None = None
-_read_factory: sessionmaker[Session] | None = None
-# Creating and dropping the engine are one step each: a thread that read the settings, then
-# assigned its engine after another had reset it (new settings: a test's own database), left
+
+@dataclass(frozen=True)
+class _Binding:
+    """The process's engine and its session factories, made and replaced as one: a reader
+    takes all three from the one object it read, never one from before a reset and one from
+    after."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    reads: sessionmaker[Session]
+    pid: int
+
+
+_binding: _Binding | None = None
+# Making and dropping the binding are one step each: a thread that read the settings, then
+# stored its engine after another had reset it (new settings: a test's own database), left
 # the process on the old database.
-_engine_lock = threading.Lock()
+_binding_lock = threading.Lock()
 
 
 def _new_lock_in_child() -> None:
     """A fork copies the lock as it was: held, if another thread held it then."""
-    global _engine_lock
-    _engine_lock = threading.Lock()
+    global _binding_lock
+    _binding_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_new_lock_in_child)
@@ -105,37 +116,41 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def engine() -> Engine:
-    """This process's engine; a forked worker child gets a fresh one, never its parent's."""
-    global _engine, _engine_pid, _factory, _read_factory
-    current = _engine
-    if current is not None and _engine_pid == os.getpid():
+def _bound() -> _Binding:
+    """This process's binding; a forked worker child makes its own, never uses its parent's."""
+    global _binding
+    current = _binding
+    if current is not None and current.pid == os.getpid():
         return current
-    with _engine_lock:
-        if _engine is None or _engine_pid != os.getpid():
+    with _binding_lock:
+        if _binding is None or _binding.pid != os.getpid():
             made = make_engine(get_settings().database_url)
-            _factory = sessionmaker(made, expire_on_commit=False)
-            _read_factory = sessionmaker(
-                made.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+            _binding = _Binding(
+                made,
+                sessionmaker(made, expire_on_commit=False),
+                sessionmaker(made.execution_options(**{READ_ONLY: True}), expire_on_commit=False),
+                os.getpid(),
             )
-            _engine, _engine_pid = made, os.getpid()
-        return _engine
+        return _binding
+
+
+def engine() -> Engine:
+    """This process's engine."""
+    return _bound().engine
 
 
 def reset_engine() -> None:
-    global _engine, _engine_pid, _factory, _read_factory
-    with _engine_lock:
-        if _engine is not None and _engine_pid == os.getpid():
-            _engine.dispose()
-        _engine = _engine_pid = _factory = _read_factory = None
+    global _binding
+    with _binding_lock:
+        if _binding is not None and _binding.pid == os.getpid():
+            _binding.engine.dispose()
+        _binding = None
 
 
 @contextmanager
 def session_scope() -> Iterator[Session]:
     """One transaction: commit on success, roll back on any error."""
-    engine()
-    assert _factory is not None
-    with _factory() as session, session.begin():
+    with _bound().sessions() as session, session.begin():
         yield session
 
 
@@ -143,9 +158,7 @@ def session_scope() -> Iterator[Session]:
 def read_scope() -> Iterator[Session]:
     """One transaction that only reads: it takes no write lock on SQLite. Writing in it is a
     mistake (SQLite would refuse the upgrade at once instead of waiting for the lock)."""
-    engine()
-    assert _read_factory is not None
-    with _read_factory() as session, session.begin():
+    with _bound().reads() as session, session.begin():
         yield session
 
 

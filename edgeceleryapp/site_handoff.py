@@ -12,12 +12,10 @@ keeps the first choice. A subjob with one ``site`` costs nothing here: its row s
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import bindparam, select
 
-from backends.backfill import Window
 from edgeceleryapp import next_step, site_health, state_store
 from edgeceleryapp.db import read_scope
 from edgeceleryapp.models import Application, SiteMonitor, SubJob, utcnow
@@ -46,15 +44,13 @@ def snapshot(
     sites: list[str],
     application: str,
     now: datetime,
-    windows: Mapping[str, Window | None] | None = None,
     shape: tuple[int, float | None] = (1, None),
 ) -> list[Candidate]:
     """What each candidate site can do now, read in one place: the whitelist, the workers'
     heartbeat, the breaker, the queue against its limit (as ``edgecelery site show`` reads
-    them), and the idle-node window its scheduler reported: ``windows`` when given (a site
-    missing from it is no information), else the windows the site's worker last saw, while
-    fresh (two status intervals), the one that speaks for a subjob of ``shape`` (nodes, wall
-    seconds)."""
+    them), and the idle nodes its scheduler reported: of the windows the site's worker last
+    saw, while fresh (two status intervals), the one that speaks for a subjob of ``shape``
+    (nodes, wall seconds)."""
     configured = get_settings().sites
     with read_scope() as s:
         registered = set(s.scalars(_REGISTERED, {"application": application, "sites": sites}).all())
@@ -79,11 +75,7 @@ def snapshot(
                     queued=counts["queued"],
                     limit=limit,
                     waiting=counts["waiting_for_admission"],
-                    window=(
-                        windows.get(name)
-                        if windows is not None
-                        else best_window(recent_windows(row, 2 * site.status_interval, now), *shape)
-                    ),
+                    window=best_window(recent_windows(row, 2 * site.status_interval, now), *shape),
                 )
             )
     return candidates

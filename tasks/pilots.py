@@ -28,6 +28,7 @@ from pathlib import Path
 
 from sqlalchemy import Row, bindparam, select, update
 
+from backends.backfill import after_taking
 from backends.backfill_probe import probe
 from backends.batchscript import SCRIPT_FILE
 from backends.schedulers import BatchRequest, BatchStatus, scheduler_for
@@ -191,12 +192,15 @@ def follow(site_name: str, site: SiteSettings, answer: dict[str, BatchStatus] | 
             why = f"its launcher ended: {last_word}"
         elif pilot.batch_job_id is None:
             # Its worker was killed between the submission and recording the batch job, or
-            # before submitting: asked by name as often as the scheduler is asked at all.
-            found = _found_by_name(site, pilot) if answer is not None else None
-            if found is not None:
-                _set(pilot, pilot.state, batch_job_id=found)
-            elif beat_at is None and (now - pilot.submitted_at).total_seconds() > site.lost_after:
-                why = "its batch job was never submitted"
+            # before submitting: looked up by name when the scheduler is asked, and before
+            # it is called never submitted. A look that fails decides nothing.
+            overdue = (now - pilot.submitted_at).total_seconds() > site.lost_after
+            if answer is not None or overdue:
+                asked, found = _found_by_name(site, pilot)
+                if found is not None:
+                    _set(pilot, pilot.state, batch_job_id=found)
+                elif asked and overdue and beat_at is None:
+                    why = "its batch job was never submitted"
         elif answer is not None:
             status = answer.get(pilot.batch_job_id)
             age = (now - pilot.submitted_at).total_seconds()
@@ -226,19 +230,19 @@ def _naive_utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC).replace(tzinfo=None)
 
 
-def _found_by_name(site: SiteSettings, pilot: PilotView) -> str | None:
-    """The pilot's batch job as the scheduler knows it by the name it was given; None when
-    it knows none (or cannot say now: asked again at the next look)."""
+def _found_by_name(site: SiteSettings, pilot: PilotView) -> tuple[bool, str | None]:
+    """Whether the scheduler could be asked, and the pilot's batch job as it knows it by the
+    name it was given (None: it knows none)."""
     try:
-        return scheduler_for(site).find(pilot_batch_name(pilot.id))
+        return True, scheduler_for(site).find(pilot_batch_name(pilot.id))
     except EdgeCeleryError as exc:
         log.warning("pilot %s: could not look its batch job up by name: %s", pilot.id, exc)
-        return None
+        return False, None
 
 
 def _cancel(site: SiteSettings, pilot: PilotView) -> None:
     """A pilot taken for dead is removed from the scheduler, so it cannot run anything more."""
-    batch_id = pilot.batch_job_id or _found_by_name(site, pilot)
+    batch_id = pilot.batch_job_id or _found_by_name(site, pilot)[1]
     if batch_id:
         with contextlib.suppress(EdgeCeleryError):
             scheduler_for(site).cancel(batch_id)
@@ -440,8 +444,10 @@ def _grow(
     # long (a command or two): the pilot is then cut to fit a backfill window if one fits.
     windows = probe(site_name, site).windows
     if windows is not None:
-        backfill_seen(site_name, windows)
         decision = size_pilot(work, coming, len(pilots), limits, windows)
+        # Kept for the choice among candidate sites, less what this pilot is about to take.
+        taken = decision.plan.nodes if decision.plan is not None else 0
+        backfill_seen(site_name, after_taking(windows, taken))
     if decision.plan is not None:
         submit_pilot(site_name, site, decision.plan, decision.reason)
 
@@ -519,8 +525,3 @@ def submit_pilot(site_name: str, site: SiteSettings, plan: Plan, reason: str) ->
         reason,
     )
     return pilot_id
-
-
-def batch_ids(site_name: str) -> list[str]:
-    """The live pilots' batch jobs, for the tick's one status command."""
-    return [p.batch_job_id for p in live(site_name) if p.batch_job_id]

@@ -147,15 +147,19 @@ def _poll_batch_jobs(site_name: str, site: SiteSettings, report: PollReport) -> 
         jobs = s.execute(_IN_FLIGHT, {"site": site_name}).all()
     report.in_flight = len(jobs)
     # A pilot site's pilots are batch jobs too: asked about in the same one command.
-    pilot_jobs = pilots.batch_ids(site_name) if site.pilots.enabled else []
-    if not jobs and not pilot_jobs:
+    live_pilots = pilots.live(site_name) if site.pilots.enabled else []
+    pilot_jobs = [p.batch_job_id for p in live_pilots if p.batch_job_id]
+    # A pilot whose batch job was never recorded is looked up by name when the scheduler is
+    # asked (``pilots.follow``): its worker died between the submission and the record.
+    unrecorded = len(pilot_jobs) < len(live_pilots)
+    if not jobs and not live_pilots:
         return
     codes = {
         j.id: pilots.exit_code(j) if j.pilot_id else read_exit_code(workdir_of(j)) for j in jobs
     }
     pending = [j for j in jobs if codes[j.id] is None and j.batch_job_id]
     answer: dict[str, BatchStatus] = {}
-    if (pending or pilot_jobs) and take_lease(
+    if (pending or pilot_jobs or unrecorded) and take_lease(
         site_name, "status_until", site.status_interval * 0.95
     ):
         started, clock = utcnow(), time.monotonic()

@@ -9,8 +9,8 @@ at work renews its lease), untouched for the grace period (no move, no message d
 first, at most ``redrive_batch`` per sweep; each re-drive is recorded as a JobEvent that keeps
 the state and says why. Sites' records are swept by their site's tick (``tasks.poll``), Argo
 jobs' by the argo worker (``argo.reconcile`` on celery beat), which also sweeps the hand-offs
-to candidate sites that were never made; each sweep is single-flight through a lease in
-``site_monitors``.
+to candidate sites that were never made (the sites' sweeps leave those alone, so one sweep
+sends each); each sweep is single-flight through a lease in ``site_monitors``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, Select, Table, Text, and_, bindparam, cast, or_, select
+from sqlalchemy import Row, Select, Table, Text, and_, bindparam, cast, func, not_, or_, select
 
 from edgeceleryapp import next_step, site_handoff, state_store, states
 from edgeceleryapp.brokertransport import batch_producer
@@ -85,16 +85,18 @@ def _subjob_candidates(*where: Any) -> Select:  # type: ignore[type-arg]
     )
 
 
-_SITE_CANDIDATES = _subjob_candidates(_SUB.c.site == bindparam("site"))
 # Hand-offs whose site was never chosen (their message lost before the choice): ``site`` is
 # still the first candidate, whose worker may be the one that is down, so the argo worker,
-# which makes hand-offs, sweeps them. A subjob of one site stores ``sites`` as JSON null, not
-# SQL NULL (and PostgreSQL's json has no equality), hence the text.
-_UNCHOSEN = _subjob_candidates(
+# which makes hand-offs, sweeps them, and the sites' sweeps leave them alone. A subjob of one
+# site stores ``sites`` as JSON null, or SQL NULL in a row older than the column (and
+# PostgreSQL's json has no equality), hence the text.
+_UNCHOSEN_HANDOFF = and_(
     _SUB.c.state == "CREATED",
     _SUB.c.site_chosen_at.is_(None),
-    cast(_SUB.c.sites, Text) != "null",
+    func.coalesce(cast(_SUB.c.sites, Text), "null") != "null",
 )
+_SITE_CANDIDATES = _subjob_candidates(_SUB.c.site == bindparam("site"), not_(_UNCHOSEN_HANDOFF))
+_UNCHOSEN = _subjob_candidates(_UNCHOSEN_HANDOFF)
 _ARGO_CANDIDATES = (
     select(
         _ARGO.c.id, _ARGO.c.state, _ARGO.c.current_subjob, _ARGO.c.updated_at, _ARGO.c.dispatched_at

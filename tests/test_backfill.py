@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backends.backfill import Choice, Shape, Window, choose, claimed, per_node
+from backends.backfill import Choice, Shape, Window, after_taking, choose, claimed, per_node
 
 DEFAULT = Shape(1, 60)
 
@@ -82,3 +82,9 @@ def test_nodes_each_free_for_their_own_time_make_a_staircase():
         Window(1, None, "queue default"),
     ]
     assert per_node([], "queue default") == []
+
+
+def test_windows_after_a_pilot_took_its_nodes():
+    windows = [Window(8, 3600, "partition batch"), Window(2, None, "partition debug")]
+    assert after_taking(windows, 2) == [Window(6, 3600, "partition batch")]
+    assert after_taking(windows, 0) == windows

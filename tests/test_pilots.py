@@ -24,7 +24,7 @@ from edgeceleryapp.errors import ConfigurationError
 from edgeceleryapp.models import Pilot, utcnow
 from edgeceleryapp.pilot_sizing import Limits, Plan, Waiting, size_pilot
 from edgeceleryapp.settings import get_settings, load_settings, reset_settings
-from tasks import pilots
+from tasks import pilots, poll
 from tests.helpers import children_of
 
 LIMITS = Limits(
@@ -214,7 +214,7 @@ def test_a_run_signalled_with_its_pilot_at_the_wall_time_is_not_failed(tmp_path)
         wait_for(lambda: inbox.where(d, at_wall_time.name) == inbox.RUNNING, 20, "the claim")
         first = wait_for(lambda: min(children_of(proc.pid), default=None), 10, "its process")
         os.kill(first, signal.SIGTERM)
-        time.sleep(0.3)  # the fault as Slurm may make it: the launcher signalled 0.3 s later
+        time.sleep(0.1)  # the fault as Slurm may make it: the launcher signalled 0.1 s later
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
         assert inbox.read_exit_code(Path(at_wall_time.workdir), 1) is None
@@ -265,11 +265,11 @@ def test_assignment_round_trips_as_json(tmp_path):
 
 def _unrecorded_pilot(env, heartbeat: bool = False) -> tuple[int, str]:
     """A pilot the scheduler accepted, then its worker died before recording the batch job:
-    its id and the batch job's. Its batch job runs no launcher (``/bin/true``): only the
-    test says whether one was heard."""
+    its id and the batch job's. Site alpha runs pilots whose batch jobs run no launcher
+    (``/bin/true``): only the test says whether one was heard."""
     if "[sites.alpha.pilots]" not in env.config.read_text():
         with env.config.open("a") as fh:
-            fh.write('\n[sites.alpha.pilots]\ncommand = ["/bin/true"]\n')
+            fh.write('\n[sites.alpha.pilots]\nenabled = true\ncommand = ["/bin/true"]\n')
         reset_settings()
     site = get_settings().site("alpha")
     pilot_id = pilots.submit_pilot("alpha", site, Plan(1, 5), "test")
@@ -288,26 +288,47 @@ def _pilot(pilot_id: int) -> Pilot:
 
 
 def test_a_pilot_whose_submission_was_not_recorded_is_found_by_name(env):
-    site = get_settings().site("alpha")
+    """The site has no subjob in flight and no other pilot: the tick asks the scheduler for
+    this one's sake, finds it by name, and from then on follows it as any pilot."""
     pilot_id, batch_id = _unrecorded_pilot(env)
-    pilots.follow("alpha", site, None)  # a tick that does not ask the scheduler
-    assert _pilot(pilot_id).batch_job_id is None
-    pilots.follow("alpha", site, {})
-    found = _pilot(pilot_id)
-    assert (found.batch_job_id, found.state) == (batch_id, "QUEUED")
-    assert batch_id in pilots.batch_ids("alpha"), "followed (and cancelled) as any pilot"
+
+    def recorded() -> str | None:
+        poll.poll_site("alpha")
+        return _pilot(pilot_id).batch_job_id
+
+    assert wait_for(recorded, 20, "the tick to find the pilot by name", 0.05) == batch_id
+    assert _pilot(pilot_id).state == "QUEUED"
+
+    def ended() -> Pilot | None:
+        poll.poll_site("alpha")
+        found = _pilot(pilot_id)
+        return found if found.state == "ENDED" else None
+
+    reason = wait_for(ended, 20, "its batch job's end to be seen", 0.05).end_reason
+    assert reason == f"its batch job {batch_id} ended: ended"
 
 
-def test_a_pilot_never_submitted_ends_unless_its_launcher_is_heard(env, monkeypatch):
-    site = get_settings().site("alpha")
+@pytest.mark.parametrize("look", ["answered", "failed"])
+def test_a_pilot_never_submitted_ends_unless_its_launcher_is_heard(env, monkeypatch, look):
+    """Past lost_after, a pilot the scheduler knows no batch job of ends, unless its launcher
+    beats; when the scheduler cannot be asked, nothing is decided."""
     silent, _ = _unrecorded_pilot(env)
     heard, _ = _unrecorded_pilot(env, heartbeat=True)
-    monkeypatch.setattr(pilots, "_found_by_name", lambda _site, _pilot: None)  # not there
-    later = utcnow() + timedelta(seconds=site.lost_after + 1)
+    answer = (look == "answered", None)
+    monkeypatch.setattr(pilots, "_found_by_name", lambda _site, _pilot: answer)
+    later = utcnow() + timedelta(seconds=get_settings().site("alpha").lost_after + 1)
     monkeypatch.setattr(pilots, "utcnow", lambda: later)
-    pilots.follow("alpha", site, {})
-    assert (_pilot(silent).state, _pilot(silent).end_reason) == (
-        "ENDED",
-        "its batch job was never submitted",
-    )
+
+    def followed() -> bool:  # the tick that saw the heard one's beat decided the silent one
+        poll.poll_site("alpha")
+        return _pilot(heard).state == "RUNNING"
+
+    wait_for(followed, 20, "a tick that follows the pilots", 0.05)
+    if look == "answered":
+        assert (_pilot(silent).state, _pilot(silent).end_reason) == (
+            "ENDED",
+            "its batch job was never submitted",
+        )
+    else:
+        assert _pilot(silent).state == "QUEUED"
     assert _pilot(heard).state == "RUNNING", "its launcher beats: it runs"

@@ -118,6 +118,7 @@ def test_a_lost_hand_off_to_candidate_sites_is_made_by_the_argo_sweep(any_db_env
         age(SubJob, ident, dispatched_at=None)
     assert subjob(job).site == "alpha"
     assert reconcile.reconcile_site("beta") == [single], "one site: its site's sweep sends it"
+    assert reconcile.reconcile_site("alpha") == [], "not the first candidate's: one sweep"
     assert reconcile.reconcile_handoffs() == [job]
     assert sent == [("site.stage_in", (single,)), ("site.stage_in", (job,))]
     assert subjob(job).site == "beta"

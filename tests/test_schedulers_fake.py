@@ -395,8 +395,7 @@ def test_queued_running_done_to_job_finished(sched):
     (workdir_of(subjob(job_id)) / "go").touch()
     ended = poll_until_ended(job_id)
     assert ended.state == "POSTPROCESSED", "no postprocess script: passed in the tick"
-    for step in ("postprocess", "stage_out"):
-        getattr(site, step).apply(args=(job_id,))
+    site.stage_out.apply(args=(job_id,))
     assert subjob(job_id).state == "JOB_FINISHED"
     assert subjob_states(job_id) == SUBJOB_PATH
     assert (out / "runs.log").read_text() == "run\n"
