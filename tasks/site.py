@@ -110,7 +110,8 @@ def cancel(self: StepTask, subjob_id: int) -> None:
     """Remove a killed subjob's batch job from its scheduler (run at the site). A subjob
     killed while it was being submitted has no batch job recorded, but the scheduler may have
     one under the attempt's name (its submit's worker died before recording it): look it up
-    by that name, as a re-run of the submit would."""
+    by that name, as a re-run of the submit would; one it does not show yet is forbidden to
+    start (``Scheduler.forbid``)."""
 
     def body() -> None:
         subjob = load_subjob(subjob_id)
@@ -120,9 +121,12 @@ def cancel(self: StepTask, subjob_id: int) -> None:
             pilots.cancel_run(subjob)
             return
         scheduler = scheduler_for(site_steps.site_of(subjob))
-        batch_id = subjob.batch_job_id or scheduler.find(batch_job_name(subjob))
+        name = batch_job_name(subjob)
+        batch_id = subjob.batch_job_id or scheduler.find(name)
         if batch_id:
             scheduler.cancel(batch_id)
+        else:  # not seen (yet): a run accepted but not started must never start
+            scheduler.forbid(name)
 
     guarded(
         self, body, lambda reason: log.warning("cancel of subjob %s failed: %s", subjob_id, reason)

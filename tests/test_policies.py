@@ -238,6 +238,26 @@ def assert_stopped(env, name: str) -> None:
     assert plugin.statuses([name]) == {}
 
 
+def test_cancel_of_a_subjob_whose_local_run_has_not_started_keeps_it_from_starting(
+    env, monkeypatch
+):
+    """The scheduler accepted the batch job, the worker died, and the detached run has not
+    recorded itself yet: ``find`` does not show it, so the cancel forbids its name, and the
+    run, when it comes, runs nothing."""
+    argo_id, job_id = forever_argo(env)
+    started = []
+    monkeypatch.setattr(local, "start_detached", lambda *args: started.append(args))
+    site_steps.submit(subjob(job_id), "delivery-1")
+    captured_cancels(monkeypatch)
+    assert job_control.cancel_argo(argo_id) == 1
+    site.cancel.apply(args=(job_id,))
+    ((mark, pid_file, exit_file, files),) = started
+    late = [str(a) for a in (pid_file, exit_file, *files)]
+    subprocess.run(["/bin/sh", "-c", WRAPPER, mark, *late], check=True, timeout=30)
+    assert read_int(pid_file) is None and not exit_file.exists()
+    assert not (env.data / "still-running").exists(), "the application ran"
+
+
 def test_the_local_scheduler_cancels_a_job_right_after_submitting_it(env):
     """The detached run writes its pid a moment after the submission returned."""
     _argo_id, job_id = forever_argo(env)

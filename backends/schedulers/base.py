@@ -113,6 +113,13 @@ class Scheduler(ABC):
     def cancel(self, batch_id: str) -> None:
         """Ask the scheduler to remove the batch job."""
 
+    def forbid(self, name: str) -> None:
+        """Keep a submission under ``name`` that ``find`` does not show yet from ever running
+        (a subjob killed while its submission was under way). A batch system shows a job it
+        accepted at once, so there is nothing to do; a scheduler that starts its runs a
+        moment after accepting them (``local``) stops the run here."""
+        return None
+
     def windows(self) -> list[Window] | None:
         """Which nodes are idle now and for how long (``backends.backfill``), so pilots can
         be sized to start at once; None where the scheduler cannot say."""

@@ -66,22 +66,30 @@ class LocalScheduler(Scheduler):
                 out[name] = BatchStatus(State.QUEUED)  # starting; later, unknown: lost_after
         return out
 
-    def cancel(self, batch_id: str) -> None:
-        """Kill the run's process group. A run that has not recorded its pid yet (a subjob
-        killed right after its submission, or on a machine so loaded that the detached start
-        has not been scheduled) is stopped from ever starting: the pid file is taken here
-        first, with the same noclobber create the run's wrapper uses, so the wrapper finds it
-        taken and exits without running anything. No waiting on the run, however late."""
-        pid_file, _, _ = self._files(batch_id)
+    def forbid(self, name: str) -> None:
+        self._take_pid_file(name)
+
+    def _take_pid_file(self, name: str) -> bool:
+        """A run that has not recorded its pid yet (a subjob killed right after its
+        submission, or on a machine so loaded that the detached start has not been scheduled)
+        is stopped from ever starting: its pid file is taken here first, with the same
+        noclobber create the run's wrapper uses, so the wrapper finds it taken and exits
+        without running anything, however late it comes. Whether this took it."""
+        pid_file, _, _ = self._files(name)
         self.spool.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(pid_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"{CANCELLED}\n")
+            return False
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{CANCELLED}\n")
+        return True
+
+    def cancel(self, batch_id: str) -> None:
+        """Kill the run's process group, or keep it from starting (``_take_pid_file``)."""
+        if self._take_pid_file(batch_id):
             return
+        pid_file, _, _ = self._files(batch_id)
         # The run took the file: its pid is there, or about to be (the shell creates the file,
         # then writes it).
         deadline = time.monotonic() + START_GRACE
